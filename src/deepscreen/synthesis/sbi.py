@@ -1,0 +1,175 @@
+"""Self-blended images (SBI): training forgeries made from one real face only.
+
+Idea from Shiohara & Yamasaki, "Detecting Deepfakes with Self-Blended Images", CVPR 2022: blend a face with a
+slightly altered copy of itself through a soft landmark mask. The result has the traces every face swap leaves
+(a blending boundary, a colour or sharpness step, a small misalignment) without any identity change, so a
+detector cannot take the shortcut of learning particular generators. Extended here with:
+  - partial-region masks (eyes, nose, mouth, like hand-made composites and expression edits, as in Face X-ray's
+    varied masks: Li et al., CVPR 2020);
+  - colour transfer of the source towards the target, for subtle fakes whose only trace is the boundary;
+  - a blend-boundary map 4·M·(1−M) (Face X-ray) as a second target, which gives the heat map of *where*.
+This file is our own implementation of those ideas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# MediaPipe face-mesh landmark indices of the regions a composite typically replaces.
+REGIONS = {
+    "eye_a": [7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,
+              46, 52, 53, 55, 63, 65, 66, 70, 105, 107],
+    "eye_b": [249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466,
+              276, 282, 283, 285, 293, 295, 296, 300, 334, 336],
+    "nose": [1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440],
+    "mouth": [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
+              269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415],
+}
+# The inner face (no forehead, no jaw line): the classic face-swap region.
+INNER_FACE = [10, 54, 67, 103, 109, 284, 297, 332, 338, 93, 132, 234, 323, 361, 454, 58, 172, 136, 150, 149, 176,
+              148, 152, 377, 400, 378, 379, 365, 397, 288]
+
+
+@dataclass
+class Blend:
+    image: np.ndarray  # HxWx3 uint8, the forgery
+    mask: np.ndarray  # HxW float32 0..1, the effective blend weight of the altered copy
+    kind: str  # which mask family made it (for logs and per-kind evaluation)
+
+
+def _face_size(lms: np.ndarray) -> float:
+    return float(np.ptp(lms, axis=0).max())
+
+
+def _hull_mask(shape, pts: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape[:2], np.float32)
+    cv2.fillConvexPoly(mask, cv2.convexHull(pts.astype(np.int32)), 1.0)
+    return mask
+
+
+def make_mask(shape, lms: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A soft, deformed blending mask: whole face (most often) or one or more facial regions."""
+    size = _face_size(lms)
+    u = rng.random()
+    if u < 0.45:
+        kind, mask = "face", _hull_mask(shape, lms)
+    elif u < 0.6:
+        kind, mask = "inner", _hull_mask(shape, lms[INNER_FACE])
+    else:
+        names = list(REGIONS)
+        chosen = [n for n in names if rng.random() < 0.4] or [names[rng.integers(len(names))]]
+        kind = "+".join(chosen)
+        mask = np.zeros(shape[:2], np.float32)
+        for n in chosen:
+            mask = np.maximum(mask, _hull_mask(shape, lms[REGIONS[n]]))
+        grow = int(size * rng.uniform(0.03, 0.10)) * 2 + 1  # regions are pasted with some skin around them
+        mask = cv2.dilate(mask, np.ones((grow, grow), np.uint8))
+
+    # Deform the outline so the detector does not learn one polygon shape.
+    k = int(size * rng.uniform(0.0, 0.08)) * 2 + 1
+    if k > 1:
+        op = cv2.erode if rng.random() < 0.5 else cv2.dilate
+        mask = op(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    mask = _elastic(mask, amplitude=size * rng.uniform(0.0, 0.04), smooth=size * 0.15, rng=rng)
+    # Feathering decides how sharp the boundary is: from a hard cut to a wide soft blend.
+    sigma = size * rng.uniform(0.005, 0.06)
+    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    peak = mask.max()
+    if peak <= 0:
+        return _hull_mask(shape, lms), "face"
+    return np.clip(mask / peak, 0, 1), kind
+
+
+def _elastic(mask: np.ndarray, amplitude: float, smooth: float, rng: np.random.Generator) -> np.ndarray:
+    if amplitude < 0.5:
+        return mask
+    h, w = mask.shape
+    dx = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), smooth)
+    dy = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), smooth)
+    norm = max(float(np.abs(dx).max()), float(np.abs(dy).max()), 1e-6)
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(mask, xs + dx / norm * amplitude, ys + dy / norm * amplitude, cv2.INTER_LINEAR)
+
+
+def alter_source(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The 'other face': the same face with its colour, sharpness and position slightly changed."""
+    img = rgb.astype(np.float32)
+    # Colour: per-channel shift, then brightness/contrast.
+    img += rng.uniform(-20, 20, size=3).astype(np.float32)
+    img = (img - 128) * rng.uniform(0.85, 1.15) + 128 + rng.uniform(-15, 15)
+    # Hue/saturation in HSV.
+    if rng.random() < 0.5:
+        hsv = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-6, 6)) % 180
+        hsv[..., 1] *= rng.uniform(0.8, 1.2)
+        img = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    # Frequency: resampled (like a swapped face rendered at another scale), blurred or sharpened.
+    u = rng.random()
+    h, w = rgb.shape[:2]
+    if u < 0.35:
+        f = rng.uniform(0.4, 0.85)
+        small = cv2.resize(img, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    elif u < 0.6:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
+    elif u < 0.8:
+        blur = cv2.GaussianBlur(img, (0, 0), 1.0)
+        img = img + rng.uniform(0.3, 1.0) * (img - blur)
+    # Geometry: a small shift and scale about the face centre, so the two faces do not line up exactly.
+    size = _face_size(lms)
+    c = lms.mean(0)
+    s = rng.uniform(0.95, 1.05)
+    t = rng.uniform(-0.03, 0.03, size=2) * size
+    m = np.array([[s, 0, (1 - s) * c[0] + t[0]], [0, s, (1 - s) * c[1] + t[1]]], np.float32)
+    img = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    return img
+
+
+def _colour_transfer(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Match the source's colour statistics (Lab mean/std inside the mask) to the target's: a careful forger's step."""
+    weight = mask > 0.5
+    if weight.sum() < 16:
+        return src
+    s = cv2.cvtColor(np.clip(src, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+    d = cv2.cvtColor(dst, cv2.COLOR_RGB2LAB).astype(np.float32)
+    sm, ss = s[weight].mean(0), s[weight].std(0) + 1e-3
+    dm, ds = d[weight].mean(0), d[weight].std(0) + 1e-3
+    out = (s - sm) / ss * ds + dm
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
+
+
+def self_blend(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> Blend:
+    """Make one self-blended forgery of `rgb` (HxWx3 uint8) given its (468, 2) landmarks."""
+    mask, kind = make_mask(rgb.shape, lms, rng)
+    src = alter_source(rgb, lms, rng)
+    if rng.random() < 0.25:
+        src = _colour_transfer(src, rgb, mask)
+        kind += "+ct"
+    ratio = float(rng.choice([0.5, 0.75, 1.0, 1.0, 1.0]))
+    m = (mask * ratio)[..., None]
+    out = src * m + rgb.astype(np.float32) * (1 - m)
+    return Blend(np.clip(out + 0.5, 0, 255).astype(np.uint8), mask * ratio, kind)
+
+
+def boundary(mask: np.ndarray) -> np.ndarray:
+    """Face X-ray target: 4·M·(1−M) is 1 on the blend boundary and 0 far inside or outside it."""
+    return 4.0 * mask * (1.0 - mask)
+
+
+def degrade(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Post-processing applied to real and fake alike, so compression and resizing are never a cue for 'fake'."""
+    img = np.ascontiguousarray(rgb)
+    h, w = img.shape[:2]
+    if rng.random() < 0.3:
+        f = rng.uniform(0.5, 0.9)
+        img = cv2.resize(cv2.resize(img, (int(w * f), int(h * f)), interpolation=cv2.INTER_AREA), (w, h),
+                         interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.2:
+        img = np.clip(img + rng.normal(0, rng.uniform(1, 5), img.shape), 0, 255).astype(np.uint8)
+    if rng.random() < 0.7:
+        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 100))])
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return np.ascontiguousarray(img)

@@ -1,0 +1,92 @@
+"""Training data: real LFW faces and their self-blended forgeries, split by person.
+
+Landmarks are found once with the same FaceAnalyzer the scanner uses and cached, so every epoch only pays for
+blending. The split is by person (a stable hash of the folder name): no identity is in two splits.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..faces.align import CROP_SIZE, align_face
+from ..synthesis.sbi import boundary, degrade, self_blend
+
+MAP_SIZE = CROP_SIZE // 16  # the boundary head's resolution
+
+
+def split_of(person: str) -> str:
+    """'train' (80 %), 'val' (10 %: early stopping + calibration) or 'test' (10 %: reported scores)."""
+    bucket = zlib.crc32(person.encode()) % 100
+    return "train" if bucket < 80 else "val" if bucket < 90 else "test"
+
+
+@dataclass
+class FaceSet:
+    paths: list[str]  # relative to the data root
+    landmarks: np.ndarray  # (N, 468, 2) float32
+    root: Path
+
+    def split(self, name: str) -> "FaceSet":
+        keep = [i for i, p in enumerate(self.paths) if split_of(p.split("/")[0]) == name]
+        return FaceSet([self.paths[i] for i in keep], self.landmarks[keep], self.root)
+
+    def image(self, i: int) -> np.ndarray:
+        return np.asarray(Image.open(self.root / self.paths[i]).convert("RGB"))
+
+
+def load_faceset(root: Path, cache: Path, progress=None) -> FaceSet:
+    """Landmarks of every image under root/<person>/*.jpg; images where no face is found are skipped."""
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        return FaceSet(list(z["paths"]), z["landmarks"], root)
+    from ..faces.detect import FaceAnalyzer
+
+    analyzer = FaceAnalyzer(max_faces=1)
+    files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    paths, lms = [], []
+    for n, f in enumerate(files):
+        faces = analyzer(np.asarray(Image.open(f).convert("RGB")))
+        if faces and faces[0].landmarks is not None:
+            paths.append(f.relative_to(root).as_posix())
+            lms.append(faces[0].landmarks)
+        if progress and n % 200 == 0:
+            progress(n, len(files))
+    analyzer.close()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, paths=np.array(paths), landmarks=np.stack(lms).astype(np.float32))
+    return FaceSet(paths, np.stack(lms).astype(np.float32), root)
+
+
+def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter: bool = True):
+    """One real crop and its self-blended twin, each post-processed independently, plus the fake's boundary map.
+
+    Returns (real, fake, fake_map) with crops (S,S,3) uint8 and map (MAP_SIZE, MAP_SIZE) float32.
+    """
+    framing = dict(shift=rng.uniform(-0.04, 0.04, 2), angle_jitter=rng.uniform(-8, 8),
+                   margin=rng.uniform(1.15, 1.4)) if jitter else {}
+    blend = self_blend(rgb, lms, rng)
+    real, m = align_face(rgb, lms, **framing)
+    fake, _ = align_face(blend.image, lms, **framing)
+    fmap = cv2.warpAffine(boundary(blend.mask), m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR)
+    fmap = cv2.resize(fmap, (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:  # mirror the pair together so the map still matches the fake
+        real, fake, fmap = real[:, ::-1], fake[:, ::-1], fmap[:, ::-1]
+    return degrade(real, rng), degrade(fake, rng), np.ascontiguousarray(fmap, dtype=np.float32)
+
+
+def heldout_pairs(faces: FaceSet, seed: int, limit: int | None = None):
+    """Deterministic real/fake crops for validation or test (no framing jitter: as the scanner frames faces)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(faces.paths))[:limit]
+    reals, fakes = [], []
+    for i in order:
+        real, fake, _ = make_pair(faces.image(i), faces.landmarks[i], rng, jitter=False)
+        reals.append(real)
+        fakes.append(fake)
+    return np.stack(reals), np.stack(fakes)

@@ -1,0 +1,104 @@
+"""Typed results of a scan: what `deepscreen.scan` returns and every front end (CLI, report, service, batch) reads.
+
+Plain dataclasses so they serialise to JSON with `to_dict()` and stay cheap to build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Label = Literal["authentic", "suspicious", "manipulated", "inconclusive", "error"]
+Kind = Literal["image", "video", "audio", "unknown"]
+
+
+@dataclass
+class Evidence:
+    """One detector's finding. `score` is the calibrated probability of manipulation it assigns (0–1)."""
+
+    detector: str
+    version: str
+    score: float | None  # None: the detector abstained (e.g. no face, no speech)
+    explanation: str  # one line, in words a journalist can read
+    track_id: int | None = None  # the face track it is about, when it is about one
+
+
+@dataclass
+class FaceObservation:
+    """One face in one analysed frame."""
+
+    frame_index: int
+    time_s: float
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
+    probability: float  # calibrated probability this crop is manipulated
+    logit: float  # uncalibrated detector output, kept for fusion and debugging
+
+
+@dataclass
+class FaceTrack:
+    """One person across the analysed frames (a single observation for an image)."""
+
+    track_id: int
+    probability: float
+    box: tuple[int, int, int, int]  # box at the most suspicious frame
+    peak_frame: int
+    peak_time_s: float
+    observations: list[FaceObservation] = field(default_factory=list)
+    # Aligned crop (HxWx3 uint8 RGB) and heat map (hxw float 0–1) at the peak frame, for the HTML report.
+    # Not serialised to JSON.
+    peak_crop: Any = field(default=None, repr=False)
+    peak_heatmap: Any = field(default=None, repr=False)
+
+
+@dataclass
+class TimelinePoint:
+    time_s: float
+    frame_index: int
+    probability: float | None  # max over faces in that frame; None when no face was seen
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str  # hash of the weight file, so a verdict can be traced to exact weights
+
+
+@dataclass
+class Verdict:
+    path: str
+    sha256: str
+    kind: Kind
+    probability: float | None  # calibrated P(manipulated); None when no detector could say anything
+    label: Label
+    summary: str  # one line in words
+    faces: list[FaceTrack] = field(default_factory=list)
+    timeline: list[TimelinePoint] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    models: list[ModelInfo] = field(default_factory=list)
+    media: dict[str, Any] = field(default_factory=dict)  # width, height, duration_s, fps, frames analysed...
+    elapsed_s: float = 0.0
+    error: str | None = None  # one-line reason when label == "error"
+
+    @property
+    def flagged(self) -> bool:
+        """True when a screening front end should divert this file (exit code 1, quarantine)."""
+        return self.label in ("suspicious", "manipulated")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for face in d["faces"]:
+            face.pop("peak_crop", None)
+            face.pop("peak_heatmap", None)
+        return _rounded(d)
+
+
+def _rounded(obj: Any) -> Any:
+    """Round floats for readable JSON; 4 decimals is far below any meaningful difference here."""
+    if isinstance(obj, float):
+        return round(obj, 4)
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v) for v in obj]
+    return obj
