@@ -55,16 +55,30 @@ def write_video(
 
 
 def gradient(height: int, width: int, shift: int = 0) -> np.ndarray:
-    """A smooth colour background, so encoders and face detectors see something natural-ish."""
+    """A smooth colour background (shift 0..100 brightens red, for motion), so encoders see something natural-ish."""
     y, x = np.mgrid[0:height, 0:width]
-    return np.stack(
-        [(x * 255 // max(width - 1, 1) + shift) % 256, y * 255 // max(height - 1, 1), np.full_like(x, 128)], axis=2
-    ).astype(np.uint8)
+    red = np.clip(x * 155 // max(width - 1, 1) + shift, 0, 255)
+    return np.stack([red, y * 255 // max(height - 1, 1), np.full_like(x, 128)], axis=2).astype(np.uint8)
 
 
-def level_frames(n: int, height: int = 48, width: int = 64, step: float = 2.5) -> list[np.ndarray]:
-    """Flat grey frames whose brightness encodes the frame number (round(mean / step)), to check which frame came back."""
-    return [np.full((height, width, 3), int(round(i * step)), np.uint8) for i in range(n)]
+def level_frames(n: int, height: int = 48, width: int = 64) -> list[np.ndarray]:
+    """Flat frames that show their own number (< 100): tens as the left half's brightness, units as the right's,
+    in steps of 25 so lossy codecs cannot blur one number into the next. Read back with `frame_number`."""
+    frames = []
+    for i in range(n):
+        f = np.empty((height, width, 3), np.uint8)
+        f[:, : width // 2] = (i // 10 % 10) * 25
+        f[:, width // 2 :] = (i % 10) * 25
+        frames.append(f)
+    return frames
+
+
+def frame_number(rgb: np.ndarray) -> int:
+    """The number drawn by `level_frames` (inner regions only: codecs smear the edge between the halves)."""
+    h, w = rgb.shape[:2]
+    tens = rgb[4 : h - 4, 4 : w // 2 - 4].mean()
+    units = rgb[4 : h - 4, w // 2 + 4 : w - 4].mean()
+    return int(round(tens / 25)) * 10 + int(round(units / 25))
 
 
 def sine(seconds: float, sample_rate: int = 16000, hz: float = 440.0) -> np.ndarray:

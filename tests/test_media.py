@@ -16,7 +16,7 @@ from PIL import Image
 from deepscreen.config import Limits, Sampling
 from deepscreen.media import MediaError, MediaInfo, iter_frames, probe, read_image, sample_times, sniff
 from deepscreen.media import video as media_video
-from media_factory import level_frames, sine, write_video
+from media_factory import frame_number, level_frames, sine, write_video
 
 ALL = Sampling(all_frames=True)
 
@@ -35,8 +35,7 @@ def _assert_one_line_error(exc: pytest.ExceptionInfo, path: Path) -> str:
 
 
 def _level(frame) -> int:
-    """Frame number encoded by media_factory.level_frames."""
-    return int(round(float(frame.rgb.mean()) / 2.5))
+    return frame_number(frame.rgb)
 
 
 # ---------------------------------------------------------------- files used by several tests
@@ -54,7 +53,7 @@ def images(tmp_path_factory, lfw_face) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def ten_s_clip(tmp_path_factory) -> Path:
-    """10 s at 10 fps, 64x48, keyframe every 10 frames; frame i has brightness 2.5*i."""
+    """10 s at 10 fps, 64x48, keyframe every 10 frames; frame i shows its number (media_factory.level_frames)."""
     return write_video(tmp_path_factory.mktemp("v") / "ten.mp4", level_frames(100), fps=10, options={"g": "10"})
 
 
@@ -67,7 +66,9 @@ def small_clip(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- sniff / probe / read_image
 
 
-@pytest.mark.parametrize("fmt,codec", [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"), ("TIFF", "tiff")])
+@pytest.mark.parametrize(
+    "fmt,codec", [("JPEG", "jpeg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"), ("TIFF", "tiff")]
+)
 def test_image_formats(images, lfw_face, fmt, codec):
     path = images[fmt]
     assert sniff(path) == "image"
@@ -92,7 +93,12 @@ def test_sniff_ignores_extension(images, tmp_path):
 
 @pytest.mark.parametrize(
     "name,codec,decoded",
-    [("c.mp4", "libx264", "h264"), ("c.mkv", "libx264", "h264"), ("c.webm", "libvpx-vp9", "vp9"), ("c.avi", "mpeg4", "mpeg4")],
+    [
+        ("c.mp4", "libx264", "h264"),
+        ("c.mkv", "libx264", "h264"),
+        ("c.webm", "libvpx-vp9", "vp9"),
+        ("c.avi", "mpeg4", "mpeg4"),
+    ],
 )
 def test_video_containers(tmp_path, name, codec, decoded):
     path = write_video(tmp_path / name, level_frames(5), fps=10, codec=codec)
@@ -131,7 +137,8 @@ def test_audio_only_mp4_and_m4a(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "head", [b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC\x00\x00\x00\x22", b"OggS\x00\x02", b"ID3\x04\x00", b"\xff\xfb\x90\x64"]
+    "head",
+    [b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC\x00\x00\x00\x22", b"OggS\x00\x02", b"ID3\x04\x00", b"\xff\xfb\x90\x64"],
 )
 def test_sniff_audio_signatures(tmp_path, head):
     path = tmp_path / "sound.bin"
@@ -234,7 +241,8 @@ def _no_streams_mp4(path: Path) -> Path:
 
     matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
     mvhd = bytes(4) + struct.pack(">IIIIIH", 0, 0, 1000, 0, 0x10000, 0x100) + bytes(10) + matrix + bytes(24)
-    path.write_bytes(box(b"ftyp", b"isom\x00\x00\x02\x00isommp41") + box(b"moov", box(b"mvhd", mvhd + b"\x00\x00\x00\x02")))
+    mvhd += struct.pack(">I", 2)  # next track id
+    path.write_bytes(box(b"ftyp", b"isom\x00\x00\x02\x00isommp41") + box(b"moov", box(b"mvhd", mvhd)))
     return path
 
 
@@ -260,13 +268,21 @@ def _truncated(src: Path, dst: Path, fraction: float) -> Path:
     ],
 )
 def test_bad_input_is_one_line_media_error(tmp_path, face_video, images, case, expect):
+    def write(name: str, data: bytes) -> Path:
+        (tmp_path / name).write_bytes(data)
+        return tmp_path / name
+
+    def gif() -> Path:
+        Image.new("RGB", (4, 4)).save(tmp_path / "a.gif")
+        return tmp_path / "a.gif"
+
     path = {
-        "empty": lambda: (tmp_path / "empty.jpg").write_bytes(b"") and None or tmp_path / "empty.jpg",
+        "empty": lambda: write("empty.jpg", b""),
         "missing": lambda: tmp_path / "nope.mp4",
         "directory": lambda: tmp_path,
-        "text": lambda: (tmp_path / "clip.mp4").write_text("hello, this is not a video\n") and tmp_path / "clip.mp4",
-        "binary": lambda: (tmp_path / "x.mp4").write_bytes(bytes(range(7, 255))) and tmp_path / "x.mp4",
-        "gif": lambda: Image.new("RGB", (4, 4)).save(tmp_path / "a.gif") or tmp_path / "a.gif",
+        "text": lambda: write("clip.mp4", b"hello, this is not a video\n"),
+        "binary": lambda: write("x.mp4", bytes(range(7, 255))),
+        "gif": gif,
         "truncated_mp4": lambda: _truncated(face_video, tmp_path / "cut.mp4", 0.4),
         "truncated_jpeg": lambda: _truncated(images["JPEG"], tmp_path / "cut.jpg", 0.5),
         "huge_png": lambda: _huge_png(tmp_path / "big.png"),
@@ -318,16 +334,18 @@ def test_limits(face_video, images):
 
 
 def test_truncated_faststart_mp4_yields_what_decodes(tmp_path):
-    whole = write_video(
-        tmp_path / "whole.mp4", level_frames(40), fps=10, options={"g": "5"}, container_options={"movflags": "+faststart"}
-    )
-    info = probe(_truncated(whole, tmp_path / "half.mp4", 0.5))  # header first, so probe still reads it
-    frames = list(iter_frames(tmp_path / "half.mp4", info, ALL))
+    faststart = {"movflags": "+faststart"}
+    whole = write_video(tmp_path / "whole.mp4", level_frames(40), 10, options={"g": "5"}, container_options=faststart)
+    data = whole.read_bytes()
+    mdat = data.index(b"mdat")  # header first, so probe can still read a cut file
+    half = tmp_path / "half.mp4"
+    half.write_bytes(data[: mdat + (len(data) - mdat) // 2])
+    frames = list(iter_frames(half, probe(half), ALL))
     assert 5 <= len(frames) < 40
     assert [_level(f) for f in frames] == list(range(len(frames)))
 
     header_only = tmp_path / "header_only.mp4"
-    header_only.write_bytes(whole.read_bytes()[: whole.read_bytes().index(b"mdat") + 20])
+    header_only.write_bytes(data[: mdat + 20])
     with pytest.raises(MediaError, match="no decodable video frames") as exc:
         list(iter_frames(header_only, probe(header_only), ALL))
     _assert_one_line_error(exc, header_only)
@@ -372,12 +390,15 @@ def test_sampled_frames_spread_over_ten_seconds(ten_s_clip):
     assert [f.time_s for f in frames] == sorted({f.time_s for f in frames})
 
 
-def test_seeking_gives_the_same_frames(ten_s_clip, monkeypatch):
-    info = probe(ten_s_clip)
-    in_order = [(f.index, f.time_s, _level(f)) for f in iter_frames(ten_s_clip, info)]
-    monkeypatch.setattr(media_video, "SEEK_GAP_S", 0.5)  # seek between every pair of targets
-    seeking = [(f.index, f.time_s, _level(f)) for f in iter_frames(ten_s_clip, info)]
+def test_seeking_gives_the_same_frames(ten_s_clip, monkeypatch, caplog):
+    info, four = probe(ten_s_clip), Sampling(frames=4)  # targets 1.25, 3.75, 6.25, 8.75 s; keyframes every 1 s
+    in_order = [(f.index, f.time_s, _level(f)) for f in iter_frames(ten_s_clip, info, four)]
+    monkeypatch.setattr(media_video, "SEEK_GAP_S", 2.0)
+    with caplog.at_level("DEBUG", logger=media_video.__name__):
+        seeking = [(f.index, f.time_s, _level(f)) for f in iter_frames(ten_s_clip, info, four)]
+    assert sum("seeked" in r.message for r in caplog.records) == 3
     assert seeking == in_order
+    assert all(abs(i - 10 * t) <= 0.5 + 1e-6 and i == n for (i, _, n), t in zip(seeking, [1.25, 3.75, 6.25, 8.75]))
 
 
 def test_rate_cap_on_short_clip(face_video):

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .config import MODELS_DIR, PROJECT_ROOT, SHARED_DIR
+from .config import MODELS_DIR, PROJECT_ROOT, SHARED_DIR, Sampling
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Screen photos and videos for deepfakes: a calibrated probability, where, when and why.")
@@ -40,6 +40,117 @@ def train(
         log_file.flush()
 
     run(TrainConfig(data=data, out=out, work=work, steps=steps, seed=seed), log=log)
+
+
+@app.command()
+def scan(
+    paths: list[Path] = typer.Argument(..., help="Files and folders (walked recursively); type is read from the bytes."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per file (JSON Lines) on stdout."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report here."),
+    frames: int = typer.Option(Sampling.frames, help="Video frames analysed, spread evenly over the clip."),
+    max_fps: float = typer.Option(Sampling.max_fps, help="At most this many analysed frames per second of video."),
+    all_frames: bool = typer.Option(False, "--all-frames", help="Forensic mode: analyse every frame (slow)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table; errors still go to stderr."),
+):
+    """Scan photos and videos. Exit code: 0 nothing suspicious, 1 something flagged, 2 a file could not be read."""
+    from .config import ScanConfig
+    from .report import to_json_line, write_html
+    from .scan import Scanner, expand_paths
+
+    config = ScanConfig(sampling=Sampling(frames=frames, max_fps=max_fps, all_frames=all_frames))
+    files = list(expand_paths(paths))
+    show_progress = not quiet and sys.stderr.isatty()
+    scanner = _load_scanner(config)
+    verdicts = []
+    with _progress(show_progress) as progress:
+        task = progress.add_task("scanning", total=len(files))
+        for path in files:
+            progress.update(task, description=f"scanning {path.name[:40]}")
+            v = scanner.scan(path)
+            verdicts.append(v)
+            progress.advance(task)
+            if v.error:
+                print(f"deepscreen: error: {v.error}", file=sys.stderr, flush=True)
+            if json_lines:
+                print(to_json_line(v), flush=True)
+    if not json_lines and not quiet:
+        _print_table(verdicts)
+    if report:
+        write_html(verdicts, report)
+        if not quiet:
+            print(f"report written to {report}", file=sys.stderr)
+    raise typer.Exit(exit_code(verdicts))
+
+
+def exit_code(verdicts) -> int:
+    """Like an antivirus scanner: 2 if any file could not be scanned, else 1 if any was flagged, else 0."""
+    if any(v.label == "error" for v in verdicts):
+        return 2
+    return 1 if any(v.flagged for v in verdicts) else 0
+
+
+@app.command()
+def evaluate(
+    folder: Path = typer.Argument(..., help="A folder with real/ and fake/ subfolders (walked recursively)."),
+    limit: int = typer.Option(0, help="Use at most this many files per class (0: all), picked evenly."),
+    scores: Optional[Path] = typer.Option(None, help="Also write per-file scores to this CSV."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+):
+    """Scan a labelled folder and print AUC, EER, log-loss, accuracy at the operating threshold, and counts."""
+    from .training.evaluate import evaluate_folder, format_metrics
+
+    scanner = _load_scanner(None)
+    result = evaluate_folder(scanner, folder, limit=limit, scores_csv=scores, progress=sys.stderr.isatty())
+    print(json.dumps(result, indent=2) if json_out else format_metrics(result))
+
+
+@app.command()
+def synthesize(
+    out: Path = typer.Argument(..., help="Output folder; real/ and fake/ are created in it."),
+    data: Path = typer.Option(SHARED_DIR / "data/faces/lfw", help="Real faces, one folder per person."),
+    split: str = typer.Option("test", help="Which people: train, val or test (split by person)."),
+    limit: int = typer.Option(0, help="At most this many source images (0: all of the split)."),
+    seed: int = typer.Option(2),
+):
+    """Write held-out self-blended forgeries and their real originals, for `deepscreen evaluate`."""
+    from .training.evaluate import write_sbi_folder
+
+    n = write_sbi_folder(data, out, split, limit, seed, cache=PROJECT_ROOT / ".cache/train/lfw_landmarks.npz")
+    print(f"wrote {n} real and {n} self-blended images to {out}")
+
+
+def _load_scanner(config):
+    from .detectors import DetectorUnavailable
+    from .scan import Scanner
+
+    try:
+        return Scanner(config)
+    except DetectorUnavailable as err:
+        print(f"deepscreen: error: {err}", file=sys.stderr)
+        raise typer.Exit(2)
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True, disable=not enabled)
+
+
+def _print_table(verdicts) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    colours = {"authentic": "green", "suspicious": "yellow", "manipulated": "red", "inconclusive": "dim",
+               "error": "magenta"}
+    table = Table(show_lines=False)
+    for col in ("file", "verdict", "P(manipulated)", "why"):
+        table.add_column(col)
+    for v in verdicts:
+        p = "-" if v.probability is None else f"{v.probability:.0%}"
+        table.add_row(v.path, f"[{colours[v.label]}]{v.label}[/]", p, v.summary)
+    Console().print(table)
 
 
 def main() -> None:

@@ -1,0 +1,66 @@
+"""Detector registry. A detector declares what it looks at (`modality`) and returns scores or abstains.
+
+Adding a detector = one module with a class decorated by `@register`; the scan core finds it by name.
+Face detectors take aligned face crops; later kinds (whole image, audio) get their own `modality`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..verdict import ModelInfo
+
+REGISTRY: dict[str, type["Detector"]] = {}
+DEFAULT_DETECTORS = ("face_blend",)
+
+
+def register(cls: type["Detector"]) -> type["Detector"]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+class DetectorUnavailable(RuntimeError):
+    """The detector cannot run here (e.g. its weights are missing); the message says how to fix it."""
+
+
+@dataclass
+class FaceScores:
+    logits: np.ndarray  # (N,) raw scores, higher = more likely manipulated
+    probabilities: np.ndarray  # (N,) calibrated P(manipulated)
+    heatmaps: np.ndarray  # (N, h, w) 0..1, where the evidence is inside each crop
+
+
+class Detector(ABC):
+    name: ClassVar[str]
+    version: ClassVar[str]
+    modality: ClassVar[str]  # "face" for now
+
+    def models(self) -> list[ModelInfo]:
+        return []
+
+
+class FaceDetector(Detector):
+    modality = "face"
+
+    @abstractmethod
+    def score_faces(self, crops: np.ndarray) -> FaceScores:
+        """crops: (N, S, S, 3) uint8 RGB faces aligned by `faces.align`."""
+
+    @abstractmethod
+    def calibrate(self, logit: float) -> float:
+        """Map a raw score (or an aggregate of several) to a calibrated probability."""
+
+    def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
+        return f"{self.name} scored {probability:.0%}"
+
+
+def load_detector(name: str) -> Detector:
+    from . import face_blend  # noqa: F401  (registers itself)
+
+    if name not in REGISTRY:
+        raise DetectorUnavailable(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]()

@@ -7,14 +7,32 @@ the number of faces we can handle cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging is noise on a CLI's stderr
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """MediaPipe/TFLite print start-up chatter (XNNPACK, feedback manager, projection warnings) from C++ straight
+    to file descriptor 2, once per graph, on creation and first use. Mute fd 2 only during those calls."""
+    with _STDERR_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 2)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @dataclass
@@ -32,10 +50,16 @@ class FaceAnalyzer:
         import mediapipe as mp  # imported here: 0.7 s, and only scanning needs it
 
         self.max_faces = max_faces
-        self._detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_score)
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False, min_detection_confidence=0.3
-        )
+        with _quiet_stderr():
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=min_score)
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=False, min_detection_confidence=0.3)
+            # Graphs open their calculators asynchronously and those print; a first process() call waits for them.
+            blank = np.zeros((64, 64, 3), np.uint8)
+            self._detector.process(blank)
+            self._mesh.process(blank)
+        self._mesh_warmed = False  # the mesh warns once, on its first face
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -80,7 +104,12 @@ class FaceAnalyzer:
         scale = size / side
         m = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], np.float32)
         crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        result = self._mesh.process(crop)
+        if self._mesh_warmed:
+            result = self._mesh.process(crop)
+        else:
+            with _quiet_stderr():
+                result = self._mesh.process(crop)
+            self._mesh_warmed = bool(result.multi_face_landmarks)
         if not result.multi_face_landmarks:
             return None
         pts = np.array([(p.x * size, p.y * size) for p in result.multi_face_landmarks[0].landmark], np.float32)

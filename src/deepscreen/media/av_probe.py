@@ -54,9 +54,8 @@ def av_info(path: Path, fmt: str, limits: Limits) -> MediaInfo:
         if not w or not h:
             raise media_error(path, "video stream has no frame size (truncated or corrupt?)")
         if w * h > limits.max_frame_pixels:
-            raise media_error(
-                path, f"video frames are {w}x{h} = {megapixels(w * h)} MP, over the {megapixels(limits.max_frame_pixels)} MP limit"
-            )
+            limit = megapixels(limits.max_frame_pixels)
+            raise media_error(path, f"video frames are {w}x{h} = {megapixels(w * h)} MP, over the {limit} MP limit")
         fps, duration = stream_fps(vs), _duration(c, vs)
         _check_duration(path, "video", duration, limits)
         frames = vs.frames or (round(duration * fps) if duration and fps else None)

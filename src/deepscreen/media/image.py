@@ -16,7 +16,9 @@ from .info import MediaInfo
 from .sniff import sniff_format
 
 # What Pillow raises for bad bytes (SyntaxError and struct.error come from plugin header parsers).
-_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, Image.DecompressionBombError)
+_PIL_ERRORS = (
+    OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, Image.DecompressionBombError
+)
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -42,7 +44,10 @@ def read_image(path: Path, limits: Limits = Limits()) -> np.ndarray:
         # in which case Pillow pads with grey and a half-image would be scored as if whole.
         im.load()
         if _orientation(im) not in (1, None):
-            im = ImageOps.exif_transpose(im)
+            try:
+                im = ImageOps.exif_transpose(im)
+            except _PIL_ERRORS:  # malformed EXIF: the pixels are still good, show them as stored
+                pass
         return _to_rgb(im)
 
 
@@ -73,7 +78,10 @@ def _orientation(im: Image.Image) -> int | None:
     # A PNG's eXIf chunk may follow the pixels; Pillow would decode the whole image to find it.
     if im.format == "PNG" and "exif" not in im.info:
         return None
-    return im.getexif().get(_EXIF_ORIENTATION)
+    try:
+        return im.getexif().get(_EXIF_ORIENTATION)
+    except _PIL_ERRORS:  # malformed EXIF is common in edited photos and is no reason to refuse the pixels
+        return None
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

@@ -117,6 +117,8 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
             if last_out is None or t >= last_out.t + min_gap - 1e-6:
                 yield out(cur)
             continue
+        if prev is not None and t < prev.t:  # a timestamp out of order (broken file): keep times increasing
+            continue
         while ti < len(targets) and t >= targets[ti]:
             # Nearest frame to the target: timestamps, not a constant-rate assumption, decide.
             best = prev if prev is not None and targets[ti] - prev.t < t - targets[ti] else cur
@@ -133,6 +135,7 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
                 log.debug("%s: seek failed (%s), decoding in order", path.name, reason_of(exc))
                 can_seek = False
             else:
+                log.debug("%s: seeked from %.2f s to %.2f s", path.name, t, targets[ti])
                 frames.close()
                 frames = _decode(container, vs)
                 skip_through, seeked, landing = t, True, True

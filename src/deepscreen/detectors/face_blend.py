@@ -1,0 +1,69 @@
+"""The face-blend detector: BlendNet trained on self-blended images (see synthesis/sbi.py and models/face_blend.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config import MODELS_DIR
+from ..faces.align import CROP_SIZE
+from ..synthesis.sbi import REGIONS
+from ..verdict import ModelInfo
+from . import DetectorUnavailable, FaceDetector, FaceScores, register
+from .blendnet import file_sha256, load_weights, preprocess
+
+WEIGHTS = "face_blend.safetensors"
+
+# Where in the face the boundary map is hottest, in words. Regions are landmark groups mapped into the crop.
+_PLACES = {"eye_a": "around an eye", "eye_b": "around an eye", "nose": "around the nose", "mouth": "around the mouth"}
+
+
+@register
+class FaceBlendDetector(FaceDetector):
+    name = "face_blend"
+    version = "1.0"
+
+    def __init__(self, weights=None):
+        path = weights or MODELS_DIR / WEIGHTS
+        if not path.exists():
+            raise DetectorUnavailable(f"{path}: face-blend weights missing; run `deepscreen train` to make them")
+        self.model, self.meta = load_weights(path)
+        self.a, self.b = self.meta["platt"]
+        self._info = ModelInfo(self.meta["name"], self.meta["version"], file_sha256(path))
+        if self.meta["input_size"] != CROP_SIZE:
+            raise DetectorUnavailable(f"{path}: trained for {self.meta['input_size']} px crops, scanner uses {CROP_SIZE}")
+
+    def models(self) -> list[ModelInfo]:
+        return [self._info]
+
+    def score_faces(self, crops: np.ndarray) -> FaceScores:
+        with torch.inference_mode():
+            logits, maps = self.model(preprocess(crops))
+        logits = logits.numpy().astype(np.float64)
+        return FaceScores(logits, np.array([self.calibrate(z) for z in logits]), torch.sigmoid(maps)[:, 0].numpy())
+
+    def calibrate(self, logit: float) -> float:
+        return float(1 / (1 + np.exp(-(self.a * logit + self.b))))
+
+    def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
+        where = describe_heat(heatmap, landmarks_crop)
+        if probability >= 0.5:
+            return f"blending boundary found {where} ({probability:.0%}): the face looks pasted or partly replaced"
+        if probability >= 0.25:
+            return f"weak signs of blending {where} ({probability:.0%})"
+        return f"no blending boundary found ({probability:.0%} manipulated)"
+
+
+def describe_heat(heatmap: np.ndarray, lms: np.ndarray | None) -> str:
+    """Name the facial region whose part of the boundary map is hottest ('along the face outline' by default)."""
+    if lms is None or heatmap.max() < 0.2:
+        return "in the face"
+    h, w = heatmap.shape
+    cell = CROP_SIZE / w
+    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    hot = np.array([(col + 0.5) * cell, (row + 0.5) * cell])
+    for region, words in _PLACES.items():
+        pts = lms[REGIONS[region]]
+        if np.all(hot >= pts.min(0) - cell / 2) and np.all(hot <= pts.max(0) + cell / 2):
+            return words
+    return "along the face outline"

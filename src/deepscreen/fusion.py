@@ -1,0 +1,81 @@
+"""Turn per-crop detector outputs into one calibrated verdict per file, with its cues in words.
+
+Rules (docs/verdicts.md explains them to users):
+  - A face track's score is the mean logit of its most suspicious half of frames, then calibrated. The mean of
+    the top half ignores frames where the face was blurred or turned away (they look authentic either way)
+    yet needs more than one odd frame to convict a face; a swap that lasts the whole clip keeps its full weight.
+  - The file's probability is the highest track probability: one manipulated person makes the file manipulated.
+  - No face: the face detectors abstain and the verdict is 'inconclusive' (probability None), not 'authentic'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Thresholds
+from .detectors import FaceDetector
+from .verdict import Evidence, FaceObservation, FaceTrack, TimelinePoint
+
+
+@dataclass
+class CropResult:
+    """One analysed face crop, as the scan core collects it."""
+
+    track_id: int
+    obs: FaceObservation
+    crop: np.ndarray | None
+    heatmap: np.ndarray
+    landmarks_crop: np.ndarray | None  # landmarks in crop pixels, to name where the evidence is
+
+
+def track_logit(logits: list[float]) -> float:
+    z = np.sort(np.asarray(logits, float))[::-1]
+    return float(z[: max(1, (len(z) + 1) // 2)].mean())
+
+
+def fuse_tracks(results: list[CropResult], detector: FaceDetector) -> tuple[list[FaceTrack], list[Evidence]]:
+    tracks, evidence = [], []
+    for tid in sorted({r.track_id for r in results}):
+        mine = [r for r in results if r.track_id == tid]
+        peak = max(mine, key=lambda r: r.obs.logit)
+        p = detector.calibrate(track_logit([r.obs.logit for r in mine]))
+        tracks.append(FaceTrack(
+            track_id=tid, probability=p, box=peak.obs.box, peak_frame=peak.obs.frame_index,
+            peak_time_s=peak.obs.time_s, observations=[r.obs for r in mine],
+            peak_crop=peak.crop, peak_heatmap=peak.heatmap,
+        ))
+        where = f"face {tid + 1}" + (f" ({len(mine)} frames, peak at {peak.obs.time_s:.1f} s)" if len(mine) > 1 else "")
+        evidence.append(Evidence(detector.name, detector.version, p,
+                                 f"{where}: {detector.explain(p, peak.heatmap, peak.landmarks_crop)}", tid))
+    tracks.sort(key=lambda t: -t.probability)
+    return tracks, evidence
+
+
+def timeline(results: list[CropResult], sampled: list[tuple[int, float]]) -> list[TimelinePoint]:
+    """Per analysed frame, the highest face probability (None where no face was seen)."""
+    by_frame: dict[int, float] = {}
+    for r in results:
+        by_frame[r.obs.frame_index] = max(by_frame.get(r.obs.frame_index, 0.0), r.obs.probability)
+    return [TimelinePoint(t, i, by_frame.get(i)) for i, t in sampled]
+
+
+def file_probability(tracks: list[FaceTrack]) -> float | None:
+    return max((t.probability for t in tracks), default=None)
+
+
+def summarise(kind: str, probability: float | None, tracks: list[FaceTrack], thresholds: Thresholds,
+              frames: int) -> str:
+    label = thresholds.label(probability)
+    if probability is None:
+        where = f"in {frames} analysed frames" if kind == "video" else "in the image"
+        return f"No face found {where}; the face detectors abstained, so nothing was scored."
+    n = len(tracks)
+    people = f"{n} face{'s' if n != 1 else ''}"
+    worst = tracks[0]
+    when = f" at {worst.peak_time_s:.1f} s" if kind == "video" else ""
+    if label == "authentic":
+        return f"{people} analysed; no sign of manipulation (highest {probability:.0%})."
+    verb = "likely manipulated" if label == "manipulated" else "possibly manipulated"
+    return f"{people} analysed; face {worst.track_id + 1} is {verb} ({probability:.0%}){when}."

@@ -1,0 +1,165 @@
+"""The scan core: path -> Verdict. The CLI, the service and batch jobs all call this and nothing else.
+
+media (decode, sample, limits) -> faces (detect, align, track) -> detectors -> fusion -> Verdict.
+A `Scanner` loads its models once; `scan()` keeps one per process for callers that don't manage their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from . import fusion
+from .config import ScanConfig
+from .detectors import DEFAULT_DETECTORS, FaceDetector, load_detector
+from .faces.align import align_face
+from .faces.detect import FaceAnalyzer
+from .faces.track import FaceTracker
+from .media import MediaError, iter_frames, probe
+from .media.errors import label, media_error
+from .verdict import Evidence, FaceObservation, Verdict
+
+log = logging.getLogger(__name__)
+
+
+class Scanner:
+    def __init__(self, config: ScanConfig | None = None, detectors: Iterable[str] = DEFAULT_DETECTORS):
+        self.config = config or ScanConfig()
+        self.detectors = [load_detector(name) for name in detectors]
+        self.face_detectors = [d for d in self.detectors if isinstance(d, FaceDetector)]
+        self.analyzer = FaceAnalyzer(max_faces=self.config.max_faces)
+        self._lock = threading.Lock()  # MediaPipe graphs and torch modules are shared state
+
+    def models(self):
+        return [m for d in self.detectors for m in d.models()]
+
+    def scan(self, path: str | os.PathLike, on_frame: Callable[[int, int], None] | None = None) -> Verdict:
+        """Scan one file. Bad input never raises: it comes back as a Verdict with label 'error'."""
+        path = Path(path)
+        started = time.perf_counter()
+        try:
+            with self._lock:
+                verdict = self._scan(path, on_frame)
+        except MediaError as err:
+            verdict = Verdict(str(path), "", "unknown", None, "error", str(err), error=str(err))
+        except MemoryError:
+            msg = f"{label(path)}: out of memory while decoding (lower the limits or the sampling)"
+            verdict = Verdict(str(path), "", "unknown", None, "error", msg, error=msg)
+        except Exception as err:  # a bug or a decoder crash on one file must not lose the rest of a batch
+            log.exception("unexpected error scanning %s", path)
+            msg = " ".join(f"{label(path)}: unexpected error ({type(err).__name__}: {err})".split())
+            verdict = Verdict(str(path), "", "unknown", None, "error", msg, error=msg)
+        verdict.elapsed_s = time.perf_counter() - started
+        return verdict
+
+    def scan_many(self, paths: Iterable[Path]) -> Iterator[Verdict]:
+        for path in paths:
+            yield self.scan(path)
+
+    def _scan(self, path: Path, on_frame) -> Verdict:
+        cfg = self.config
+        if path.is_dir():
+            raise media_error(path, "folder contains no files to scan")
+        info = probe(path, cfg.limits)
+        digest = _sha256(path)
+        if info.kind == "audio":
+            summary = "Audio-only file: voice screening is not available in this version, nothing was scored."
+            return Verdict(str(path), digest, "audio", None, "inconclusive", summary, media=info.to_dict(),
+                           models=self.models())
+
+        detector = self.face_detectors[0]  # one face detector today; fusion of several comes with issue #4
+        tracker = FaceTracker()
+        results: list[fusion.CropResult] = []
+        sampled: list[tuple[int, float]] = []
+        expected = max(1, info.frame_count or 1)
+        for frame in iter_frames(path, info, cfg.sampling, cfg.limits):
+            sampled.append((frame.index, frame.time_s))
+            results += self._analyse_frame(frame, tracker, detector)
+            if on_frame:
+                on_frame(len(sampled), expected)
+
+        tracks, evidence = fusion.fuse_tracks(results, detector)
+        if not cfg.keep_crops:
+            for t in tracks:
+                t.peak_crop = t.peak_heatmap = None
+        probability = fusion.file_probability(tracks)
+        if not tracks:
+            evidence = [Evidence(d.name, d.version, None, "abstained: no face found") for d in self.face_detectors]
+        media = {**info.to_dict(), "frames_analysed": len(sampled), "faces_found": len(results)}
+        return Verdict(
+            path=str(path), sha256=digest, kind=info.kind, probability=probability,
+            label=cfg.thresholds.label(probability),
+            summary=fusion.summarise(info.kind, probability, tracks, cfg.thresholds, len(sampled)),
+            faces=tracks, timeline=fusion.timeline(results, sampled) if info.kind == "video" else [],
+            evidence=evidence, models=self.models(), media=media,
+        )
+
+    def _analyse_frame(self, frame, tracker: FaceTracker, detector: FaceDetector) -> list[fusion.CropResult]:
+        faces = [f for f in self.analyzer(frame.rgb) if f.landmarks is not None]
+        if not faces:
+            return []
+        aligned = [align_face(frame.rgb, f.landmarks) for f in faces]
+        crops = np.stack([c for c, _ in aligned])
+        scores = detector.score_faces(crops)
+        ids = tracker.update(frame.index, [f.box for f in faces])
+        out = []
+        for k, (face, (crop, m)) in enumerate(zip(faces, aligned)):
+            box = tuple(int(round(v)) for v in face.box)
+            obs = FaceObservation(frame.index, frame.time_s, box, float(scores.probabilities[k]),
+                                  float(scores.logits[k]))
+            lms_crop = face.landmarks @ m[:, :2].T + m[:, 2]
+            out.append(fusion.CropResult(ids[k], obs, crop, scores.heatmaps[k], lms_crop))
+        return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_default: Scanner | None = None
+_default_lock = threading.Lock()
+
+
+def default_scanner() -> Scanner:
+    """The process-wide scanner: models load on first use, once."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Scanner()
+        return _default
+
+
+def scan(path: str | os.PathLike, config: ScanConfig | None = None) -> Verdict:
+    """Scan one photo or video: `deepscreen.scan("clip.mp4").probability`."""
+    scanner = default_scanner() if config is None else Scanner(config)
+    return scanner.scan(path)
+
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Files as given, folders walked recursively in sorted order (hidden files skipped). A folder with no
+    files is yielded itself, so the scan reports it as an error instead of silently scanning nothing."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = False
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        found = True
+                        yield Path(root) / name
+            if not found:
+                yield p
+        else:
+            yield p
