@@ -177,7 +177,8 @@ def test_face_images_decode_to_crop_size(page, crop, heat):
     cold = np.abs(over[130:, :40].astype(int) - crop[130:, :40].astype(int)).max()
     hot = np.abs(over[60:70, 105:120].astype(int) - crop[60:70, 105:120].astype(int)).mean()
     assert cold <= 2 and hot > 10  # cold areas stay clear, the hot spot is tinted
-    assert "Face #1" in video and "91%" in video and "frame 20" in video and "100, 80, 260, 240" in video
+    assert "Face 2" in video  # track ids count from 0, people from 1
+    assert "91%" in video and "frame 20" in video and "100, 80, 260, 240" in video
 
 
 def test_facts_evidence_models(page, verdicts):

@@ -22,7 +22,7 @@ from .detectors import DEFAULT_DETECTORS, FaceDetector, load_detector
 from .faces.align import align_face
 from .faces.detect import FaceAnalyzer
 from .faces.track import FaceTracker
-from .media import MediaError, iter_frames, probe
+from .media import MediaError, iter_frames, probe, sample_times
 from .media.errors import label, media_error
 from .verdict import Evidence, FaceObservation, Verdict
 
@@ -68,17 +68,16 @@ class Scanner:
         if path.is_dir():
             raise media_error(path, "folder contains no files to scan")
         info = probe(path, cfg.limits)
-        digest = _sha256(path)
-        if info.kind == "audio":
-            summary = "Audio-only file: voice screening is not available in this version, nothing was scored."
-            return Verdict(str(path), digest, "audio", None, "inconclusive", summary, media=info.to_dict(),
-                           models=self.models())
+        if info.kind == "audio":  # the voice detector (issue #6) will take these
+            raise media_error(path, "has no video stream (audio only); voice screening is not available yet")
 
+        digest = _sha256(path)
         detector = self.face_detectors[0]  # one face detector today; fusion of several comes with issue #4
         tracker = FaceTracker()
         results: list[fusion.CropResult] = []
         sampled: list[tuple[int, float]] = []
-        expected = max(1, info.frame_count or 1)
+        expected = (info.frame_count or 1) if cfg.sampling.all_frames or info.kind == "image" else \
+            len(sample_times(info.duration_s or 0.0, cfg.sampling))
         for frame in iter_frames(path, info, cfg.sampling, cfg.limits):
             sampled.append((frame.index, frame.time_s))
             results += self._analyse_frame(frame, tracker, detector)

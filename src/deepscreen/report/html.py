@@ -71,7 +71,10 @@ def _finite(p: float | None) -> float | None:
 
 def _pct(p: float | None) -> str:
     p = _finite(p)
-    return "n/a" if p is None else f"{100 * p:.0f}%"
+    if p is None:
+        return "n/a"
+    # A rounded "100%" would claim certainty that no detector has.
+    return ">99%" if p >= 0.995 else "<1%" if p < 0.005 else f"{100 * p:.0f}%"
 
 
 def _label(v: Verdict) -> str:
@@ -226,7 +229,7 @@ def _face_card(f: FaceTrack) -> str:
                      '<figcaption>where the detector looked (red = most suspicious)</figcaption></figure>')
     box = ", ".join(_e(b) for b in f.box) if f.box is not None else "?"
     return (f'<div class="face"><div class="pair">{imgs}</div>'
-            f'<div><b>Face #{_e(f.track_id)}</b> — {_pct(f.probability)} likely manipulated</div>'
+            f'<div><b>Face {_e(f.track_id + 1)}</b> — {_pct(f.probability)} likely manipulated</div>'
             f'<div class="muted">peak at {_finite(f.peak_time_s) or 0:.2f} s (frame {_e(f.peak_frame)}), '
             f'box x0,y0,x1,y1 = {box}</div></div>')
 

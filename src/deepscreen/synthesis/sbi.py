@@ -50,10 +50,11 @@ def _hull_mask(shape, pts: np.ndarray) -> np.ndarray:
     return mask
 
 
-def make_mask(shape, lms: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """A soft, deformed blending mask: whole face (most often) or one or more facial regions."""
+def make_mask(shape, lms: np.ndarray, rng: np.random.Generator, family: str | None = None) -> tuple[np.ndarray, str]:
+    """A soft, deformed blending mask: whole face (most often) or one or more facial regions.
+    `family` ('face', 'inner' or 'regions') forces one kind; by default it is drawn at random."""
     size = _face_size(lms)
-    u = rng.random()
+    u = {"face": 0.0, "inner": 0.5, "regions": 0.99}[family] if family else rng.random()
     if u < 0.45:
         kind, mask = "face", _hull_mask(shape, lms)
     elif u < 0.6:
@@ -141,14 +142,17 @@ def _colour_transfer(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.n
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
 
 
-def self_blend(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> Blend:
-    """Make one self-blended forgery of `rgb` (HxWx3 uint8) given its (468, 2) landmarks."""
-    mask, kind = make_mask(rgb.shape, lms, rng)
+def self_blend(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, family: str | None = None,
+               ratio: float | None = None, colour_transfer: bool | None = None) -> Blend:
+    """Make one self-blended forgery of `rgb` (HxWx3 uint8) given its (468, 2) landmarks.
+    The optional arguments fix a choice that is otherwise random (for tests and per-kind evaluation)."""
+    mask, kind = make_mask(rgb.shape, lms, rng, family)
     src = alter_source(rgb, lms, rng)
-    if rng.random() < 0.25:
+    if colour_transfer if colour_transfer is not None else rng.random() < 0.25:
         src = _colour_transfer(src, rgb, mask)
         kind += "+ct"
-    ratio = float(rng.choice([0.5, 0.75, 1.0, 1.0, 1.0]))
+    if ratio is None:
+        ratio = float(rng.choice([0.5, 0.75, 1.0, 1.0, 1.0]))
     m = (mask * ratio)[..., None]
     out = src * m + rgb.astype(np.float32) * (1 - m)
     return Blend(np.clip(out + 0.5, 0, 255).astype(np.uint8), mask * ratio, kind)

@@ -55,15 +55,23 @@ def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
 def fit_platt(y: np.ndarray, logits: np.ndarray, iters: int = 500) -> tuple[float, float]:
     """Platt scaling p = sigmoid(a*logit + b), fitted by Newton's method on log-loss. Returns (a, b)."""
     y, z = np.asarray(y, float), np.asarray(logits, float)
-    a, b = 1.0, 0.0
+
+    def loss(a, b):
+        t = a * z + b  # log(1+e^t) - y t, computed stably
+        return float(np.sum(np.logaddexp(0, t) - y * t))
+
+    a, b = 0.0, 0.0  # start flat: with p = 0.5 everywhere the Hessian is well conditioned
     for _ in range(iters):
-        p = 1 / (1 + np.exp(-(a * z + b)))
+        p = sigmoid(a * z + b)
         g = np.array([np.sum((p - y) * z), np.sum(p - y)])
         w = p * (1 - p) + 1e-9
         hess = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-6 * np.eye(2)
         step = np.linalg.solve(hess, g)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-8:
+        current, t = loss(a, b), 1.0
+        while t > 1e-6 and loss(a - t * step[0], b - t * step[1]) > current:  # backtrack on overshoot
+            t /= 2
+        a, b = a - t * step[0], b - t * step[1]
+        if np.abs(t * step).max() < 1e-9:
             break
     return float(a), float(b)
 

@@ -1,0 +1,71 @@
+"""Tracking, fusion rules, thresholds, metrics and calibration: small inputs with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepscreen.cli import exit_code
+from deepscreen.config import Thresholds
+from deepscreen.faces.track import FaceTracker
+from deepscreen.fusion import track_logit
+from deepscreen.training import metrics
+from deepscreen.verdict import Verdict
+
+
+def test_tracker_follows_two_people_and_starts_a_third():
+    tr = FaceTracker()
+    ids = [tr.update(0, [(0, 0, 100, 100), (300, 0, 400, 100)])]
+    ids.append(tr.update(10, [(330, 5, 430, 105), (40, 0, 140, 100)]))  # both moved, listed in the other order
+    ids.append(tr.update(20, [(60, 0, 160, 100), (700, 300, 740, 340)]))  # one left, a small new face appeared
+    assert ids[0] == [0, 1]
+    assert ids[1] == [1, 0]
+    assert ids[2] == [0, 2]
+
+
+def test_track_logit_uses_the_most_suspicious_half():
+    assert track_logit([5.0]) == 5.0
+    assert track_logit([4.0, 2.0, -8.0, -9.0]) == pytest.approx(3.0)
+    assert track_logit([1.0, 3.0, 2.0]) == pytest.approx(2.5)  # top 2 of 3
+
+
+def test_threshold_bands():
+    t = Thresholds()
+    assert [t.label(p) for p in (None, 0.0, 0.249, 0.25, 0.49, 0.5, 1.0)] == [
+        "inconclusive", "authentic", "authentic", "suspicious", "suspicious", "manipulated", "manipulated"]
+
+
+def test_exit_codes():
+    v = lambda label: Verdict("x", "", "image", None, label, "")
+    assert exit_code([v("authentic"), v("inconclusive")]) == 0
+    assert exit_code([v("authentic"), v("suspicious")]) == 1
+    assert exit_code([v("manipulated"), v("error")]) == 2
+
+
+def test_auc_and_eer_known_values():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    assert metrics.auc(y, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]) == 1.0
+    assert metrics.auc(y, [0.9, 0.8, 0.7, 0.3, 0.2, 0.1]) == 0.0
+    assert metrics.auc(y, [0.5] * 6) == 0.5
+    assert metrics.auc([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]) == 0.75
+    e, _ = metrics.eer(y, [0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    assert e == 0.0
+    rng = np.random.default_rng(0)
+    yy = rng.integers(0, 2, 4000)
+    assert abs(metrics.auc(yy, rng.random(4000)) - 0.5) < 0.03
+
+
+def test_platt_recovers_a_known_calibration():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 3, 20000)
+    y = (rng.random(20000) < metrics.sigmoid(0.5 * z - 1.0)).astype(int)
+    a, b = metrics.fit_platt(y, z)
+    assert a == pytest.approx(0.5, abs=0.05) and b == pytest.approx(-1.0, abs=0.08)
+    assert metrics.ece(y, metrics.sigmoid(a * z + b)) < 0.02
+    assert metrics.ece(y, metrics.sigmoid(z)) > 0.1  # the raw scores were over-confident
+
+
+def test_summary_counts_and_rates():
+    s = metrics.summary([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9])
+    assert (s["n_real"], s["n_fake"]) == (2, 2)
+    assert s["accuracy"] == 0.5 and s["tpr"] == 0.5 and s["fpr"] == 0.5

@@ -1,0 +1,111 @@
+"""The scan core on real faces: a video of a held-out LFW person and its self-blended twin, two people in one
+video, a photo with no face, and the Python API. Uses the committed weights in models/."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import deepscreen
+from deepscreen.synthesis.sbi import self_blend
+from deepscreen.training.data import split_of
+from media_factory import gradient, write_video
+
+from conftest import LFW_DIR
+
+
+def _test_people(n: int) -> list:
+    """Faces of people the detector never saw in training (the 'test' split), first image of each."""
+    people = sorted(p.name for p in LFW_DIR.iterdir() if p.is_dir() and split_of(p.name) == "test")
+    return [LFW_DIR / name / f"{name}_0001.jpg" for name in people[:n]]
+
+
+@pytest.fixture(scope="module")
+def scanner():
+    return deepscreen.Scanner()
+
+
+@pytest.fixture(scope="module")
+def twin(scanner, tmp_path_factory):
+    """A real clip and its twin in which the face is self-blended (face mask, full blend) in every frame."""
+    face = np.asarray(Image.open(_test_people(1)[0]).convert("RGB"))
+    lms = scanner.analyzer(face)[0].landmarks
+    fake_face = self_blend(face, lms, np.random.default_rng(7), family="face", ratio=1.0).image
+    out = tmp_path_factory.mktemp("twin")
+    paths = {}
+    for name, img in (("real", face), ("fake", fake_face)):
+        frames = []
+        for i in range(50):
+            frame = gradient(360, 480, shift=i)
+            x, y = 60 + 4 * i, 80 + (i % 5)
+            frame[y:y + 150, x:x + 150] = img
+            frames.append(frame)
+        paths[name] = write_video(out / f"{name}.mp4", frames, fps=25)
+        Image.fromarray(img).save(out / f"{name}.jpg", quality=95)
+    return out, paths
+
+
+def test_video_twin_real_is_authentic_fake_is_flagged(scanner, twin):
+    _, paths = twin
+    real, fake = scanner.scan(paths["real"]), scanner.scan(paths["fake"])
+    for v in (real, fake):
+        assert v.kind == "video" and v.error is None
+        assert len(v.faces) == 1, "one person -> one face track"
+        assert len(v.timeline) == 8  # 2 s clip, default sampling capped at 4 frames per second
+        assert all(p.probability is not None for p in v.timeline)
+        assert v.media["frames_analysed"] == 8
+        assert [m.name for m in v.models] == ["face_blend"] and len(v.models[0].sha256) == 64
+    assert fake.probability > real.probability + 0.3
+    assert fake.label == "manipulated" and real.label == "authentic"
+    track = fake.faces[0]
+    assert len(track.observations) == 8
+    x0, y0, x1, y1 = track.box  # the face was pasted at x in [60, 256+150], y in [80, 84+150]
+    assert 40 <= x0 < x1 <= 430 and 60 <= y0 < y1 <= 250
+    assert track.peak_crop.shape == (160, 160, 3) and track.peak_heatmap.shape == (10, 10)
+    assert fake.evidence[0].detector == "face_blend" and "blend" in fake.evidence[0].explanation
+
+
+def test_image_twin(scanner, twin):
+    out, _ = twin
+    real, fake = scanner.scan(out / "real.jpg"), scanner.scan(out / "fake.jpg")
+    assert real.kind == fake.kind == "image" and real.timeline == []
+    assert fake.probability > real.probability
+    assert fake.flagged and not real.flagged
+
+
+def test_two_people_are_two_tracks(scanner, tmp_path):
+    a, b = (np.asarray(Image.open(p).convert("RGB")) for p in _test_people(3)[1:3])
+    frames = []
+    for i in range(40):
+        frame = gradient(300, 560, shift=i)
+        frame[60:210, 20 + 2 * i:170 + 2 * i] = a
+        frame[80:230, 380 - 2 * i:530 - 2 * i] = b
+        frames.append(frame)
+    v = scanner.scan(write_video(tmp_path / "two.mp4", frames, fps=20))
+    assert len(v.faces) == 2
+    for track in v.faces:
+        xs = [o.box[0] for o in track.observations]
+        assert len(xs) == 8
+        assert max(xs) - min(xs) < 200, "a track must not jump between the two people"
+
+
+def test_no_face_is_inconclusive_not_an_error(scanner, tmp_path):
+    path = tmp_path / "wall.png"
+    Image.fromarray(gradient(200, 300)).save(path)
+    v = scanner.scan(path)
+    assert v.label == "inconclusive" and v.probability is None and v.error is None
+    assert v.faces == [] and "No face" in v.summary
+    assert v.evidence[0].score is None and "abstained" in v.evidence[0].explanation
+    assert not v.flagged
+
+
+def test_python_api_matches_scanner(scanner, twin):
+    _, paths = twin
+    v = deepscreen.scan(paths["fake"])
+    assert isinstance(v, deepscreen.Verdict)
+    assert v.probability == pytest.approx(scanner.scan(paths["fake"]).probability, abs=1e-6)
+    d = v.to_dict()
+    assert set(d) >= {"path", "sha256", "kind", "probability", "label", "faces", "timeline", "evidence", "models",
+                      "elapsed_s"}
+    assert "peak_crop" not in d["faces"][0]

@@ -1,0 +1,81 @@
+"""The generator side: self-blended images change the face only inside the mask, and the targets line up."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepscreen.faces.align import CROP_SIZE, align_face
+from deepscreen.faces.detect import FaceAnalyzer
+from deepscreen.synthesis.sbi import boundary, degrade, make_mask, self_blend
+from deepscreen.training.data import MAP_SIZE, make_pair, split_of
+
+
+@pytest.fixture(scope="module")
+def face(lfw_face):
+    analyzer = FaceAnalyzer(max_faces=1)
+    faces = analyzer(lfw_face)
+    analyzer.close()
+    assert len(faces) == 1 and faces[0].landmarks.shape == (468, 2)
+    return lfw_face, faces[0].landmarks
+
+
+def test_landmarks_land_on_the_face(face):
+    rgb, lms = face
+    h, w = rgb.shape[:2]
+    # LFW crops are centred on the face: the landmark centre is near the image centre and inside it.
+    assert np.all(lms.min(0) >= -5) and np.all(lms.max(0) <= [w + 5, h + 5])
+    assert np.linalg.norm(lms.mean(0) - [w / 2, h / 2]) < 0.15 * w
+
+
+@pytest.mark.parametrize("family", ["face", "inner", "regions"])
+def test_blend_changes_only_inside_the_mask(face, family):
+    rgb, lms = face
+    blend = self_blend(rgb, lms, np.random.default_rng(3), family=family, ratio=1.0)
+    assert blend.image.shape == rgb.shape and blend.image.dtype == np.uint8
+    diff = np.abs(blend.image.astype(int) - rgb).max(2)
+    outside = blend.mask < 1e-3
+    assert outside.any() and (~outside).any()
+    assert diff[outside].max() <= 1  # untouched apart from rounding
+    assert diff[blend.mask > 0.9].mean() > 2  # the altered copy really differs
+    assert blend.kind.startswith(family if family != "regions" else ("eye", "nose", "mouth"))
+
+
+def test_region_masks_are_smaller_than_face_masks(face):
+    rgb, lms = face
+    rng = np.random.default_rng(0)
+    face_area = np.mean([make_mask(rgb.shape, lms, rng, "face")[0].mean() for _ in range(5)])
+    region_area = np.mean([make_mask(rgb.shape, lms, rng, "regions")[0].mean() for _ in range(5)])
+    assert region_area < face_area
+
+
+def test_boundary_peaks_where_mask_is_half():
+    mask = np.linspace(0, 1, 101, dtype=np.float32)[None]
+    b = boundary(mask)
+    assert b.argmax() == 50 and b[0, 0] == 0 and b[0, -1] == 0 and b.max() == pytest.approx(1.0)
+
+
+def test_training_pair_shapes_and_determinism(face):
+    rgb, lms = face
+    a = make_pair(rgb, lms, np.random.default_rng(11))
+    b = make_pair(rgb, lms, np.random.default_rng(11))
+    real, fake, fmap = a
+    assert real.shape == fake.shape == (CROP_SIZE, CROP_SIZE, 3)
+    assert fmap.shape == (MAP_SIZE, MAP_SIZE) and 0 <= fmap.min() and fmap.max() <= 1
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)), "same seed, same pair"
+
+
+def test_degrade_keeps_shape_and_type(face):
+    rgb, lms = face
+    crop, _ = align_face(rgb, lms)
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        out = degrade(crop, rng)
+        assert out.shape == crop.shape and out.dtype == np.uint8
+
+
+def test_split_is_by_person_and_stable():
+    assert split_of("George_W_Bush") == split_of("George_W_Bush")
+    buckets = [split_of(f"person_{i}") for i in range(2000)]
+    share = {s: buckets.count(s) / len(buckets) for s in ("train", "val", "test")}
+    assert 0.75 < share["train"] < 0.85 and 0.07 < share["val"] < 0.13 and 0.07 < share["test"] < 0.13
