@@ -56,14 +56,15 @@ def mixed_folder(tmp_path_factory, face_video, lfw_face_path):
     (bad / "notes.mp4").write_text("this is not a video\n" * 20)
     huge_png(bad / "bomb.png")
     write_video(bad / "voice_only.mp4", [], fps=25, audio=sine(1.0))
-    (bad / "empty_folder").mkdir()
     return root
 
 
 def test_scan_mixed_folder_reports_every_file(mixed_folder, tmp_path):
     report = tmp_path / "report.html"
     missing = mixed_folder / "does_not_exist.mov"
-    res = run_cli("scan", mixed_folder, missing, "--json", "--report", report)
+    empty = tmp_path / "empty_folder"  # given as an argument: nothing to scan is an error, not a silent pass
+    empty.mkdir()
+    res = run_cli("scan", mixed_folder, missing, empty, "--json", "--report", report)
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
 

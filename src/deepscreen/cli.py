@@ -63,10 +63,16 @@ def scan(
     scanner = _load_scanner(config)
     verdicts = []
     with _progress(show_progress) as progress:
-        task = progress.add_task("scanning", total=len(files))
+        task = progress.add_task("files", total=len(files))
+        frames_task = progress.add_task("frames", total=None)
+
+        def on_frame(done: int, total: int) -> None:
+            progress.update(frames_task, completed=done, total=total)
+
         for path in files:
             progress.update(task, description=f"scanning {path.name[:40]}")
-            v = scanner.scan(path)
+            progress.reset(frames_task, total=None, description="  frames")
+            v = scanner.scan(path, on_frame=on_frame)
             verdicts.append(v)
             progress.advance(task)
             if v.error:
