@@ -6,7 +6,6 @@ A `Scanner` loads its models once; `scan()` keeps one per process for callers th
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -19,6 +18,7 @@ import numpy as np
 from . import fusion
 from .config import ScanConfig
 from .detectors import DEFAULT_DETECTORS, FaceDetector, load_detector
+from .detectors.blendnet import file_sha256
 from .faces.align import align_face
 from .faces.detect import FaceAnalyzer
 from .faces.track import FaceTracker
@@ -71,7 +71,7 @@ class Scanner:
         if info.kind == "audio":  # the voice detector (issue #6) will take these
             raise media_error(path, "has no video stream (audio only); voice screening is not available yet")
 
-        digest = _sha256(path)
+        digest = file_sha256(path)
         detector = self.face_detectors[0]  # one face detector today; fusion of several comes with issue #4
         tracker = FaceTracker()
         results: list[fusion.CropResult] = []
@@ -116,14 +116,6 @@ class Scanner:
             lms_crop = face.landmarks @ m[:, :2].T + m[:, 2]
             out.append(fusion.CropResult(ids[k], obs, crop, scores.heatmaps[k], lms_crop))
         return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _default: Scanner | None = None
