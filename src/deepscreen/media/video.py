@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterator
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 SEEK_GAP_S = 30.0
 _MAX_BAD_PACKETS = 100  # a stream whose packets keep failing is not worth decoding to the end
 _FALLBACK_FPS = 25.0  # to time frames that carry no timestamp, in files that state no rate
+# Sampling needs a few frames, not all: far from the next target the decoder may drop frames no other frame refers
+# to (most B-frames of x264 and phone encoders: half the frames, a fifth to a third of the decode time). Dropping
+# them never damages other frames. Near a target every frame is decoded so the nearest one is still exact; the
+# margin covers the frames already inside the decoder (B-frame reordering + frame threads) when we switch back.
+_NEAR_TARGET_FRAMES = 10
 
 
 def sample_times(duration_s: float, sampling: Sampling) -> list[float]:
@@ -72,7 +78,7 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
     targets = None if sampling.all_frames or not info.duration_s else sample_times(info.duration_s, sampling)
     min_gap = 1.0 / (sampling.max_fps if sampling.max_fps > 0 else 1.0)  # rate cap when the duration is unknown
     can_seek = targets is not None and vs.time_base is not None
-    seeked = landing = False
+    landing = False
     t0 = None  # absolute time of the first frame
     skip_through = -math.inf  # after a seek: frames up to here were handled before it
     count = emitted = ti = 0
@@ -83,6 +89,15 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
         emitted += 1
         last_out = d
         return Frame(d.index, d.t, _to_rgb(path, d.frame))
+
+    skipping = False
+
+    def skip_unreferenced(on: bool) -> None:
+        nonlocal skipping
+        if on != skipping:
+            with contextlib.suppress(AttributeError, ValueError, *AV_ERRORS):  # decoders without the option
+                vs.codec_context.skip_frame = "NONREF" if on else "DEFAULT"
+                skipping = on
 
     frames = _decode(container, vs)
     while (f := next(frames, None)) is not None:
@@ -107,8 +122,8 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
         if t > limits.max_duration_s:
             log.warning("%s: stopped at limits.max_duration_s=%.0f s", path.name, limits.max_duration_s)
             break
-        # After a seek the decode count no longer counts from the start; the timestamp does.
-        cur = _Decoded(f, t, round(t * fps) if seeked else count - 1)
+        # After a seek, or with dropped frames, the decode count is not the frame number; the timestamp is.
+        cur = _Decoded(f, t, count - 1 if sampling.all_frames else round(t * fps))
 
         if sampling.all_frames:
             yield out(cur)
@@ -128,7 +143,9 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
         if ti == len(targets):
             return  # nothing left to look for: stop decoding
         prev = cur
+        skip_unreferenced(targets[ti] - t > _NEAR_TARGET_FRAMES / fps)
         if can_seek and targets[ti] - t > SEEK_GAP_S:
+            skip_unreferenced(False)  # the frames right after the landing keyframe may be the nearest ones
             try:
                 container.seek(int((t0 + targets[ti]) / vs.time_base), stream=vs, backward=True)
             except AV_ERRORS as exc:  # unindexed or unseekable file: keep decoding in order
@@ -138,7 +155,7 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
                 log.debug("%s: seeked from %.2f s to %.2f s", path.name, t, targets[ti])
                 frames.close()
                 frames = _decode(container, vs)
-                skip_through, seeked, landing = t, True, True
+                skip_through, landing = t, True
 
     # The stream ended before the last targets (short or truncated): the last frame is the nearest one.
     if targets is not None and ti < len(targets) and prev is not None and prev is not last_out:
