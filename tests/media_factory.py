@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -84,3 +85,45 @@ def frame_number(rgb: np.ndarray) -> int:
 def sine(seconds: float, sample_rate: int = 16000, hz: float = 440.0) -> np.ndarray:
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+AUDIO_FORMATS = {  # name -> (muxer, encoder, sample rate of the encoder)
+    "wav": ("wav", "pcm_s16le", 16000),
+    "flac": ("flac", "flac", 16000),
+    "mp3": ("mp3", "libmp3lame", 16000),
+    "opus": ("ogg", "libopus", 48000),
+    "m4a": ("ipod", "aac", 16000),
+}
+
+
+def write_audio(path: Path, samples: np.ndarray, kind: str, sample_rate: int = 16000,
+                bit_rate: int | None = None) -> Path:
+    """Mono float audio (-1..1) at `sample_rate` as WAV, FLAC, MP3, Ogg/Opus or M4A (AAC), through PyAV."""
+    fmt, codec, rate = AUDIO_FORMATS[kind]
+    path = Path(path)
+    with av.open(str(path), "w", format=fmt) as c:
+        stream = c.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for fr in resampler.resample(frame) + resampler.resample(None):
+            c.mux(stream.encode(fr))
+        c.mux(stream.encode(None))
+    return path
+
+
+def no_streams_mp4(path: Path) -> Path:
+    """ftyp + moov with only a movie header: a valid MP4 holding no track at all."""
+
+    def box(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+    matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    mvhd = bytes(4) + struct.pack(">IIIIIH", 0, 0, 1000, 0, 0x10000, 0x100) + bytes(10) + matrix + bytes(24)
+    mvhd += struct.pack(">I", 2)  # next track id
+    path.write_bytes(box(b"ftyp", b"isom\x00\x00\x02\x00isommp41") + box(b"moov", box(b"mvhd", mvhd)))
+    return path

@@ -16,7 +16,7 @@ from PIL import Image
 from deepscreen.config import Limits, Sampling
 from deepscreen.media import MediaError, MediaInfo, iter_frames, probe, read_image, sample_times, sniff
 from deepscreen.media import video as media_video
-from media_factory import frame_number, level_frames, sine, write_video
+from media_factory import frame_number, level_frames, no_streams_mp4, sine, write_video
 
 ALL = Sampling(all_frames=True)
 
@@ -233,19 +233,6 @@ def _huge_png(path: Path, w: int = 30000, h: int = 30000) -> Path:
     return path
 
 
-def _no_streams_mp4(path: Path) -> Path:
-    """ftyp + moov with only a movie header: a valid MP4 holding no track at all."""
-
-    def box(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", 8 + len(payload)) + kind + payload
-
-    matrix = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
-    mvhd = bytes(4) + struct.pack(">IIIIIH", 0, 0, 1000, 0, 0x10000, 0x100) + bytes(10) + matrix + bytes(24)
-    mvhd += struct.pack(">I", 2)  # next track id
-    path.write_bytes(box(b"ftyp", b"isom\x00\x00\x02\x00isommp41") + box(b"moov", box(b"mvhd", mvhd)))
-    return path
-
-
 def _truncated(src: Path, dst: Path, fraction: float) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])
@@ -264,7 +251,7 @@ def _truncated(src: Path, dst: Path, fraction: float) -> Path:
         ("truncated_mp4", "truncated or corrupt"),
         ("truncated_jpeg", "truncated"),
         ("huge_png", "30000x30000 = 900 MP, over the 50 MP limit"),
-        ("no_streams", "has no video stream"),
+        ("no_streams", "has no video or sound stream"),
     ],
 )
 def test_bad_input_is_one_line_media_error(tmp_path, face_video, images, case, expect):
@@ -286,7 +273,7 @@ def test_bad_input_is_one_line_media_error(tmp_path, face_video, images, case, e
         "truncated_mp4": lambda: _truncated(face_video, tmp_path / "cut.mp4", 0.4),
         "truncated_jpeg": lambda: _truncated(images["JPEG"], tmp_path / "cut.jpg", 0.5),
         "huge_png": lambda: _huge_png(tmp_path / "big.png"),
-        "no_streams": lambda: _no_streams_mp4(tmp_path / "hollow.mp4"),
+        "no_streams": lambda: no_streams_mp4(tmp_path / "hollow.mp4"),
     }[case]()
     with pytest.raises(MediaError) as exc:
         if sniff(path) == "image":

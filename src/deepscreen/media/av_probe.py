@@ -46,7 +46,7 @@ def av_info(path: Path, fmt: str, limits: Limits) -> MediaInfo:
         vs, audio = video_stream(c), list(c.streams.audio)
         if vs is None:
             if not audio:
-                raise media_error(path, "has no video stream")
+                raise media_error(path, "has no video or sound stream")
             duration = _duration(c, audio[0])
             _check_duration(path, "audio", duration, limits)
             return MediaInfo("audio", None, None, duration, None, None, audio[0].codec_context.name, True)

