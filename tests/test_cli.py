@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from media_factory import gradient, sine, write_video
+from media_factory import gradient, no_streams_mp4, sine, write_video
 
 CLI = [sys.executable, "-m", "deepscreen.cli"]
 
@@ -55,7 +55,8 @@ def mixed_folder(tmp_path_factory, face_video, lfw_face_path):
     (bad / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (bad / "notes.mp4").write_text("this is not a video\n" * 20)
     huge_png(bad / "bomb.png")
-    write_video(bad / "voice_only.mp4", [], fps=25, audio=sine(1.0))
+    no_streams_mp4(bad / "hollow.mp4")
+    write_video(good / "tone_only.mp4", [], fps=25, audio=sine(1.0))  # sound, no picture: an audio file
     return root
 
 
@@ -70,9 +71,9 @@ def test_scan_mixed_folder_reports_every_file(mixed_folder, tmp_path):
 
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     by_name = {Path(r["path"]).name: r for r in rows}
-    expected_bad = {"empty.jpg", "truncated.mp4", "truncated.jpg", "notes.mp4", "bomb.png", "voice_only.mp4",
+    expected_bad = {"empty.jpg", "truncated.mp4", "truncated.jpg", "notes.mp4", "bomb.png", "hollow.mp4",
                     "empty_folder", "does_not_exist.mov"}
-    assert set(by_name) == expected_bad | {"clip.mp4", "photo.jpg", "wall.png"}
+    assert set(by_name) == expected_bad | {"clip.mp4", "photo.jpg", "wall.png", "tone_only.mp4"}
 
     # Every bad file: label error and exactly one stderr line that names it.
     err_lines = [line for line in res.stderr.splitlines() if line.startswith("deepscreen: error:")]
@@ -83,7 +84,9 @@ def test_scan_mixed_folder_reports_every_file(mixed_folder, tmp_path):
         assert sum(name in line for line in err_lines) == 1, (name, err_lines)
     assert "30000x30000" in by_name["bomb.png"]["error"]
     assert "not a media file" in by_name["notes.mp4"]["error"]
-    assert "no video stream" in by_name["voice_only.mp4"]["error"]
+    assert "no video or sound stream" in by_name["hollow.mp4"]["error"]
+    tone = by_name["tone_only.mp4"]  # a tone is not speech: the voice detector abstains, nothing is scored
+    assert tone["kind"] == "audio" and tone["label"] == "inconclusive" and tone["voice"]["probability"] is None
 
     # The good files were still scanned in the same run.
     clip, photo, wall = by_name["clip.mp4"], by_name["photo.jpg"], by_name["wall.png"]

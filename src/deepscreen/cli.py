@@ -42,6 +42,50 @@ def train(
     run(TrainConfig(data=data, out=out, work=work, steps=steps, seed=seed), log=log)
 
 
+@app.command("train-voice")
+def train_voice(
+    out: Path = typer.Option(MODELS_DIR / "voice.safetensors", help="Where to write the weights."),
+    work: Path = typer.Option(PROJECT_ROOT / ".cache/voice", help="Generated copies, checkpoints, reports."),
+    steps: int = typer.Option(1200, help="Optimiser steps of 32 two-second windows (16 real + 16 synthetic)."),
+    exclude: list[str] = typer.Option([], help="Leave this generator out of training (repeatable)."),
+    logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
+    seed: int = typer.Option(0),
+):
+    """Train the voice detector on real LibriSpeech and its vocoder copies (resumes from WORK if interrupted)."""
+    from .synthesis.voice import GENERATORS
+    from .training.voice_data import build, build_channels
+    from .training.voice_train import VoiceTrainConfig, format_logo, format_report, train as run
+
+    unknown = set(exclude) - set(GENERATORS)
+    if unknown:
+        print(f"deepscreen: error: unknown generator(s) {', '.join(sorted(unknown))}; known: {', '.join(GENERATORS)}",
+              file=sys.stderr)
+        raise typer.Exit(2)
+
+    def show_build(name: str, i: int, n: int) -> None:
+        if i % 50 == 0 or i == n:
+            print(f"making {name}: {i}/{n}", file=sys.stderr, flush=True)
+
+    def show_step(step: int, total: int, loss: float) -> None:
+        if step % 50 == 0 or step == total:
+            print(f"step {step}/{total} loss {loss:.3f}", file=sys.stderr, flush=True)
+
+    cache = work / "clips"
+    data = build(cache, progress=show_build)  # once: vocoder copies and channel variants are cached in WORK
+    for name, clips in data.items():
+        build_channels(cache, name, clips, progress=show_build)
+    runs = [[g] for g in GENERATORS] if logo else [exclude]
+    reports = []
+    for held_out in runs:
+        name = "all" if not held_out else "without_" + "_".join(held_out)
+        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), seed=seed)
+        # Only the model trained on every generator is the one shipped; leave-one-out models are for the table.
+        reports.append(run(cfg, cache, work / name, None if held_out else out, progress=show_step))
+        print(format_report(reports[-1]), flush=True)
+    if logo:
+        print(format_logo(reports), flush=True)
+
+
 @app.command()
 def scan(
     paths: list[Path] = typer.Argument(..., help="Files and folders (walked recursively); type is read from the bytes."),

@@ -6,6 +6,9 @@ Rules (docs/verdicts.md explains them to users):
     yet needs more than one odd frame to convict a face; a swap that lasts the whole clip keeps its full weight.
   - The file's probability is the highest track probability: one manipulated person makes the file manipulated.
   - No face: the face detectors abstain and the verdict is 'inconclusive' (probability None), not 'authentic'.
+  - Face and voice (videos with speech): the file's probability is the higher of the two; either one faked makes
+    the file manipulated. When one is manipulated and the other looks clean, `cross_check` says so in words:
+    that split is the signature of a lip-sync, a dub or a cloned voice laid over real footage.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from .config import Thresholds
 from .detectors import FaceDetector
-from .verdict import Evidence, FaceObservation, FaceTrack, TimelinePoint
+from .verdict import Evidence, FaceObservation, FaceTrack, TimelinePoint, VoiceAnalysis
 
 
 @dataclass
@@ -79,3 +82,34 @@ def summarise(kind: str, probability: float | None, tracks: list[FaceTrack], thr
         return f"{people} analysed; no sign of manipulation (highest {probability:.0%})."
     verb = "likely manipulated" if label == "manipulated" else "possibly manipulated"
     return f"{people} analysed; face {worst.track_id + 1} is {verb} ({probability:.0%}){when}."
+
+
+def combine(face_p: float | None, voice: VoiceAnalysis | None) -> float | None:
+    voice_p = voice.probability if voice else None
+    known = [p for p in (face_p, voice_p) if p is not None]
+    return max(known) if known else None
+
+
+def cross_check(face_p: float | None, voice: VoiceAnalysis | None, thresholds: Thresholds) -> str | None:
+    voice_p = voice.probability if voice else None
+    if face_p is None or voice_p is None:
+        return None
+    if voice_p >= thresholds.manipulated and face_p < thresholds.suspicious:
+        return (f"the voice sounds synthetic ({voice_p:.0%}) while the face looks authentic ({face_p:.0%}): "
+                "typical of a cloned or dubbed voice over real footage")
+    if face_p >= thresholds.manipulated and voice_p < thresholds.suspicious:
+        return (f"the face looks manipulated ({face_p:.0%}) while the voice sounds natural ({voice_p:.0%}): "
+                "typical of a face swap that kept the original sound")
+    return None
+
+
+def summarise_voice(probability: float | None, voice: VoiceAnalysis, thresholds: Thresholds) -> str:
+    if probability is None:
+        return f"No speech to judge: {voice.explanation.removeprefix('abstained: ')}."
+    label = thresholds.label(probability)
+    if label == "authentic":
+        return f"{voice.speech_s:.0f} s of speech analysed; the voice sounds natural ({probability:.0%} synthetic)."
+    worst = max(voice.segments, key=lambda s: s.probability)
+    verb = "likely synthetic" if label == "manipulated" else "possibly synthetic"
+    return (f"{voice.speech_s:.0f} s of speech analysed; the voice is {verb} ({probability:.0%}), "
+            f"most at {worst.start_s:.1f}-{worst.end_s:.1f} s.")

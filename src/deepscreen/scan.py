@@ -1,6 +1,7 @@
 """The scan core: path -> Verdict. The CLI, the service and batch jobs all call this and nothing else.
 
 media (decode, sample, limits) -> faces (detect, align, track) -> detectors -> fusion -> Verdict.
+Sound (audio files, and the sound track of videos) goes media.audio -> media.speech -> the voice detector.
 A `Scanner` loads its models once; `scan()` keeps one per process for callers that don't manage their own.
 """
 
@@ -24,8 +25,10 @@ from .faces.align import align_face
 from .faces.detect import FaceAnalyzer
 from .faces.track import FaceTracker
 from .media import MediaError, iter_frames, probe, sample_times
+from .media.audio import read_audio
 from .media.errors import label, media_error
-from .verdict import Evidence, FaceObservation, Verdict
+from .media.speech import SpeechFinder
+from .verdict import Evidence, FaceObservation, Verdict, VoiceAnalysis
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,9 @@ class Scanner:
         self.config = config or ScanConfig()
         self.detectors = [load_detector(name) for name in detectors]
         self.face_detectors = [d for d in self.detectors if isinstance(d, FaceDetector)]
-        self.analyzer = FaceAnalyzer(max_faces=self.config.max_faces)
+        self.voice_detector = next((d for d in self.detectors if d.modality == "voice"), None)
+        self.analyzer = FaceAnalyzer(max_faces=self.config.max_faces) if self.face_detectors else None
+        self.speech = SpeechFinder() if self.voice_detector else None
         self._lock = threading.Lock()  # MediaPipe graphs and torch modules are shared state
 
     def models(self):
@@ -69,10 +74,11 @@ class Scanner:
         if path.is_dir():
             raise media_error(path, "folder contains no files to scan")
         info = probe(path, cfg.limits)
-        if info.kind == "audio":  # the voice detector (issue #6) will take these
-            raise media_error(path, "has no video stream (audio only); voice screening is not available yet")
-
         digest = file_sha256(path)
+        if info.kind == "audio":
+            return self._scan_audio(path, info, digest)
+        if not self.face_detectors:
+            raise media_error(path, f"{info.kind} file, but no face detector is loaded")
         detector = self.face_detectors[0]  # one face detector today; fusion of several comes with issue #4
         tracker = FaceTracker()
         results: list[fusion.CropResult] = []
@@ -94,17 +100,52 @@ class Scanner:
         if not cfg.keep_crops:
             for t in tracks:
                 t.peak_crop = t.peak_heatmap = None
-        probability = fusion.file_probability(tracks)
+        face_p = fusion.file_probability(tracks)
         if not tracks:
             evidence = [Evidence(d.name, d.version, None, "abstained: no face found") for d in self.face_detectors]
+        summary = fusion.summarise(info.kind, face_p, tracks, cfg.thresholds, len(sampled))
+        voice = None
+        if info.kind == "video" and info.has_audio and self.voice_detector:
+            voice = self._voice(path, soundtrack=True)
+            evidence.append(Evidence(self.voice_detector.name, self.voice_detector.version, voice.probability,
+                                     f"sound track: {voice.explanation}"))
+            if voice.probability is not None:
+                summary += " Voice: " + fusion.summarise_voice(voice.probability, voice, cfg.thresholds)
+        probability = fusion.combine(face_p, voice)
+        used = self.face_detectors + ([self.voice_detector] if voice else [])
         media = {**info.to_dict(), "frames_analysed": len(sampled), "faces_found": len(results)}
         return Verdict(
             path=str(path), sha256=digest, kind=info.kind, probability=probability,
-            label=cfg.thresholds.label(probability),
-            summary=fusion.summarise(info.kind, probability, tracks, cfg.thresholds, len(sampled)),
+            label=cfg.thresholds.label(probability), summary=summary,
             faces=tracks, timeline=fusion.timeline(results, sampled) if info.kind == "video" else [],
-            evidence=evidence, models=self.models(), media=media,
+            evidence=evidence, models=[m for d in used for m in d.models()], media=media, voice=voice,
+            cross_check=fusion.cross_check(face_p, voice, cfg.thresholds),
         )
+
+    def _scan_audio(self, path: Path, info, digest: str) -> Verdict:
+        if not self.voice_detector:
+            raise media_error(path, "is an audio file; no voice detector loaded")
+        voice = self._voice(path, soundtrack=False)
+        d = self.voice_detector
+        return Verdict(
+            path=str(path), sha256=digest, kind="audio", probability=voice.probability,
+            label=self.config.thresholds.label(voice.probability),
+            summary=fusion.summarise_voice(voice.probability, voice, self.config.thresholds),
+            evidence=[Evidence(d.name, d.version, voice.probability, voice.explanation)],
+            models=d.models(), media={**info.to_dict(), "speech_s": round(voice.speech_s, 2)}, voice=voice,
+        )
+
+    def _voice(self, path: Path, soundtrack: bool) -> VoiceAnalysis:
+        """Decode the sound, find the speech, score it. A video whose sound track is damaged keeps its face
+        verdict: the voice detector abstains and says why; an audio file with no decodable sound is an error."""
+        try:
+            audio = read_audio(path, self.config.limits)
+        except MediaError as err:
+            if not soundtrack:
+                raise
+            return VoiceAnalysis(None, 0.0, 0.0, explanation=f"abstained: {str(err).split(': ', 1)[-1]}")
+        _, segments = self.speech(audio.samples)
+        return self.voice_detector.analyse(audio.samples, segments)
 
     def _analyse_frame(self, frame, tracker: FaceTracker) -> list[_Pending]:
         """Faces of one frame, aligned and tracked; the CNN scores them later, in batches across frames."""

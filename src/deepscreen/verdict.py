@@ -58,6 +58,33 @@ class TimelinePoint:
 
 
 @dataclass
+class VoicePoint:
+    time_s: float  # start of a one-second slot
+    probability: float | None  # None: no speech in that second
+
+
+@dataclass
+class VoiceSegment:
+    """A stretch of speech (from the voice-activity detector) and how synthetic it sounds."""
+
+    start_s: float
+    end_s: float
+    probability: float
+
+
+@dataclass
+class VoiceAnalysis:
+    """The sound track or audio file: how likely the voice is synthetic, where, and why."""
+
+    probability: float | None  # None: abstained (no or too little speech)
+    speech_s: float  # seconds of speech found
+    duration_s: float
+    segments: list[VoiceSegment] = field(default_factory=list)
+    timeline: list[VoicePoint] = field(default_factory=list)  # one point per second
+    explanation: str = ""
+
+
+@dataclass
 class ModelInfo:
     name: str
     version: str
@@ -77,6 +104,9 @@ class Verdict:
     evidence: list[Evidence] = field(default_factory=list)
     models: list[ModelInfo] = field(default_factory=list)
     media: dict[str, Any] = field(default_factory=dict)  # width, height, duration_s, fps, frames analysed...
+    voice: VoiceAnalysis | None = None  # audio files and videos with a sound track
+    # When the face and the voice disagree (one manipulated, the other clean): a lip-sync or dub, in words.
+    cross_check: str | None = None
     elapsed_s: float = 0.0
     error: str | None = None  # one-line reason when label == "error"
 

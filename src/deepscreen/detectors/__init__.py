@@ -15,7 +15,7 @@ import numpy as np
 from ..verdict import ModelInfo
 
 REGISTRY: dict[str, type["Detector"]] = {}
-DEFAULT_DETECTORS = ("face_blend",)
+DEFAULT_DETECTORS = ("face_blend", "voice")
 
 
 def register(cls: type["Detector"]) -> type["Detector"]:
@@ -37,7 +37,7 @@ class FaceScores:
 class Detector(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
-    modality: ClassVar[str]  # "face" for now
+    modality: ClassVar[str]  # "face" (aligned face crops) or "voice" (16 kHz speech)
 
     def models(self) -> list[ModelInfo]:
         return []
@@ -59,7 +59,7 @@ class FaceDetector(Detector):
 
 
 def load_detector(name: str) -> Detector:
-    from . import face_blend  # noqa: F401  (registers itself)
+    from . import face_blend, voice  # noqa: F401  (they register themselves)
 
     if name not in REGISTRY:
         raise DetectorUnavailable(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}")

@@ -150,11 +150,16 @@ def _nice_step(span: float, target: int = 6) -> float:
     return 10 * mag
 
 
-def timeline_svg(points: list[TimelinePoint], th: Thresholds, width: int = 640, height: int = 220) -> str:
-    """Probability over time as inline SVG; frames without a face (probability None) are gaps in the line."""
+def timeline_svg(points: list[TimelinePoint], th: Thresholds, width: int = 640, height: int = 220,
+                 what: str = "manipulation", colour: str = "#1a73e8",
+                 t_range: tuple[float, float] | None = None) -> str:
+    """Probability over time as inline SVG; points without a score (no face, no speech) are gaps in the line.
+    `t_range` puts several charts (face, voice) on one time axis so they can be read one under the other."""
     pts = sorted(points, key=lambda p: p.time_s)
     t0 = min((p.time_s for p in pts), default=0.0)
     t1 = max((p.time_s for p in pts), default=1.0)
+    if t_range:
+        t0, t1 = min(t0, t_range[0]), max(t1, t_range[1])
     if t1 - t0 < 1e-6:
         t0, t1 = t0 - 0.5, t1 + 0.5
     left, right, top, bottom = 44, 12, 12, 40
@@ -167,7 +172,7 @@ def timeline_svg(points: list[TimelinePoint], th: Thresholds, width: int = 640, 
         return top + (1.0 - p) * ph
 
     o = [f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img" '
-         f'aria-label="probability of manipulation over time">',
+         f'aria-label="probability of {_e(what)} over time">',
          f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>']
     for p in (0.0, 0.25, 0.5, 0.75, 1.0):  # y axis
         o.append(f'<text x="{left - 6}" y="{y(p) + 4:.1f}" font-size="11" text-anchor="end" fill="#5f6368">'
@@ -197,10 +202,10 @@ def timeline_svg(points: list[TimelinePoint], th: Thresholds, width: int = 640, 
     for seg in segments:
         if len(seg) > 1:
             coords = " ".join(f"{a:.1f},{b:.1f}" for a, b in seg)
-            o.append(f'<polyline points="{coords}" fill="none" stroke="#1a73e8" stroke-width="2" '
+            o.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2" '
                      'stroke-linejoin="round"/>')
         for a, b in seg:
-            o.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="#1a73e8"/>')
+            o.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{colour}"/>')
     scored = [p for p in pts if _finite(p.probability) is not None]
     if scored:
         pk = max(scored, key=lambda p: float(p.probability))
@@ -255,6 +260,22 @@ def _media_facts(v: Verdict) -> str:
     return f'<dl class="facts">{rows_html}</dl>'
 
 
+def _voice_part(v: Verdict, th: Thresholds, span: tuple[float, float] | None) -> str:
+    voice = v.voice
+    if voice is None:
+        return ""
+    o = ["<h3>Voice</h3>", f"<p>{_e(voice.explanation)}</p>"]
+    if voice.probability is not None and voice.timeline:
+        o.append(timeline_svg(voice.timeline, th, what="a synthetic voice", colour="#8e24aa", t_range=span))
+        o.append('<p class="muted">One point per second of speech; gaps are seconds without speech.</p>')
+        rows = "".join(f"<tr><td>{s.start_s:.1f}–{s.end_s:.1f} s</td><td>{_pct(s.probability)}</td>"
+                       f"<td>{_e(th.label(s.probability).replace('manipulated', 'synthetic'))}</td></tr>"
+                       for s in voice.segments)
+        o.append('<div class="scroll"><table><tr><th>speech</th><th>P(synthetic)</th><th>reading</th></tr>'
+                 f"{rows}</table></div>")
+    return "".join(o)
+
+
 def _file_section(v: Verdict, th: Thresholds) -> str:
     lab = _label(v)
     name = v.path.replace("\\", "/").rsplit("/", 1)[-1] or v.path
@@ -266,9 +287,14 @@ def _file_section(v: Verdict, th: Thresholds) -> str:
     if v.error:
         o.append(f'<p class="error">Error: {_e(v.error)}</p>')
     o.append(_media_facts(v))
+    if v.cross_check:
+        o.append(f'<p class="error">Face and voice disagree: {_e(v.cross_check)}.</p>')
+    duration = _finite((v.media or {}).get("duration_s"))
+    span = (0.0, duration) if duration else None
     if v.timeline and v.kind == "video":
-        o.append("<h3>Probability over time</h3>" + timeline_svg(v.timeline, th))
+        o.append("<h3>Face: probability of manipulation over time</h3>" + timeline_svg(v.timeline, th, t_range=span))
         o.append('<p class="muted">Gaps are moments where no face was visible.</p>')
+    o.append(_voice_part(v, th, span))
     if v.faces:
         faces = sorted(v.faces, key=lambda f: -(_finite(f.probability) or 0.0))[:MAX_FACES]
         more = f" (showing {MAX_FACES} of {len(v.faces)})" if len(v.faces) > MAX_FACES else ""

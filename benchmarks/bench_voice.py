@@ -1,0 +1,86 @@
+"""Voice screening speed on this machine, as a table of medians.
+
+  .venv/bin/python benchmarks/bench_voice.py [--repeats 5]
+
+A 60-second MP3 of real speech (LibriSpeech utterances end to end, with pauses) is scanned the way
+`deepscreen scan` does it (goal: <= 2 s on 2 cores), with the stages broken down: decode + resample to 16 kHz,
+speech finding (silero-vad on onnxruntime), and VoiceNet on the 2 s windows. Baseline: the decode alone.
+Models are loaded once before timing (as a service or batch job does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deepscreen import Scanner
+from deepscreen.config import SHARED_DIR
+from deepscreen.detectors.voice import speech_windows
+from deepscreen.media.audio import read_audio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from media_factory import write_audio  # noqa: E402
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    files = sorted((SHARED_DIR / "data/speech/librispeech").glob("*/*/*.flac"))
+    pieces, total = [], 0
+    for f in files:
+        x = read_audio(f).samples
+        pieces += [x, np.zeros(8000, np.float32)]
+        total += len(x) + 8000
+        if total >= 60 * 16000:
+            break
+    speech = np.concatenate(pieces)[: 60 * 16000]
+    with tempfile.TemporaryDirectory() as d:
+        clip = write_audio(Path(d) / "speech_60s.mp3", speech, "mp3", bit_rate=64000)
+        t = time.perf_counter()
+        scanner = Scanner()
+        load_s = time.perf_counter() - t
+        scanner.scan(clip)  # warm-up
+        total_s = timed(lambda: scanner.scan(clip), args.repeats)
+        decode = timed(lambda: read_audio(clip), args.repeats)
+        samples = read_audio(clip).samples
+        vad = timed(lambda: scanner.speech(samples), args.repeats)
+        segments = scanner.speech(samples)[1]
+        spans = speech_windows(segments, len(samples))
+        windows = np.stack([samples[a:b] for a, b in spans])
+        cnn = timed(lambda: scanner.voice_detector.score_windows(windows), args.repeats)
+        v = scanner.scan(clip)
+
+    med = statistics.median
+    rows = [
+        ("models load (once per process)", f"{load_s:.2f} s", ""),
+        ("60 s MP3 speech: total scan", f"{med(total_s):.2f} s", "goal <= 2 s"),
+        ("  decode + resample to 16 kHz (baseline)", f"{med(decode):.2f} s", ""),
+        ("  speech finding (silero-vad, onnxruntime)", f"{med(vad):.2f} s", ""),
+        (f"  VoiceNet on {len(spans)} windows of 2 s", f"{med(cnn):.2f} s", ""),
+        ("  ratio scan / decode", f"{med(total_s) / med(decode):.1f}x", ""),
+        ("speech found", f"{v.voice.speech_s:.1f} s", ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure'.ljust(width)}  {'median':>8}  target")
+    for name, value, goal in rows:
+        print(f"{name.ljust(width)}  {value:>8}  {goal}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The voice detector: VoiceNet trained on vocoder copies of real speech (synthesis/voice.py, models/voice.md).
+
+It scores only speech: 2-second windows, 1 s apart, inside the segments silero-vad marks as speech. Music, noise
+and silence are out of its scope: with less than a second of speech it abstains instead of guessing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import MODELS_DIR
+from ..media.speech import SpeechSegment
+from ..verdict import ModelInfo, VoiceAnalysis, VoicePoint, VoiceSegment
+from . import Detector, DetectorUnavailable, register
+from .blendnet import file_sha256
+from .voicenet import RATE, WINDOW_S, features, load_weights
+
+WEIGHTS = "voice.safetensors"
+MIN_SPEECH_S = 1.0
+_WIN = int(WINDOW_S * RATE)
+
+
+def utterance_logit(window_logits: np.ndarray) -> float:
+    """A recording's score: the mean of its most suspicious half of windows. A clip where only some sentences
+    were cloned (spliced into real speech) still stands out, while one odd window does not decide alone."""
+    z = np.sort(np.asarray(window_logits, np.float64))[::-1]
+    return float(z[: max(1, (len(z) + 1) // 2)].mean())
+
+
+def speech_windows(segments: list[SpeechSegment], n_samples: int, hop_s: float = 1.0) -> list[tuple[int, int]]:
+    """(start, end) sample ranges of 2 s windows covering each segment; a short segment gets one window centred
+    on it (padded with its surroundings), a long one windows every `hop_s` with the last one flush with its end."""
+    out = []
+    for seg in segments:
+        a, b = int(seg.start_s * RATE), min(n_samples, int(seg.end_s * RATE))
+        if b - a <= _WIN:
+            mid = (a + b) // 2
+            s = min(max(0, mid - _WIN // 2), max(0, n_samples - _WIN))
+            out.append((s, min(n_samples, s + _WIN)))
+            continue
+        starts = list(range(a, b - _WIN + 1, int(hop_s * RATE)))
+        if starts[-1] != b - _WIN:
+            starts.append(b - _WIN)
+        out += [(s, s + _WIN) for s in starts]
+    return out
+
+
+@register
+class VoiceDetector(Detector):
+    name = "voice"
+    version = "1.0"
+    modality = "voice"
+
+    def __init__(self, weights=None):
+        import torch
+
+        path = weights or MODELS_DIR / WEIGHTS
+        if not path.exists():
+            raise DetectorUnavailable(f"{path}: voice weights missing; run `deepscreen train-voice` to make them")
+        self.model, self.meta = load_weights(path)
+        self.a, self.b = self.meta["platt"]
+        self._info = ModelInfo(self.meta["name"], self.meta["version"], file_sha256(path))
+        self._torch = torch
+
+    def models(self) -> list[ModelInfo]:
+        return [self._info]
+
+    def calibrate(self, logit: float) -> float:
+        return float(1 / (1 + np.exp(-(self.a * logit + self.b))))
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        out = []
+        with self._torch.inference_mode():
+            for s in range(0, len(windows), 32):
+                out.append(self.model(features(windows[s:s + 32])).numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+    def analyse(self, samples: np.ndarray, segments: list[SpeechSegment]) -> VoiceAnalysis:
+        """Score the speech in 16 kHz mono audio; `segments` come from media.speech.SpeechFinder."""
+        duration = len(samples) / RATE
+        speech_s = sum(s.duration_s for s in segments)
+        if speech_s < MIN_SPEECH_S:
+            what = "no speech found" if speech_s == 0 else f"only {speech_s:.1f} s of speech"
+            return VoiceAnalysis(None, speech_s, duration, [], [],
+                                 f"abstained: {what} (music, noise and silence are out of scope)")
+        spans = speech_windows(segments, len(samples))
+        windows = np.stack([np.pad(samples[a:b], (0, _WIN - (b - a))) for a, b in spans]).astype(np.float32)
+        logits = self.score_windows(windows)
+        probability = self.calibrate(utterance_logit(logits))
+
+        seg_out = []
+        for seg in segments:
+            inside = [z for (a, b), z in zip(spans, logits) if a < seg.end_s * RATE and b > seg.start_s * RATE]
+            seg_out.append(VoiceSegment(seg.start_s, seg.end_s, self.calibrate(utterance_logit(inside))))
+        timeline = []
+        for sec in range(int(np.ceil(duration))):  # per second: mean logit of the windows that cover it
+            cover = [z for (a, b), z in zip(spans, logits) if a < (sec + 1) * RATE and b > sec * RATE]
+            in_speech = any(s.start_s < sec + 1 and s.end_s > sec for s in segments)
+            p = self.calibrate(float(np.mean(cover))) if cover and in_speech else None
+            timeline.append(VoicePoint(float(sec), p))
+        return VoiceAnalysis(probability, speech_s, duration, seg_out, timeline,
+                             self.explain(probability, seg_out, speech_s))
+
+    def explain(self, probability: float, segments: list[VoiceSegment], speech_s: float) -> str:
+        flagged = [s for s in segments if s.probability >= 0.5]
+        if probability >= 0.5:
+            where = ", ".join(f"{s.start_s:.1f}-{s.end_s:.1f} s" for s in flagged[:4]) or "across the speech"
+            return (f"the voice sounds synthetic ({probability:.0%}): vocoder artefacts in the spectrum at {where}")
+        if probability >= 0.25:
+            return f"weak signs of a synthetic voice ({probability:.0%}) in {speech_s:.0f} s of speech"
+        return f"the voice sounds natural ({probability:.0%} synthetic) over {speech_s:.0f} s of speech"

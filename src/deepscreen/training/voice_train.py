@@ -1,0 +1,209 @@
+"""Train and evaluate the voice detector (VoiceNet) on real LibriSpeech and its vocoder copies, split by speaker.
+
+  deepscreen train-voice                       # all generators -> models/voice.safetensors (+ report)
+  deepscreen train-voice --exclude hifigan     # one leave-one-generator-out run
+  deepscreen train-voice --logo                # every leave-one-out run, then the table for the model card
+
+Windows are 2 s crops; both classes go through the same random channel (codec, noise, band limit, gain) so the
+model cannot learn "compressed = real" or "clean = fake". Resumable: a checkpoint is written every 100 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..detectors.voice import speech_windows, utterance_logit
+from ..detectors.voicenet import RATE, WINDOW_S, VoiceNet, features, save_weights
+from ..media.speech import SpeechFinder
+from ..synthesis.voice import GENERATORS, codec_roundtrip
+from .metrics import auc, eer, fit_platt, sigmoid
+from .voice_data import Clips, build, build_channels
+
+log = logging.getLogger(__name__)
+WIN = int(WINDOW_S * RATE)
+
+
+@dataclass
+class VoiceTrainConfig:
+    steps: int = 1200
+    batch: int = 32
+    lr: float = 2e-3
+    width: int = 16
+    exclude: list[str] = field(default_factory=list)  # generators held out of training (LOGO)
+    seed: int = 0
+    p_degrade: float = 0.6
+
+
+def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if len(x) <= WIN:
+        return np.pad(x, (0, WIN - len(x)))
+    start = int(rng.integers(0, len(x) - WIN + 1))
+    return x[start:start + WIN]
+
+
+def _batch(clean: dict[str, Clips], channels: dict[str, Clips], idx: dict, gens: list[str], n: int,
+           p_degrade: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n windows, half real, half from a random training generator; each clean or from the channel pool."""
+    xs, ys = [], []
+    for k in range(n):
+        fake = k % 2 == 1
+        src = gens[int(rng.integers(len(gens)))] if fake else "real"
+        pool = "channel" if rng.random() < p_degrade else "clean"
+        clips = channels[src] if pool == "channel" else clean[src]
+        choices = idx[pool, src]
+        xs.append(_crop(clips.clip(choices[int(rng.integers(len(choices)))]), rng))
+        ys.append(float(fake))
+    return np.stack(xs).astype(np.float32), np.array(ys, np.float32)
+
+
+def score_windows(model: VoiceNet, windows: np.ndarray, chunk: int = 64) -> np.ndarray:
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(windows), chunk):
+            out.append(model(features(windows[s:s + chunk])).numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def evaluate(model: VoiceNet, data: dict[str, Clips], split: str, sources: list[str],
+             channels: tuple[str, ...] = ("clean",)) -> dict:
+    """Utterance-level logits per (source, channel) on one speaker split, through the scanner's own path:
+    speech segments from silero-vad, 2 s windows over them, the top-half mean of window logits."""
+    finder = SpeechFinder()
+    out: dict[str, dict[str, list[float]]] = {}
+    for src in ["real", *sources]:
+        clips = data[src]
+        for ch in channels:
+            logits = []
+            for i in clips.subset(split):
+                x = clips.clip(i)[: int(8 * RATE)]
+                if ch != "clean":
+                    x = codec_roundtrip(x, ch)
+                spans = speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), WIN))]
+                windows = np.stack([np.pad(x[a:b], (0, WIN - (b - a))) for a, b in spans])
+                logits.append(utterance_logit(score_windows(model, windows)))
+            out.setdefault(src, {})[ch] = logits
+    return out
+
+
+def _eer_auc(real: list[float], fake: list[float]) -> tuple[float, float]:
+    y = np.r_[np.zeros(len(real)), np.ones(len(fake))]
+    s = np.r_[real, fake]
+    return eer(y, s)[0], auc(y, s)
+
+
+def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = None, progress=None) -> dict:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(2)
+    gens = [g for g in GENERATORS if g not in cfg.exclude]
+    data = build(cache, gens)  # normally made by the caller (with progress); here loaded
+    channels = {name: build_channels(cache, name, data[name]) for name in ["real", *gens]}
+    idx = {("clean", name): data[name].subset("train") for name in channels}
+    idx.update({("channel", name): clips.subset("train") for name, clips in channels.items()})
+    model = VoiceNet(cfg.width)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt, step = work / "checkpoint.pt", 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state["config"] == asdict(cfg):
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            step = state["step"]
+            log.info("resumed at step %d", step)
+    rng = np.random.default_rng(zlib.crc32(f"{cfg.seed}:{step}".encode()))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    started = time.time()
+    model.train()
+    while step < cfg.steps:
+        x, y = _batch(data, channels, idx, gens, cfg.batch, cfg.p_degrade, rng)
+        loss = loss_fn(model(features(x)), torch.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        if progress:
+            progress(step, cfg.steps, loss.item())
+        if step % 100 == 0 or step == cfg.steps:
+            torch.save({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "step": step}, ckpt)
+    model.eval()
+    train_s = time.time() - started
+
+    data = build(cache)  # now every generator, held-out ones included, for the test table
+    # Calibration on held-out *validation* speakers, every generator in training, clean and coded.
+    val = evaluate(model, data, "val", gens, ("clean", "mp3_64k", "opus_24k"))
+    real = [z for ch in val["real"].values() for z in ch]
+    fake = [z for g in gens for ch in val[g].values() for z in ch]
+    a, b = fit_platt(np.r_[np.zeros(len(real)), np.ones(len(fake))], np.r_[real, fake])
+
+    test = evaluate(model, data, "test", list(GENERATORS), ("clean", "mp3_64k", "opus_24k"))
+    report = {"config": asdict(cfg), "train_s": round(train_s), "platt": [a, b], "generators": {}}
+    p = lambda zs: sigmoid(a * np.asarray(zs) + b)  # noqa: E731
+    for g in GENERATORS:
+        e, u = _eer_auc(test["real"]["clean"], test[g]["clean"])
+        e_all, u_all = _eer_auc([z for v in test["real"].values() for z in v], [z for v in test[g].values() for z in v])
+        report["generators"][g] = {"eer": e, "auc": u, "eer_coded": e_all, "auc_coded": u_all,
+                                   "tpr_at_0.5": float(np.mean(p(test[g]["clean"]) >= 0.5)),
+                                   "held_out": g in cfg.exclude}
+    trained = [g for g in GENERATORS if g not in cfg.exclude]
+    if trained:  # in-domain: every generator seen in training, pooled against the same real utterances
+        e, u = _eer_auc(test["real"]["clean"], [z for g in trained for z in test[g]["clean"]])
+        e_all, u_all = _eer_auc([z for v in test["real"].values() for z in v],
+                                [z for g in trained for v in test[g].values() for z in v])
+        report["in_domain"] = {"eer": e, "auc": u, "eer_coded": e_all, "auc_coded": u_all}
+    report["real_fpr_at_0.5"] = {ch: float(np.mean(p(v) >= 0.5)) for ch, v in test["real"].items()}
+    report["counts"] = {"test_real": len(test["real"]["clean"]), "val_real": len(val["real"]["clean"])}
+    if out is not None:
+        meta = {"name": "voice", "version": "1.0", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
+                "generators": gens, "steps": cfg.steps}
+        save_weights(model, out, meta)
+    (work / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The per-generator table of one run, for the terminal and the model card."""
+    held = [g for g, r in report["generators"].items() if r["held_out"]]
+    lines = [f"voice detector, {'trained on all generators' if not held else 'held out: ' + ', '.join(held)}"
+             f" ({report['config']['steps']} steps, {report['train_s'] / 60:.1f} min)",
+             f"{'generator':<12} {'EER':>7} {'AUC':>7} {'EER coded':>10} {'TPR@0.5':>8}"]
+    for g, r in report["generators"].items():
+        mark = "  (held out)" if r["held_out"] else ""
+        lines.append(f"{g:<12} {r['eer']:7.2%} {r['auc']:7.4f} {r['eer_coded']:10.2%} {r['tpr_at_0.5']:8.1%}{mark}")
+    if "in_domain" in report:
+        r = report["in_domain"]
+        lines.append(f"{'in-domain':<12} {r['eer']:7.2%} {r['auc']:7.4f} {r['eer_coded']:10.2%}   (trained generators pooled)")
+    fpr = report["real_fpr_at_0.5"]
+    lines.append("real speech flagged at p>=0.5: " + ", ".join(f"{ch} {v:.1%}" for ch, v in fpr.items())
+                 + f"  ({report['counts']['test_real']} held-out utterances)")
+    return "\n".join(lines)
+
+
+def format_logo(reports: list[dict]) -> str:
+    """Leave-one-generator-out: each row is a model trained without one generator, tested on that generator."""
+    lines = ["leave-one-generator-out (train without X, test on X; held-out speakers)",
+             f"{'held out':<12} {'EER':>7} {'AUC':>7} {'EER coded':>10} {'TPR@0.5':>8} {'real FPR':>9}"]
+    eers, coded = [], []
+    for r in reports:
+        for g, row in r["generators"].items():
+            if row["held_out"]:
+                eers.append(row["eer"])
+                coded.append(row["eer_coded"])
+                lines.append(f"{g:<12} {row['eer']:7.2%} {row['auc']:7.4f} {row['eer_coded']:10.2%} "
+                             f"{row['tpr_at_0.5']:8.1%} {r['real_fpr_at_0.5']['clean']:9.1%}")
+    if eers:
+        lines.append(f"{'mean':<12} {np.mean(eers):7.2%} {'':>7} {np.mean(coded):10.2%}")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""The voice side: generators and channels (synthesis), the committed voice detector, and voice in the scan core."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deepscreen.config import SHARED_DIR
+from deepscreen.detectors.voice import speech_windows, utterance_logit
+from deepscreen.media.audio import read_audio
+from deepscreen.media.speech import SpeechSegment
+from deepscreen.synthesis import voice as synth
+from deepscreen.training.voice_data import manifest, split_of
+
+from media_factory import level_frames, sine, write_audio, write_video
+
+SPEECH_DIR = SHARED_DIR / "data/speech"
+
+
+def _held_out_utterances(n: int) -> list:
+    """Real speech of speakers the voice model never trained on (the test split), first `n` by path."""
+    if not (SPEECH_DIR / "manifest.csv").is_file():
+        pytest.skip(f"no speech data under {SPEECH_DIR}")
+    rows = [r for r in manifest(SPEECH_DIR) if split_of(r["speaker"]) == "test" and float(r["duration_s"]) >= 5]
+    return [read_audio(SPEECH_DIR / r["path"]).samples[: 16000 * 5] for r in rows[:n]]
+
+
+@pytest.fixture(scope="module")
+def held_out() -> list[np.ndarray]:
+    return _held_out_utterances(8)
+
+
+@pytest.fixture(scope="module")
+def scanner():
+    from deepscreen import Scanner
+
+    return Scanner()
+
+
+# ---------------------------------------------------------------- generator side
+
+
+@pytest.mark.parametrize("name", ["griffin_lim", "world", "world_vc", "lpc"])
+def test_generators_make_a_different_signal_of_the_same_speech(held_out, name):
+    x = held_out[0][: 16000 * 3]
+    y = synth.resynthesize(name, x, np.random.default_rng(0))
+    assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
+    assert abs(np.sqrt(np.mean(y**2)) / np.sqrt(np.mean(x**2)) - 1) < 0.05  # same loudness
+    assert np.abs(y - x).mean() > 0.1 * np.abs(x).mean()  # a new waveform, not a copy
+    fb = synth.mel_filters(16000, 512, 40)
+    mel = lambda s: np.log(fb @ synth._stft_mag(s, 512, 128).abs().numpy() + 1e-5)  # noqa: E731
+    assert np.corrcoef(mel(x).ravel(), mel(y).ravel())[0, 1] > 0.7  # ...saying the same thing
+
+
+@pytest.mark.parametrize("codec", sorted(synth.CODECS))
+def test_codec_roundtrip_is_aligned_and_lossy(held_out, codec):
+    x = held_out[1][: 16000 * 3]
+    y = synth.codec_roundtrip(x, codec)
+    assert y.shape == x.shape
+    corr = np.corrcoef(x, y)[0, 1]
+    assert 0.8 < corr < 0.99999, corr  # aligned (priming delay removed) yet not identical
+
+
+def test_degrade_keeps_length_and_range(held_out):
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        y = synth.degrade(held_out[2][:32000], rng)
+        assert y.shape == (32000,) and np.abs(y).max() <= 1.0 and np.isfinite(y).all()
+
+
+def test_speech_windows_cover_segments():
+    segs = [SpeechSegment(0.5, 1.2), SpeechSegment(3.0, 7.5)]
+    spans = speech_windows(segs, 16000 * 10)
+    assert all(b - a == 32000 for a, b in spans)
+    assert spans[0][0] <= 8000 and spans[0][1] >= 19200  # the short segment sits inside one window
+    long = [(a, b) for a, b in spans if a >= 48000 - 1]
+    assert long[0][0] == 48000 and long[-1][1] == 120000  # first flush with the start, last with the end
+    assert utterance_logit(np.array([3.0, 1.0, -1.0, -3.0])) == 2.0  # mean of the top half
+
+
+# ---------------------------------------------------------------- the committed detector
+
+
+def test_committed_voice_model_separates_held_out_speakers(scanner, held_out):
+    """Held-out speakers and their WORLD, Griffin-Lim and LPC copies: the committed weights must rank every
+    synthetic copy above most real utterances (a small version of the model card's table)."""
+    det, finder = scanner.voice_detector, scanner.speech
+    real, fake = [], []
+    rng = np.random.default_rng(3)
+    for k, x in enumerate(held_out):
+        real.append(det.analyse(x, finder(x)[1]).probability)
+        y = synth.resynthesize(["world", "griffin_lim", "lpc"][k % 3], x, rng)
+        fake.append(det.analyse(y, finder(y)[1]).probability)
+    assert None not in real + fake
+    auc = np.mean([f > r for f in fake for r in real])
+    assert auc >= 0.9, (real, fake)
+    assert np.mean(np.array(real) >= 0.5) <= 0.25, real
+
+
+# ---------------------------------------------------------------- through the scan core
+
+
+def test_scan_audio_file(scanner, tmp_path, held_out):
+    path = write_audio(tmp_path / "speech.mp3", np.concatenate([np.zeros(24000, np.float32), held_out[3]]), "mp3")
+    v = scanner.scan(path)
+    assert v.kind == "audio" and v.error is None
+    assert v.voice is not None and v.voice.probability is not None and v.probability == v.voice.probability
+    assert v.voice.speech_s > 3 and v.voice.segments and v.voice.segments[0].start_s >= 1.3
+    assert [p.time_s for p in v.voice.timeline] == [float(t) for t in range(len(v.voice.timeline))]
+    assert v.voice.timeline[0].probability is None  # the first 1.5 s are silence
+    assert [e.detector for e in v.evidence] == ["voice"] and [m.name for m in v.models] == ["voice"]
+    d = v.to_dict()
+    assert d["voice"]["timeline"] and d["voice"]["segments"]
+
+
+def test_music_and_silence_are_out_of_scope(scanner, tmp_path):
+    tones = np.concatenate([sine(3.0, hz=f) for f in (262, 330, 392)])
+    v = scanner.scan(write_audio(tmp_path / "tune.flac", tones, "flac"))
+    assert v.label == "inconclusive" and v.probability is None
+    assert v.voice.probability is None and "out of scope" in v.voice.explanation
+    assert v.evidence[0].score is None
+
+
+def test_video_gets_face_and_voice_and_the_cross_check(scanner, tmp_path, held_out, face_video):
+    """A real face with a WORLD-vocoded voice laid over it: the dub case the cross-check is for."""
+    from deepscreen.media import iter_frames, probe
+
+    frames = [f.rgb for f in iter_frames(face_video, probe(face_video))]
+    fake_voice = synth.resynthesize("world", held_out[4], np.random.default_rng(0))
+    dub = write_video(tmp_path / "dub.mp4", frames * 3, fps=4, audio=fake_voice)
+    v = scanner.scan(dub)
+    assert v.kind == "video" and v.error is None and v.faces and v.voice is not None
+    assert {e.detector for e in v.evidence} == {"face_blend", "voice"}
+    assert [m.name for m in v.models] == ["face_blend", "voice"]
+    assert v.voice.probability is not None and v.voice.probability >= 0.5
+    assert v.probability == max(v.voice.probability, v.faces[0].probability)
+    if v.faces[0].probability < 0.25:
+        assert v.cross_check and "voice sounds synthetic" in v.cross_check
+    html_path = tmp_path / "r.html"
+    from deepscreen.report import write_html
+
+    write_html([v], html_path)
+    html = html_path.read_text()
+    assert "probability of a synthetic voice over time" in html and "Face: probability" in html
+
+
+def test_silent_video_has_no_voice_part(scanner, tmp_path):
+    v = scanner.scan(write_video(tmp_path / "silent.mp4", level_frames(10), fps=10))
+    assert v.voice is None and all(e.detector != "voice" for e in v.evidence)
+
+
+def test_cli_scans_audio_and_reports_bad_audio(tmp_path, held_out):
+    good = write_audio(tmp_path / "a.wav", held_out[5], "wav")
+    broken = tmp_path / "b.ogg"
+    broken.write_bytes(b"OggS" + bytes(200))
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "scan", "--json", str(good), str(broken)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [d["kind"] for d in lines] == ["audio", "unknown"]
+    assert lines[0]["voice"]["probability"] is not None
+    assert lines[1]["error"].startswith(str(broken))
+    assert sum(str(broken) in line for line in res.stderr.splitlines()) == 1
