@@ -12,6 +12,15 @@ if ! ldconfig -p 2>/dev/null | grep -q "libGL.so.1" || ! ldconfig -p 2>/dev/null
   fi
 fi
 
+# pyworld (the WORLD vocoder) ships as source only: pip compiles it, which needs a C++ compiler.
+if ! command -v g++ >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq g++ >/dev/null
+  else
+    echo "setup: g++ missing (needed to build pyworld); install g++" >&2
+  fi
+fi
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
