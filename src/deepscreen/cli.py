@@ -49,6 +49,7 @@ def train_voice(
     steps: int = typer.Option(1200, help="Optimiser steps of 32 two-second windows (16 real + 16 synthetic)."),
     exclude: list[str] = typer.Option([], help="Leave this generator out of training (repeatable)."),
     logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
+    frontend: str = typer.Option("linear", help="Filterbank: linear (shipped) or mel (the ablation)."),
     seed: int = typer.Option(0),
 ):
     """Train the voice detector on real LibriSpeech and its vocoder copies (resumes from WORK if interrupted)."""
@@ -78,7 +79,8 @@ def train_voice(
     reports = []
     for held_out in runs:
         name = "all" if not held_out else "without_" + "_".join(held_out)
-        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), seed=seed)
+        name += "" if frontend == "linear" else f"_{frontend}"
+        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), seed=seed, frontend=frontend)
         # Only the model trained on every generator is the one shipped; leave-one-out models are for the table.
         reports.append(run(cfg, cache, work / name, None if held_out else out, progress=show_step))
         print(format_report(reports[-1]), flush=True)

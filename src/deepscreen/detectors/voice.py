@@ -59,6 +59,7 @@ class VoiceDetector(Detector):
             raise DetectorUnavailable(f"{path}: voice weights missing; run `deepscreen train-voice` to make them")
         self.model, self.meta = load_weights(path)
         self.a, self.b = self.meta["platt"]
+        self.frontend = self.meta.get("frontend", "linear")
         self._info = ModelInfo(self.meta["name"], self.meta["version"], file_sha256(path))
         self._torch = torch
 
@@ -72,7 +73,7 @@ class VoiceDetector(Detector):
         out = []
         with self._torch.inference_mode():
             for s in range(0, len(windows), 32):
-                out.append(self.model(features(windows[s:s + 32])).numpy())
+                out.append(self.model(features(windows[s:s + 32], self.frontend)).numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
     def analyse(self, samples: np.ndarray, segments: list[SpeechSegment]) -> VoiceAnalysis:

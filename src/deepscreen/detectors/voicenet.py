@@ -31,14 +31,23 @@ def _linear_filters() -> torch.Tensor:
     return torch.from_numpy(np.maximum(0, np.minimum(lower, upper)).astype(np.float32))
 
 
-def features(windows: torch.Tensor | np.ndarray) -> torch.Tensor:
+@lru_cache(maxsize=1)
+def _mel_filters() -> torch.Tensor:
+    """80 mel filters (the ablation in models/voice.md: linear spacing is the default because it wins)."""
+    from ..synthesis.voice import mel_filters
+
+    return torch.from_numpy(mel_filters(RATE, N_FFT, BANDS))
+
+
+def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> torch.Tensor:
     """(B, samples) 16 kHz float -> (B, 1, 80, frames) log filterbank energies, loudness removed.
 
     Subtracting each window's mean log energy makes the input independent of gain (a quiet recording is not a
     different voice) while keeping the spectral shape and its fine structure."""
     x = torch.as_tensor(windows, dtype=torch.float32)
     spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs().pow(2)
-    fb = torch.log(torch.einsum("fk,bkt->bft", _linear_filters(), spec) + 1e-8)
+    bank = _linear_filters() if frontend == "linear" else _mel_filters()
+    fb = torch.log(torch.einsum("fk,bkt->bft", bank, spec) + 1e-8)
     return (fb - fb.mean(dim=(1, 2), keepdim=True)).unsqueeze(1)
 
 

@@ -41,6 +41,7 @@ class VoiceTrainConfig:
     exclude: list[str] = field(default_factory=list)  # generators held out of training (LOGO)
     seed: int = 0
     p_degrade: float = 0.6
+    frontend: str = "linear"  # or "mel": the front-end ablation in models/voice.md
 
 
 def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -65,16 +66,16 @@ def _batch(clean: dict[str, Clips], channels: dict[str, Clips], idx: dict, gens:
     return np.stack(xs).astype(np.float32), np.array(ys, np.float32)
 
 
-def score_windows(model: VoiceNet, windows: np.ndarray, chunk: int = 64) -> np.ndarray:
+def score_windows(model: VoiceNet, windows: np.ndarray, frontend: str = "linear", chunk: int = 64) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for s in range(0, len(windows), chunk):
-            out.append(model(features(windows[s:s + chunk])).numpy())
+            out.append(model(features(windows[s:s + chunk], frontend)).numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
 def evaluate(model: VoiceNet, data: dict[str, Clips], split: str, sources: list[str],
-             channels: tuple[str, ...] = ("clean",)) -> dict:
+             channels: tuple[str, ...] = ("clean",), frontend: str = "linear") -> dict:
     """Utterance-level logits per (source, channel) on one speaker split, through the scanner's own path:
     speech segments from silero-vad, 2 s windows over them, the top-half mean of window logits."""
     finder = SpeechFinder()
@@ -89,7 +90,7 @@ def evaluate(model: VoiceNet, data: dict[str, Clips], split: str, sources: list[
                     x = codec_roundtrip(x, ch)
                 spans = speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), WIN))]
                 windows = np.stack([np.pad(x[a:b], (0, WIN - (b - a))) for a, b in spans])
-                logits.append(utterance_logit(score_windows(model, windows)))
+                logits.append(utterance_logit(score_windows(model, windows, frontend)))
             out.setdefault(src, {})[ch] = logits
     return out
 
@@ -113,14 +114,15 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     work.mkdir(parents=True, exist_ok=True)
-    ckpt, step = work / "checkpoint.pt", 0
+    ckpt, step, trained_before = work / "checkpoint.pt", 0, 0.0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        if state["config"] == asdict(cfg):
+        if {**asdict(VoiceTrainConfig()), **state["config"]} == asdict(cfg):  # settings added later: defaults
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             sched.load_state_dict(state["sched"])
             step = state["step"]
+            trained_before = state.get("train_s", 0.0)
             log.info("resumed at step %d", step)
     rng = np.random.default_rng(zlib.crc32(f"{cfg.seed}:{step}".encode()))
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -128,7 +130,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     model.train()
     while step < cfg.steps:
         x, y = _batch(data, channels, idx, gens, cfg.batch, cfg.p_degrade, rng)
-        loss = loss_fn(model(features(x)), torch.from_numpy(y))
+        loss = loss_fn(model(features(x, cfg.frontend)), torch.from_numpy(y))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -138,18 +140,21 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
             progress(step, cfg.steps, loss.item())
         if step % 100 == 0 or step == cfg.steps:
             torch.save({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "step": step}, ckpt)
+                        "sched": sched.state_dict(), "step": step,
+                        "train_s": trained_before + time.time() - started}, ckpt)
     model.eval()
-    train_s = time.time() - started
+    train_s = trained_before + time.time() - started
 
     data = build(cache)  # now every generator, held-out ones included, for the test table
     # Calibration on held-out *validation* speakers, every generator in training, clean and coded.
-    val = evaluate(model, data, "val", gens, ("clean", "mp3_64k", "opus_24k"))
-    real = [z for ch in val["real"].values() for z in ch]
+    val = evaluate(model, data, "val", gens, ("clean", "mp3_64k", "opus_24k"), cfg.frontend)
+    # Classes balanced (each real utterance counted once per generator) so p = 0.5 means even odds, as for the
+    # face detector: with one real per five fakes the fit would learn a 5:1 prior and flag real speech.
+    real = [z for ch in val["real"].values() for z in ch] * len(gens)
     fake = [z for g in gens for ch in val[g].values() for z in ch]
     a, b = fit_platt(np.r_[np.zeros(len(real)), np.ones(len(fake))], np.r_[real, fake])
 
-    test = evaluate(model, data, "test", list(GENERATORS), ("clean", "mp3_64k", "opus_24k"))
+    test = evaluate(model, data, "test", list(GENERATORS), ("clean", "mp3_64k", "opus_24k"), cfg.frontend)
     report = {"config": asdict(cfg), "train_s": round(train_s), "platt": [a, b], "generators": {}}
     p = lambda zs: sigmoid(a * np.asarray(zs) + b)  # noqa: E731
     for g in GENERATORS:
@@ -168,6 +173,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     report["counts"] = {"test_real": len(test["real"]["clean"]), "val_real": len(val["real"]["clean"])}
     if out is not None:
         meta = {"name": "voice", "version": "1.0", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
+                "frontend": cfg.frontend,
                 "generators": gens, "steps": cfg.steps}
         save_weights(model, out, meta)
     (work / "report.json").write_text(json.dumps(report, indent=1))
@@ -185,7 +191,8 @@ def format_report(report: dict) -> str:
         lines.append(f"{g:<12} {r['eer']:7.2%} {r['auc']:7.4f} {r['eer_coded']:10.2%} {r['tpr_at_0.5']:8.1%}{mark}")
     if "in_domain" in report:
         r = report["in_domain"]
-        lines.append(f"{'in-domain':<12} {r['eer']:7.2%} {r['auc']:7.4f} {r['eer_coded']:10.2%}   (trained generators pooled)")
+        lines.append(f"{'in-domain':<12} {r['eer']:7.2%} {r['auc']:7.4f} {r['eer_coded']:10.2%}"
+                     "   (trained generators pooled)")
     fpr = report["real_fpr_at_0.5"]
     lines.append("real speech flagged at p>=0.5: " + ", ".join(f"{ch} {v:.1%}" for ch, v in fpr.items())
                  + f"  ({report['counts']['test_real']} held-out utterances)")
