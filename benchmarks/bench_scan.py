@@ -28,14 +28,7 @@ from deepscreen.config import SHARED_DIR
 from deepscreen.faces.align import align_face
 from deepscreen.media import iter_frames, probe
 
-
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+from _table import print_table, timed  # benchmarks/ is on sys.path when run as a script
 
 
 def make_inputs(tmp: Path) -> tuple[Path, Path]:
@@ -115,10 +108,7 @@ def main() -> None:
         ("  ratio scan / decode", f"{med(video) / med(base):.2f}x", "goal <= 1.5x"),
         ("peak resident memory", f"{peak_mb:.0f} MB", "goal <= 1536 MB"),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  {'median':>10}  target")
-    for name, value, goal in rows:
-        print(f"{name.ljust(width)}  {value:>10}  {goal}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,20 +20,10 @@ import numpy as np
 
 from deepscreen import Scanner
 from deepscreen.config import SHARED_DIR
-from deepscreen.detectors.voice import speech_windows
-from deepscreen.media.audio import read_audio
+from deepscreen.detectors.voice import cut_windows, speech_windows
+from deepscreen.media.audio import read_audio, write_audio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from media_factory import write_audio  # noqa: E402
-
-
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+from _table import print_table, timed  # benchmarks/ is on sys.path when run as a script
 
 
 def main() -> None:
@@ -51,7 +40,8 @@ def main() -> None:
             break
     speech = np.concatenate(pieces)[: 60 * 16000]
     with tempfile.TemporaryDirectory() as d:
-        clip = write_audio(Path(d) / "speech_60s.mp3", speech, "mp3", bit_rate=64000)
+        clip = Path(d) / "speech_60s.mp3"
+        write_audio(clip, speech, "mp3", "libmp3lame", bit_rate=64000)
         t = time.perf_counter()
         scanner = Scanner()
         load_s = time.perf_counter() - t
@@ -62,7 +52,7 @@ def main() -> None:
         vad = timed(lambda: scanner.speech(samples), args.repeats)
         segments = scanner.speech(samples)[1]
         spans = speech_windows(segments, len(samples))
-        windows = np.stack([samples[a:b] for a, b in spans])
+        windows = cut_windows(samples, spans)
         cnn = timed(lambda: scanner.voice_detector.score_windows(windows), args.repeats)
         v = scanner.scan(clip)
 
@@ -76,10 +66,7 @@ def main() -> None:
         ("  ratio scan / decode", f"{med(total_s) / med(decode):.1f}x", ""),
         ("speech found", f"{v.voice.speech_s:.1f} s", ""),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  {'median':>8}  target")
-    for name, value, goal in rows:
-        print(f"{name.ljust(width)}  {value:>8}  {goal}")
+    print_table(rows, value_width=8)
 
 
 if __name__ == "__main__":

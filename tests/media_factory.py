@@ -9,6 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from deepscreen.media.audio import write_audio as write_audio_file
+
 
 def write_video(
     path: Path,
@@ -101,18 +103,7 @@ def write_audio(path: Path, samples: np.ndarray, kind: str, sample_rate: int = 1
     """Mono float audio (-1..1) at `sample_rate` as WAV, FLAC, MP3, Ogg/Opus or M4A (AAC), through PyAV."""
     fmt, codec, rate = AUDIO_FORMATS[kind]
     path = Path(path)
-    with av.open(str(path), "w", format=fmt) as c:
-        stream = c.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        if bit_rate:
-            stream.bit_rate = bit_rate
-        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
-        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None]
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = sample_rate
-        for fr in resampler.resample(frame) + resampler.resample(None):
-            c.mux(stream.encode(fr))
-        c.mux(stream.encode(None))
+    write_audio_file(str(path), samples, fmt, codec, codec_rate=rate, bit_rate=bit_rate, rate=sample_rate)
     return path
 
 

@@ -13,7 +13,7 @@ from ..media.speech import SpeechSegment
 from ..verdict import ModelInfo, VoiceAnalysis, VoicePoint, VoiceSegment
 from . import Detector, DetectorUnavailable, register
 from .blendnet import file_sha256
-from .voicenet import RATE, WINDOW_S, features, load_weights
+from .voicenet import RATE, WINDOW_S, load_weights, score_windows
 
 WEIGHTS = "voice.safetensors"
 MIN_SPEECH_S = 1.0
@@ -45,6 +45,11 @@ def speech_windows(segments: list[SpeechSegment], n_samples: int, hop_s: float =
     return out
 
 
+def cut_windows(samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """(N, 2 s) float32 windows for the spans; one cut short by the end of the recording is zero-padded."""
+    return np.stack([np.pad(samples[a:b], (0, _WIN - (b - a))) for a, b in spans]).astype(np.float32)
+
+
 @register
 class VoiceDetector(Detector):
     name = "voice"
@@ -52,8 +57,6 @@ class VoiceDetector(Detector):
     modality = "voice"
 
     def __init__(self, weights=None):
-        import torch
-
         path = weights or MODELS_DIR / WEIGHTS
         if not path.exists():
             raise DetectorUnavailable(f"{path}: voice weights missing; run `deepscreen train-voice` to make them")
@@ -61,7 +64,6 @@ class VoiceDetector(Detector):
         self.a, self.b = self.meta["platt"]
         self.frontend = self.meta.get("frontend", "linear")
         self._info = ModelInfo(self.meta["name"], self.meta["version"], file_sha256(path))
-        self._torch = torch
 
     def models(self) -> list[ModelInfo]:
         return [self._info]
@@ -70,11 +72,7 @@ class VoiceDetector(Detector):
         return float(1 / (1 + np.exp(-(self.a * logit + self.b))))
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
-        out = []
-        with self._torch.inference_mode():
-            for s in range(0, len(windows), 32):
-                out.append(self.model(features(windows[s:s + 32], self.frontend)).numpy())
-        return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+        return score_windows(self.model, windows, self.frontend)
 
     def analyse(self, samples: np.ndarray, segments: list[SpeechSegment]) -> VoiceAnalysis:
         """Score the speech in 16 kHz mono audio; `segments` come from media.speech.SpeechFinder."""
@@ -85,8 +83,7 @@ class VoiceDetector(Detector):
             return VoiceAnalysis(None, speech_s, duration, [], [],
                                  f"abstained: {what} (music, noise and silence are out of scope)")
         spans = speech_windows(segments, len(samples))
-        windows = np.stack([np.pad(samples[a:b], (0, _WIN - (b - a))) for a, b in spans]).astype(np.float32)
-        logits = self.score_windows(windows)
+        logits = self.score_windows(cut_windows(samples, spans))
         probability = self.calibrate(utterance_logit(logits))
 
         seg_out = []

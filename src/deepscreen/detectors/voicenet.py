@@ -51,6 +51,15 @@ def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> to
     return (fb - fb.mean(dim=(1, 2), keepdim=True)).unsqueeze(1)
 
 
+def score_windows(model: "VoiceNet", windows: np.ndarray, frontend: str = "linear", chunk: int = 32) -> np.ndarray:
+    """Raw logits of (N, samples) windows, `chunk` at a time (bounded memory on long recordings)."""
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(windows), chunk):
+            out.append(model(features(windows[s:s + chunk], frontend)).numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
 class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()

@@ -80,3 +80,26 @@ def read_audio(path: Path, limits: Limits = Limits(), rate: int = SAMPLE_RATE) -
         raise media_error(path, "no decodable sound (truncated or corrupt?)")
     samples = np.nan_to_num(samples.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
     return Audio(np.clip(samples, -1.0, 1.0), rate, source_rate, codec)
+
+
+def write_audio(target, samples: np.ndarray, fmt: str, codec: str, codec_rate: int = SAMPLE_RATE,
+                bit_rate: int | None = None, rate: int = SAMPLE_RATE) -> None:
+    """Encode mono float audio (-1..1, at `rate`) into a file path or a binary stream: demo media, test
+    fixtures and the codec round trips of the generator side all write sound this one way."""
+    with av.open(target, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=codec_rate)
+        stream.layout = "mono"
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        add_audio(out, stream, samples, rate)
+
+
+def add_audio(out, stream, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Encode and mux mono float audio into an audio stream of an open PyAV output (e.g. beside a video)."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None]
+    frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=stream.rate)
+    for fr in resampler.resample(frame) + resampler.resample(None):
+        out.mux(stream.encode(fr))
+    out.mux(stream.encode(None))

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import SHARED_DIR
+from ..media.audio import add_audio, read_audio, write_audio
 from ..training.data import split_of
 from ..training.voice_data import manifest
 from ..training.voice_data import split_of as speaker_split
@@ -39,29 +40,8 @@ def _heldout_faces() -> list[np.ndarray]:
 
 
 def _heldout_speech(n: int, seconds: float = 8.0) -> list[np.ndarray]:
-    from ..media.audio import read_audio
-
     rows = [r for r in manifest() if speaker_split(r["speaker"]) == "test" and float(r["duration_s"]) >= seconds]
     return [read_audio(SHARED_DIR / "data/speech" / r["path"]).samples[: int(seconds * RATE)] for r in rows[:n]]
-
-
-def _write_audio(path: Path, samples: np.ndarray, fmt: str, codec: str, bit_rate: int | None = None) -> None:
-    with av.open(str(path), "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=RATE)
-        stream.layout = "mono"
-        if bit_rate:
-            stream.bit_rate = bit_rate
-        _encode_audio(out, stream, samples)
-
-
-def _encode_audio(out, stream, samples: np.ndarray) -> None:
-    resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=stream.rate)
-    frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype(np.int16)[None], format="s16",
-                                       layout="mono")
-    frame.sample_rate = RATE
-    for fr in resampler.resample(frame) + resampler.resample(None):
-        out.mux(stream.encode(fr))
-    out.mux(stream.encode(None))
 
 
 def _background(h: int, w: int, t: float) -> np.ndarray:
@@ -92,7 +72,7 @@ def _write_clip(path: Path, real: np.ndarray, fake: np.ndarray | None, seconds: 
         for packet in stream.encode():
             out.mux(packet)
         if audio is not None:
-            _encode_audio(out, audio, sound)
+            add_audio(out, audio, sound)
 
 
 def make_samples(out: Path) -> list[Path]:
@@ -124,16 +104,16 @@ def make_samples(out: Path) -> list[Path]:
     _write_clip(out / "swapped_halfway.mp4", first, blended)
 
     talk, other = _heldout_speech(2)
-    _write_audio(out / "real_speech.flac", talk, "flac", "flac")
+    write_audio(out / "real_speech.flac", talk, "flac", "flac")
     converted = resynthesize("world_vc", other, np.random.default_rng(7))
-    _write_audio(out / "converted_voice.mp3", converted, "mp3", "libmp3lame", 64_000)
+    write_audio(out / "converted_voice.mp3", converted, "mp3", "libmp3lame", bit_rate=64_000)
     try:
         dub = resynthesize("hifigan", talk[: 5 * RATE], np.random.default_rng(8))
     except RuntimeError:  # the HiFi-GAN wheel is a training extra: fall back to the WORLD vocoder
         dub = resynthesize("world", talk[: 5 * RATE], np.random.default_rng(8))
     _write_clip(out / "dubbed_clip.mp4", first, None, sound=dub)
     notes = [0.25 * np.sin(2 * np.pi * hz * np.arange(RATE) / RATE) * np.hanning(RATE) for hz in (262, 330, 392, 523)]
-    _write_audio(out / "tone.wav", np.concatenate(notes).astype(np.float32), "wav", "pcm_s16le")
+    write_audio(out / "tone.wav", np.concatenate(notes).astype(np.float32), "wav", "pcm_s16le")
     return sorted(out.iterdir())
 
 

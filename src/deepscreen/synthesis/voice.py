@@ -201,21 +201,11 @@ def codec_roundtrip(x: np.ndarray, codec: str) -> np.ndarray:
     """Encode and decode in memory through FFmpeg (PyAV): what an upload, a messenger or a phone does."""
     import av
 
+    from ..media.audio import write_audio
+
     fmt, name, bit_rate, rate = CODECS[codec]
     buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as out:
-        stream = out.add_stream(name, rate=rate)
-        stream.bit_rate = bit_rate
-        stream.layout = "mono"
-        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
-        frame = av.AudioFrame.from_ndarray((x.astype(np.float32) * 32767).astype(np.int16)[None], format="s16",
-                                           layout="mono")
-        frame.sample_rate = RATE
-        for fr in resampler.resample(frame) + resampler.resample(None):
-            for p in stream.encode(fr):
-                out.mux(p)
-        for p in stream.encode(None):
-            out.mux(p)
+    write_audio(buf, x, fmt, name, codec_rate=rate, bit_rate=bit_rate, rate=RATE)
     buf.seek(0)
     back = av.AudioResampler(format="flt", layout="mono", rate=RATE)
     chunks = []

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..detectors.voice import speech_windows, utterance_logit
-from ..detectors.voicenet import RATE, WINDOW_S, VoiceNet, features, save_weights
+from ..detectors.voice import cut_windows, speech_windows, utterance_logit
+from ..detectors.voicenet import RATE, WINDOW_S, VoiceNet, features, save_weights, score_windows
 from ..media.speech import SpeechFinder
 from ..synthesis.voice import GENERATORS, codec_roundtrip
 from .metrics import auc, eer, fit_platt, sigmoid
@@ -66,14 +66,6 @@ def _batch(clean: dict[str, Clips], channels: dict[str, Clips], idx: dict, gens:
     return np.stack(xs).astype(np.float32), np.array(ys, np.float32)
 
 
-def score_windows(model: VoiceNet, windows: np.ndarray, frontend: str = "linear", chunk: int = 64) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(windows), chunk):
-            out.append(model(features(windows[s:s + chunk], frontend)).numpy())
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
-
-
 def evaluate(model: VoiceNet, data: dict[str, Clips], split: str, sources: list[str],
              channels: tuple[str, ...] = ("clean",), frontend: str = "linear") -> dict:
     """Utterance-level logits per (source, channel) on one speaker split, through the scanner's own path:
@@ -89,8 +81,7 @@ def evaluate(model: VoiceNet, data: dict[str, Clips], split: str, sources: list[
                 if ch != "clean":
                     x = codec_roundtrip(x, ch)
                 spans = speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), WIN))]
-                windows = np.stack([np.pad(x[a:b], (0, WIN - (b - a))) for a, b in spans])
-                logits.append(utterance_logit(score_windows(model, windows, frontend)))
+                logits.append(utterance_logit(score_windows(model, cut_windows(x, spans), frontend)))
             out.setdefault(src, {})[ch] = logits
     return out
 
