@@ -91,8 +91,13 @@ def main() -> None:
         det = scanner.face_detectors[0]
         cnn = timed(lambda: det.score_faces(align_face(frame, faces[0].landmarks)[0][None]), args.repeats * 4)
 
-        base = timed(lambda: decode_only(clip), args.repeats)
-        video = timed(lambda: scanner.scan(clip), args.repeats)
+        # Decode and scan alternate, and the ratio is taken per pair: this shared 2-core machine drifts by 20-30 %
+        # over a minute, and separate medians of two blocks of runs would fold that drift into the ratio.
+        base, video, ratios = [], [], []
+        for _ in range(args.repeats * 2):
+            base += timed(lambda: decode_only(clip), 1)
+            video += timed(lambda: scanner.scan(clip), 1)
+            ratios.append(video[-1] / base[-1])
         v = scanner.scan(clip)
 
     med = lambda xs: statistics.median(xs)
@@ -105,7 +110,7 @@ def main() -> None:
         ("  alignment + BlendNet", f"{med(cnn) * 1000:.1f} ms", ""),
         ("video 10 s 720p30 H.264: PyAV decode only (baseline)", f"{med(base):.2f} s", ""),
         (f"video scan, default sampling ({v.media['frames_analysed']} frames)", f"{med(video):.2f} s", ""),
-        ("  ratio scan / decode", f"{med(video) / med(base):.2f}x", "goal <= 1.5x"),
+        ("  ratio scan / decode (median of paired runs)", f"{med(ratios):.2f}x", "goal <= 1.5x"),
         ("peak resident memory", f"{peak_mb:.0f} MB", "goal <= 1536 MB"),
     ]
     print_table(rows)

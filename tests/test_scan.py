@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import deepscreen
+from deepscreen.config import Sampling, ScanConfig
 from deepscreen.synthesis.sbi import self_blend
 from deepscreen.training.data import split_of
 from media_factory import gradient, write_video
@@ -109,3 +110,40 @@ def test_python_api_matches_scanner(scanner, twin):
     assert set(d) >= {"path", "sha256", "kind", "probability", "label", "faces", "timeline", "evidence", "models",
                       "elapsed_s"}
     assert "peak_crop" not in d["faces"][0]
+
+
+def test_following_faces_matches_detecting_every_frame(twin):
+    """Between full detections the landmark model follows the faces; the verdict must not depend on it."""
+    _, paths = twin
+    every = deepscreen.Scanner(ScanConfig(sampling=Sampling(redetect_every=1)))
+    followed = deepscreen.Scanner(ScanConfig(sampling=Sampling(redetect_every=4)))
+    for name in ("real", "fake"):
+        a, b = every.scan(paths[name]), followed.scan(paths[name])
+        assert len(a.faces) == len(b.faces) == 1
+        assert len(a.faces[0].observations) == len(b.faces[0].observations) == 8
+        for oa, ob in zip(a.faces[0].observations, b.faces[0].observations):
+            assert abs(oa.probability - ob.probability) < 0.1
+            assert max(abs(u - v) for u, v in zip(oa.box, ob.box)) <= 6  # pixels, on a 150 px face
+        assert a.label == b.label
+
+
+def test_face_that_appears_later_is_found(scanner, tmp_path):
+    """A second person walks in after the first full detection: found no later than the next one."""
+    a, b = (np.asarray(Image.open(p).convert("RGB")) for p in _test_people(3)[1:3])
+    frames = []
+    for i in range(50):  # 25 fps, 2 s: 8 analysed frames, full detections on the 1st and 5th
+        frame = gradient(300, 560, shift=i)
+        frame[60:210, 20:170] = a
+        if i >= 10:
+            frame[80:230, 380:530] = b
+        frames.append(frame)
+    v = scanner.scan(write_video(tmp_path / "walk_in.mp4", frames, fps=25))
+    assert len(v.faces) == 2
+    late = min(v.faces, key=lambda t: len(t.observations))
+    assert late.box[0] > 300 and 4 <= len(late.observations) <= 6
+    assert max(len(t.observations) for t in v.faces) == 8
+
+
+def test_redetect_every_must_be_positive():
+    with pytest.raises(ValueError, match="redetect_every"):
+        Sampling(redetect_every=0)

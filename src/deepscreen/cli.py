@@ -49,7 +49,7 @@ def train_voice(
     steps: int = typer.Option(1200, help="Optimiser steps of 32 two-second windows (16 real + 16 synthetic)."),
     exclude: list[str] = typer.Option([], help="Leave this generator out of training (repeatable)."),
     logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
-    frontend: str = typer.Option("linear", help="Filterbank: linear (shipped) or mel (the ablation)."),
+    frontend: str = typer.Option("linear", help="Front end: linear or mel (80-band filterbanks), spec (256 bins)."),
     seed: int = typer.Option(0),
 ):
     """Train the voice detector on real LibriSpeech and its vocoder copies (resumes from WORK if interrupted)."""

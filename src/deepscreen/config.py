@@ -31,6 +31,13 @@ class Sampling:
     frames: int = 16
     max_fps: float = 4.0
     all_frames: bool = False  # forensic mode: every decoded frame (still bounded by Limits.max_frames_decoded)
+    # Run the face detector on every n-th analysed frame; in between, the landmark model follows the faces of
+    # the frame before (a lost face triggers a detection at once). 1 = detect on every frame.
+    redetect_every: int = 4
+
+    def __post_init__(self):
+        if self.redetect_every < 1:
+            raise ValueError("Sampling.redetect_every must be at least 1 (1 = detect faces on every frame)")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from .faces.track import FaceTracker
 from .media import MediaError, iter_frames, probe, sample_times
 from .media.audio import read_audio
 from .media.errors import label, media_error
+from .media.prefetch import prefetched
 from .media.speech import SpeechFinder
 from .verdict import Evidence, FaceObservation, Verdict, VoiceAnalysis
 
@@ -81,14 +82,18 @@ class Scanner:
             raise media_error(path, f"{info.kind} file, but no face detector is loaded")
         detector = self.face_detectors[0]  # one face detector today; fusion of several comes with issue #4
         tracker = FaceTracker()
+        faces: list = []  # of the last analysed frame, followed into the next one
         results: list[fusion.CropResult] = []
         sampled: list[tuple[int, float]] = []
         expected = (info.frame_count or 1) if cfg.sampling.all_frames or info.kind == "image" else \
             len(sample_times(info.duration_s or 0.0, cfg.sampling))
         pending: list[_Pending] = []
-        for frame in iter_frames(path, info, cfg.sampling, cfg.limits):
+        for frame in prefetched(iter_frames(path, info, cfg.sampling, cfg.limits)):
+            # Full detection on every n-th frame; in between the landmark model follows the last frame's faces.
+            follow = faces if len(sampled) % cfg.sampling.redetect_every else None
             sampled.append((frame.index, frame.time_s))
-            pending += self._analyse_frame(frame, tracker)
+            faces, crops = self._analyse_frame(frame, tracker, follow)
+            pending += crops
             if len(pending) >= _BATCH:
                 results += _score(pending, detector)
                 pending = []
@@ -147,18 +152,18 @@ class Scanner:
         _, segments = self.speech(audio.samples)
         return self.voice_detector.analyse(audio.samples, segments)
 
-    def _analyse_frame(self, frame, tracker: FaceTracker) -> list[_Pending]:
+    def _analyse_frame(self, frame, tracker: FaceTracker, follow) -> tuple[list, list[_Pending]]:
         """Faces of one frame, aligned and tracked; the CNN scores them later, in batches across frames."""
-        faces = [f for f in self.analyzer(frame.rgb) if f.landmarks is not None]
+        faces = [f for f in self.analyzer(frame.rgb, follow) if f.landmarks is not None]
         if not faces:
-            return []
+            return faces, []
         ids = tracker.update(frame.index, [f.box for f in faces])
         out = []
         for k, face in enumerate(faces):
             crop, m = align_face(frame.rgb, face.landmarks)
             box = tuple(int(round(v)) for v in face.box)
             out.append(_Pending(ids[k], frame.index, frame.time_s, box, crop, face.landmarks @ m[:, :2].T + m[:, 2]))
-        return out
+        return faces, out
 
 
 @dataclass

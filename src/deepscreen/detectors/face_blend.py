@@ -28,6 +28,7 @@ class FaceBlendDetector(FaceDetector):
         if not path.exists():
             raise DetectorUnavailable(f"{path}: face-blend weights missing; run `deepscreen train` to make them")
         self.model, self.meta = load_weights(path)
+        self.model.for_inference()
         self.a, self.b = self.meta["platt"]
         self._info = ModelInfo(self.meta["name"], self.meta["version"], file_sha256(path))
         if self.meta["input_size"] != CROP_SIZE:

@@ -39,15 +39,26 @@ def _mel_filters() -> torch.Tensor:
     return torch.from_numpy(mel_filters(RATE, N_FFT, BANDS))
 
 
-def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> torch.Tensor:
-    """(B, samples) 16 kHz float -> (B, 1, 80, frames) log filterbank energies, loudness removed.
+FRONTENDS = ("linear", "mel", "spec")
 
+
+def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> torch.Tensor:
+    """(B, samples) 16 kHz float -> (B, 1, bands, frames) log energies, loudness removed.
+
+    linear / mel: 80 filterbank bands. spec: the 256 STFT bins themselves (31 Hz apart), which resolve the
+    harmonics of a voice; filterbanks 100 Hz wide average them away, and the harmonic fine structure above 4 kHz is
+    exactly what mel-driven vocoders (Griffin-Lim, LPC) fail to rebuild (models/voice.md, "front end").
     Subtracting each window's mean log energy makes the input independent of gain (a quiet recording is not a
     different voice) while keeping the spectral shape and its fine structure."""
+    if frontend not in FRONTENDS:
+        raise ValueError(f"unknown voice front end {frontend!r}; known: {', '.join(FRONTENDS)}")
     x = torch.as_tensor(windows, dtype=torch.float32)
     spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs().pow(2)
-    bank = _linear_filters() if frontend == "linear" else _mel_filters()
-    fb = torch.log(torch.einsum("fk,bkt->bft", bank, spec) + 1e-8)
+    if frontend == "spec":
+        fb = torch.log(spec[:, :N_FFT // 2] + 1e-8)  # drop the Nyquist bin: 256 bins
+    else:
+        bank = _linear_filters() if frontend == "linear" else _mel_filters()
+        fb = torch.log(torch.einsum("fk,bkt->bft", bank, spec) + 1e-8)
     return (fb - fb.mean(dim=(1, 2), keepdim=True)).unsqueeze(1)
 
 
@@ -78,11 +89,15 @@ class VoiceNet(nn.Module):
     """~0.1 M parameters: a strided stem, 4 residual stages, then mean+max pooling over frequency and time.
     Sized for CPU training: a step on 32 windows takes a fraction of a second on 2 cores."""
 
-    def __init__(self, width: int = 16):
+    def __init__(self, width: int = 16, frontend: str = "linear"):
         super().__init__()
         w = width
         self.input_norm = nn.BatchNorm2d(1)
-        self.stem = nn.Sequential(nn.Conv2d(1, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+        # On the 256-bin spectrogram a tall stem kernel sees a few harmonics (9 bins = 280 Hz) before striding
+        # frequency by 4, so the stages after it run on a grid (64 x 100) close to the filterbank's (40 x 100).
+        conv = (nn.Conv2d(1, w, (9, 3), (4, 2), (4, 1), bias=False) if frontend == "spec"
+                else nn.Conv2d(1, w, 3, 2, 1, bias=False))
+        self.stem = nn.Sequential(conv, nn.BatchNorm2d(w), nn.ReLU(inplace=True))
         self.stages = nn.Sequential(_Block(w, w, 1), _Block(w, 2 * w, 2), _Block(2 * w, 3 * w, 2),
                                     _Block(3 * w, 4 * w, 2))
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(8 * w, 1))
@@ -107,6 +122,6 @@ def load_weights(path: Path) -> tuple[VoiceNet, dict]:
 
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["deepscreen"])
-    model = VoiceNet(width=meta.get("width", 16))
+    model = VoiceNet(width=meta.get("width", 16), frontend=meta.get("frontend", "linear"))
     model.load_state_dict(load_file(str(path)))
     return model.eval(), meta

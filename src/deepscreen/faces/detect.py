@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 _STDERR_LOCK = threading.Lock()
+_DETECT_SIDE = 640  # frames larger than this are shrunk for the detector only; landmarks use full resolution
 
 
 @contextlib.contextmanager
@@ -66,8 +67,16 @@ class FaceAnalyzer:
         self._detector.close()
         self._mesh.close()
 
-    def __call__(self, rgb: np.ndarray) -> list[Face]:
+    def __call__(self, rgb: np.ndarray, follow: list[Face] | None = None) -> list[Face]:
+        """Faces in one frame, largest first. `follow`: the faces of the previous sampled frame of a video. When
+        the mesh finds each of them again near where it was, the detector is skipped (it costs as much as the
+        mesh); if any is lost, or two merge, the frame is detected from scratch. New faces are found at the next
+        full detection, so callers should detect from scratch every few frames (Scanner does, every 4)."""
         with self._lock:
+            if follow:
+                faces = self._follow(rgb, follow)
+                if faces is not None:
+                    return faces
             faces = self._detect(rgb)
             if not faces:
                 # Tightly cropped portraits (ID photos, data sets) fill the frame and the detector, trained on
@@ -77,9 +86,27 @@ class FaceAnalyzer:
                 faces = [_shift(f, -pad, rgb.shape) for f in self._detect(padded)]
             return faces
 
+    def _follow(self, rgb: np.ndarray, previous: list[Face]) -> list[Face] | None:
+        faces = []
+        for old in previous[: self.max_faces]:
+            lms = self._landmarks(rgb, old.box)
+            if lms is None:
+                return None
+            box = tuple(float(v) for v in (*lms.min(0), *lms.max(0)))
+            if any(_iou(box, f.box) > 0.5 for f in faces):  # two tracks collapsed onto one face
+                return None
+            faces.append(Face(box, old.score, lms))
+        faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        return faces
+
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
-        result = self._detector.process(np.ascontiguousarray(rgb))
+        # The detector looks at a 192x192 resize anyway: shrinking big frames first with an area filter is
+        # cheaper than letting the graph convert and scale the full frame (720p: 5.6 -> 4.5 ms), same boxes.
+        small = rgb if max(h, w) <= _DETECT_SIDE else cv2.resize(
+            rgb, (round(w * _DETECT_SIDE / max(h, w)), round(h * _DETECT_SIDE / max(h, w))),
+            interpolation=cv2.INTER_AREA)
+        result = self._detector.process(np.ascontiguousarray(small))
         boxes = []
         for det in result.detections or []:
             b = det.location_data.relative_bounding_box

@@ -41,7 +41,7 @@ class VoiceTrainConfig:
     exclude: list[str] = field(default_factory=list)  # generators held out of training (LOGO)
     seed: int = 0
     p_degrade: float = 0.6
-    frontend: str = "linear"  # or "mel": the front-end ablation in models/voice.md
+    frontend: str = "linear"  # or "mel" / "spec": the front-end ablation in models/voice.md
 
 
 def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -100,7 +100,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     channels = {name: build_channels(cache, name, data[name]) for name in ["real", *gens]}
     idx = {("clean", name): data[name].subset("train") for name in channels}
     idx.update({("channel", name): clips.subset("train") for name, clips in channels.items()})
-    model = VoiceNet(cfg.width)
+    model = VoiceNet(cfg.width, cfg.frontend)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
