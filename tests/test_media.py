@@ -410,3 +410,29 @@ def test_unknown_duration_falls_back_to_rate_cap(ten_s_clip):
     times = [f.time_s for f in iter_frames(ten_s_clip, info)]
     assert len(times) == 34  # every 3rd frame at 10 fps: 0.0, 0.3, ... 9.9
     assert np.all(np.diff(times) >= 0.25 - 1e-6)
+
+
+def test_prefetched_keeps_order_errors_and_closes_the_source():
+    from deepscreen.media.prefetch import prefetched
+
+    closed = []
+
+    def source(n, fail_at=None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise MediaError(f"clip.mp4: broken at frame {i}")
+                yield i
+        finally:
+            closed.append(n)
+
+    assert list(prefetched(source(50))) == list(range(50))
+    got = []
+    with pytest.raises(MediaError, match="broken at frame 3"):
+        for i in prefetched(source(10, fail_at=3)):
+            got.append(i)
+    assert got == [0, 1, 2]  # the items before the error still arrive, in order
+    early = prefetched(source(1000))
+    assert next(early) == 0
+    early.close()  # the consumer stops: the producer thread ends and closes the source (the open file)
+    assert closed == [50, 10, 1000]

@@ -101,7 +101,7 @@ def scan(
     """Scan photos and videos. Exit code: 0 nothing suspicious, 1 something flagged, 2 a file could not be read."""
     from .config import ScanConfig
     from .report import to_json_line, write_html
-    from .scan import Scanner, expand_paths
+    from .scan import expand_paths
 
     config = ScanConfig(sampling=Sampling(frames=frames, max_fps=max_fps, all_frames=all_frames))
     files = list(expand_paths(paths))
