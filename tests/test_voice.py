@@ -44,7 +44,7 @@ def scanner():
 # ---------------------------------------------------------------- generator side
 
 
-@pytest.mark.parametrize("name", ["griffin_lim", "world", "world_vc", "lpc"])
+@pytest.mark.parametrize("name", ["griffin_lim", "phase_vocoder", "world", "world_vc", "lpc"])
 def test_generators_make_a_different_signal_of_the_same_speech(held_out, name):
     x = held_out[0][: 16000 * 3]
     y = synth.resynthesize(name, x, np.random.default_rng(0))
@@ -54,6 +54,21 @@ def test_generators_make_a_different_signal_of_the_same_speech(held_out, name):
     fb = synth.mel_filters(16000, 512, 40)
     mel = lambda s: np.log(fb @ synth._stft_mag(s, 512, 128).abs().numpy() + 1e-5)  # noqa: E731
     assert np.corrcoef(mel(x).ravel(), mel(y).ravel())[0, 1] > 0.7  # ...saying the same thing
+
+
+def test_phase_vocoder_shifts_pitch_and_keeps_duration():
+    import pyworld as pw
+    from scipy.signal import sawtooth
+
+    x = (0.3 * sawtooth(2 * np.pi * 150 * np.arange(32000) / 16000)).astype(np.float32)  # a 150 Hz "voice"
+    for seed in range(4):
+        draw = np.random.default_rng(seed)
+        factor = 2 ** (draw.uniform(2, 5) * draw.choice([-1, 1]) / 12)  # the draw phase_vocoder makes
+        y = synth.phase_vocoder(x, np.random.default_rng(seed)).astype(np.float64)
+        assert len(y) == len(x)
+        f0, t = pw.dio(y, 16000)
+        f0 = pw.stonemask(y, f0, t, 16000)
+        assert abs(np.median(f0[f0 > 0]) / (150 * factor) - 1) < 0.02
 
 
 @pytest.mark.parametrize("codec", sorted(synth.CODECS))
@@ -165,3 +180,39 @@ def test_cli_scans_audio_and_reports_bad_audio(tmp_path, held_out):
     assert lines[0]["voice"]["probability"] is not None
     assert lines[1]["error"].startswith(str(broken))
     assert sum(str(broken) in line for line in res.stderr.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- the model card's table, on a small scale
+
+
+def test_test_report_covers_every_generator_and_marks_the_unseen(held_out):
+    """The table `train-voice --eval-only` prints for the committed weights, on 4 held-out utterances."""
+    from deepscreen.config import MODELS_DIR
+    from deepscreen.detectors.voicenet import load_weights
+    from deepscreen.training.voice_data import _pack
+    from deepscreen.training.voice_train import VoiceTrainConfig, format_report, test_report
+
+    clips = [x[: 16000 * 3] for x in held_out[:4]]
+    speaker = next(f"s{i}" for i in range(999) if split_of(f"s{i}") == "test")  # a name the split puts in test
+    pack = lambda xs: _pack(xs, [speaker] * len(xs), [f"u{i}" for i in range(len(xs))])  # noqa: E731
+    rng = np.random.default_rng(5)
+    names = [*synth.GENERATORS, *synth.UNSEEN]
+    data = {"real": pack(clips), **{g: pack([synth.resynthesize(g, x, rng) for x in clips]) for g in names}}
+    model, meta = load_weights(MODELS_DIR / "voice.safetensors")
+    report = test_report(model, tuple(meta["platt"]), VoiceTrainConfig(steps=meta["steps"]), data)
+    assert list(report["generators"]) == names and report["counts"]["test_real"] == 4
+    assert [g for g, r in report["generators"].items() if r["unseen"]] == list(synth.UNSEEN)
+    assert not any(r["held_out"] for r in report["generators"].values())
+    for r in [*report["generators"].values(), report["in_domain"]]:
+        assert 0 <= r["eer"] <= 1 and 0 <= r["auc"] <= 1
+    assert report["in_domain"]["auc"] >= 0.9  # the trained families, as in the card
+    assert set(report["real_fpr_at_0.5"]) == {"clean", "mp3_64k", "opus_24k"}
+    text = format_report({"config": {"steps": 4000}, "train_s": 0, **report})
+    assert "(never trained on)" in text and "phase_vocoder" in text
+
+
+def test_eval_only_without_weights_is_a_one_line_error(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train-voice", "--eval-only",
+                          "--out", str(tmp_path / "none.safetensors")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"deepscreen: error: {tmp_path / 'none.safetensors'}: no such weights file"

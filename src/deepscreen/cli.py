@@ -50,12 +50,13 @@ def train_voice(
     exclude: list[str] = typer.Option([], help="Leave this generator out of training (repeatable)."),
     logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
     frontend: str = typer.Option("linear", help="Front end: linear or mel (80-band filterbanks), spec (256 bins)."),
+    eval_only: bool = typer.Option(False, "--eval-only", help="No training: print the test table of the OUT weights."),
     seed: int = typer.Option(0),
 ):
     """Train the voice detector on real LibriSpeech and its vocoder copies (resumes from WORK if interrupted)."""
     from .synthesis.voice import GENERATORS
     from .training.voice_data import build, build_channels
-    from .training.voice_train import VoiceTrainConfig, format_logo, format_report, train as run
+    from .training.voice_train import VoiceTrainConfig, assess, format_logo, format_report, train as run
 
     unknown = set(exclude) - set(GENERATORS)
     if unknown:
@@ -72,6 +73,12 @@ def train_voice(
             print(f"step {step}/{total} loss {loss:.3f}", file=sys.stderr, flush=True)
 
     cache = work / "clips"
+    if eval_only:
+        if not out.is_file():
+            print(f"deepscreen: error: {out}: no such weights file", file=sys.stderr)
+            raise typer.Exit(2)
+        print(format_report(assess(out, cache)), flush=True)
+        return
     data = build(cache, progress=show_build)  # once: vocoder copies and channel variants are cached in WORK
     for name, clips in data.items():
         build_channels(cache, name, clips, progress=show_build)

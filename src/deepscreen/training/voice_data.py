@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import SHARED_DIR
 from ..media.audio import read_audio
-from ..synthesis.voice import GENERATORS, degrade, resynthesize
+from ..synthesis.voice import GENERATORS, UNSEEN, degrade, resynthesize
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def load_clips(path: Path) -> Clips:
 
 def build(cache: Path, generators: list[str] | None = None, speech_dir: Path = SPEECH_DIR,
           progress=None) -> dict[str, Clips]:
-    """{'real': ..., generator: ...}, from the cache or made now."""
+    """{'real': ..., generator: ...}, from the cache or made now (default: the training and the unseen ones)."""
     cache.mkdir(parents=True, exist_ok=True)
     rows = manifest(speech_dir)
     real_path = cache / "real.npz"
@@ -81,7 +81,7 @@ def build(cache: Path, generators: list[str] | None = None, speech_dir: Path = S
         _save(real_path, _pack(audio, [r["speaker"] for r in rows], [r["utterance"] for r in rows]))
     out = {"real": load_clips(real_path)}
     real = out["real"]
-    for name in generators or list(GENERATORS):
+    for name in generators or [*GENERATORS, *UNSEEN]:
         path = cache / f"{name}.npz"
         if not path.exists():
             fakes = []

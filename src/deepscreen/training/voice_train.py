@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from ..detectors.voice import cut_windows, speech_windows, utterance_logit
-from ..detectors.voicenet import RATE, WINDOW_S, VoiceNet, features, save_weights, score_windows
+from ..detectors.voicenet import RATE, WINDOW_S, VoiceNet, features, load_weights, save_weights, score_windows
 from ..media.speech import SpeechFinder
-from ..synthesis.voice import GENERATORS, codec_roundtrip
+from ..synthesis.voice import GENERATORS, UNSEEN, codec_roundtrip
 from .metrics import auc, eer, fit_platt, sigmoid
 from .voice_data import Clips, build, build_channels
 
@@ -136,7 +136,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     model.eval()
     train_s = trained_before + time.time() - started
 
-    data = build(cache)  # now every generator, held-out ones included, for the test table
+    data = build(cache)  # now every generator, held-out and unseen ones included, for the test table
     # Calibration on held-out *validation* speakers, every generator in training, clean and coded.
     val = evaluate(model, data, "val", gens, ("clean", "mp3_64k", "opus_24k"), cfg.frontend)
     # Classes balanced (each real utterance counted once per generator) so p = 0.5 means even odds, as for the
@@ -144,16 +144,30 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     real = [z for ch in val["real"].values() for z in ch] * len(gens)
     fake = [z for g in gens for ch in val[g].values() for z in ch]
     a, b = fit_platt(np.r_[np.zeros(len(real)), np.ones(len(fake))], np.r_[real, fake])
+    report = {"config": asdict(cfg), "train_s": round(train_s), **test_report(model, (a, b), cfg, data)}
+    if out is not None:
+        meta = {"name": "voice", "version": "1.0", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
+                "frontend": cfg.frontend, "generators": gens, "steps": cfg.steps}
+        save_weights(model, out, meta)
+    (work / "report.json").write_text(json.dumps(report, indent=1))
+    return report
 
-    test = evaluate(model, data, "test", list(GENERATORS), ("clean", "mp3_64k", "opus_24k"), cfg.frontend)
-    report = {"config": asdict(cfg), "train_s": round(train_s), "platt": [a, b], "generators": {}}
+
+def test_report(model: VoiceNet, platt: tuple[float, float], cfg: VoiceTrainConfig, data: dict[str, Clips]) -> dict:
+    """Test speakers: per generator EER/AUC (clean, and pooled with MP3/Opus copies of both classes), the detection
+    rate and the real-speech false-positive rate at p = 0.5. Generators in cfg.exclude are marked held out;
+    UNSEEN ones (never trained on by any recipe) are marked unseen."""
+    names = [*GENERATORS, *UNSEEN]
+    test = evaluate(model, data, "test", names, ("clean", "mp3_64k", "opus_24k"), cfg.frontend)
+    a, b = platt
+    report = {"platt": [a, b], "generators": {}}
     p = lambda zs: sigmoid(a * np.asarray(zs) + b)  # noqa: E731
-    for g in GENERATORS:
+    for g in names:
         e, u = _eer_auc(test["real"]["clean"], test[g]["clean"])
         e_all, u_all = _eer_auc([z for v in test["real"].values() for z in v], [z for v in test[g].values() for z in v])
         report["generators"][g] = {"eer": e, "auc": u, "eer_coded": e_all, "auc_coded": u_all,
                                    "tpr_at_0.5": float(np.mean(p(test[g]["clean"]) >= 0.5)),
-                                   "held_out": g in cfg.exclude}
+                                   "held_out": g in cfg.exclude, "unseen": g in UNSEEN}
     trained = [g for g in GENERATORS if g not in cfg.exclude]
     if trained:  # in-domain: every generator seen in training, pooled against the same real utterances
         e, u = _eer_auc(test["real"]["clean"], [z for g in trained for z in test[g]["clean"]])
@@ -161,28 +175,32 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
                                 [z for g in trained for v in test[g].values() for z in v])
         report["in_domain"] = {"eer": e, "auc": u, "eer_coded": e_all, "auc_coded": u_all}
     report["real_fpr_at_0.5"] = {ch: float(np.mean(p(v) >= 0.5)) for ch, v in test["real"].items()}
-    report["counts"] = {"test_real": len(test["real"]["clean"]), "val_real": len(val["real"]["clean"])}
-    if out is not None:
-        meta = {"name": "voice", "version": "1.0", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
-                "frontend": cfg.frontend,
-                "generators": gens, "steps": cfg.steps}
-        save_weights(model, out, meta)
-    (work / "report.json").write_text(json.dumps(report, indent=1))
+    report["counts"] = {"test_real": len(test["real"]["clean"])}
     return report
+
+
+def assess(weights: Path, cache: Path) -> dict:
+    """The test table of committed weights, with the calibration they carry (`train-voice --eval-only`)."""
+    torch.set_num_threads(2)
+    model, meta = load_weights(weights)
+    cfg = VoiceTrainConfig(steps=meta["steps"], width=meta["width"], frontend=meta.get("frontend", "linear"),
+                           exclude=[g for g in GENERATORS if g not in meta["generators"]])
+    return {"config": asdict(cfg), "train_s": 0, **test_report(model, tuple(meta["platt"]), cfg, build(cache))}
 
 
 def format_report(report: dict) -> str:
     """The per-generator table of one run, for the terminal and the model card."""
     held = [g for g, r in report["generators"].items() if r["held_out"]]
+    trained = f"{report['config']['steps']} steps" + (f", {report['train_s'] / 60:.1f} min" if report["train_s"] else "")
     lines = [f"voice detector, {'trained on all generators' if not held else 'held out: ' + ', '.join(held)}"
-             f" ({report['config']['steps']} steps, {report['train_s'] / 60:.1f} min)",
-             f"{'generator':<12} {'EER':>7} {'AUC':>7} {'EER coded':>10} {'TPR@0.5':>8}"]
+             f" ({trained})",
+             f"{'generator':<13} {'EER':>7} {'AUC':>7} {'EER coded':>10} {'TPR@0.5':>8}"]
     for g, r in report["generators"].items():
-        mark = "  (held out)" if r["held_out"] else ""
-        lines.append(f"{g:<12} {r['eer']:7.2%} {r['auc']:7.4f} {r['eer_coded']:10.2%} {r['tpr_at_0.5']:8.1%}{mark}")
+        mark = "  (held out)" if r["held_out"] else "  (never trained on)" if r.get("unseen") else ""
+        lines.append(f"{g:<13} {r['eer']:7.2%} {r['auc']:7.4f} {r['eer_coded']:10.2%} {r['tpr_at_0.5']:8.1%}{mark}")
     if "in_domain" in report:
         r = report["in_domain"]
-        lines.append(f"{'in-domain':<12} {r['eer']:7.2%} {r['auc']:7.4f} {r['eer_coded']:10.2%}"
+        lines.append(f"{'in-domain':<13} {r['eer']:7.2%} {r['auc']:7.4f} {r['eer_coded']:10.2%}"
                      "   (trained generators pooled)")
     fpr = report["real_fpr_at_0.5"]
     lines.append("real speech flagged at p>=0.5: " + ", ".join(f"{ch} {v:.1%}" for ch, v in fpr.items())
