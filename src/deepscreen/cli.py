@@ -46,7 +46,7 @@ def train(
 def train_voice(
     out: Path = typer.Option(MODELS_DIR / "voice.safetensors", help="Where to write the weights."),
     work: Path = typer.Option(PROJECT_ROOT / ".cache/voice", help="Generated copies, checkpoints, reports."),
-    steps: int = typer.Option(1200, help="Optimiser steps of 32 two-second windows (16 real + 16 synthetic)."),
+    steps: int = typer.Option(4000, help="Optimiser steps of 32 two-second windows (16 real + 16 synthetic)."),
     exclude: list[str] = typer.Option([], help="Leave this generator out of training (repeatable)."),
     logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
     frontend: str = typer.Option("linear", help="Front end: linear or mel (80-band filterbanks), spec (256 bins)."),

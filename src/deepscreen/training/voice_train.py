@@ -34,7 +34,7 @@ WIN = int(WINDOW_S * RATE)
 
 @dataclass
 class VoiceTrainConfig:
-    steps: int = 1200
+    steps: int = 4000  # the committed recipe (models/voice.md)
     batch: int = 32
     lr: float = 2e-3
     width: int = 16
