@@ -144,7 +144,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     real = [z for ch in val["real"].values() for z in ch] * len(gens)
     fake = [z for g in gens for ch in val[g].values() for z in ch]
     a, b = fit_platt(np.r_[np.zeros(len(real)), np.ones(len(fake))], np.r_[real, fake])
-    report = {"config": asdict(cfg), "train_s": round(train_s), **test_report(model, (a, b), cfg, data)}
+    report = {"config": asdict(cfg), "train_s": round(train_s), **score_test_split(model, (a, b), cfg, data)}
     if out is not None:
         meta = {"name": "voice", "version": "1.0", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
                 "frontend": cfg.frontend, "generators": gens, "steps": cfg.steps}
@@ -153,7 +153,8 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     return report
 
 
-def test_report(model: VoiceNet, platt: tuple[float, float], cfg: VoiceTrainConfig, data: dict[str, Clips]) -> dict:
+def score_test_split(model: VoiceNet, platt: tuple[float, float], cfg: VoiceTrainConfig,
+                     data: dict[str, Clips]) -> dict:
     """Test speakers: per generator EER/AUC (clean, and pooled with MP3/Opus copies of both classes), the detection
     rate and the real-speech false-positive rate at p = 0.5. Generators in cfg.exclude are marked held out;
     UNSEEN ones (never trained on by any recipe) are marked unseen."""
@@ -185,13 +186,14 @@ def assess(weights: Path, cache: Path) -> dict:
     model, meta = load_weights(weights)
     cfg = VoiceTrainConfig(steps=meta["steps"], width=meta["width"], frontend=meta.get("frontend", "linear"),
                            exclude=[g for g in GENERATORS if g not in meta["generators"]])
-    return {"config": asdict(cfg), "train_s": 0, **test_report(model, tuple(meta["platt"]), cfg, build(cache))}
+    return {"config": asdict(cfg), "train_s": 0, **score_test_split(model, tuple(meta["platt"]), cfg, build(cache))}
 
 
 def format_report(report: dict) -> str:
     """The per-generator table of one run, for the terminal and the model card."""
     held = [g for g, r in report["generators"].items() if r["held_out"]]
-    trained = f"{report['config']['steps']} steps" + (f", {report['train_s'] / 60:.1f} min" if report["train_s"] else "")
+    trained = f"{report['config']['steps']} steps"
+    trained += f", {report['train_s'] / 60:.1f} min" if report["train_s"] else ""
     lines = [f"voice detector, {'trained on all generators' if not held else 'held out: ' + ', '.join(held)}"
              f" ({trained})",
              f"{'generator':<13} {'EER':>7} {'AUC':>7} {'EER coded':>10} {'TPR@0.5':>8}"]
