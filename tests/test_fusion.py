@@ -65,6 +65,16 @@ def test_platt_recovers_a_known_calibration():
     assert metrics.ece(y, metrics.sigmoid(z)) > 0.1  # the raw scores were over-confident
 
 
+def test_platt_stays_finite_on_separable_data():
+    """29 real and 29 fake scores with no overlap: 0/1 targets would give an infinite slope."""
+    z = np.r_[np.linspace(-9, -1, 29), np.linspace(1, 9, 29)]
+    y = np.r_[np.zeros(29), np.ones(29)]
+    a, b = metrics.fit_platt(y, z)
+    p = metrics.sigmoid(a * z + b)
+    assert 0 < a < 10 and abs(b) < 1
+    assert 0.95 < p[-1] < 0.999 and 0.001 < p[0] < 0.05  # confident, never certain
+
+
 def test_summary_counts_and_rates():
     s = metrics.summary([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9])
     assert (s["n_real"], s["n_fake"]) == (2, 2)

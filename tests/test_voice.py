@@ -190,7 +190,7 @@ def test_test_table_covers_every_generator_and_marks_the_unseen(held_out):
     from deepscreen.config import MODELS_DIR
     from deepscreen.detectors.voicenet import load_weights
     from deepscreen.training.voice_data import _pack
-    from deepscreen.training.voice_train import VoiceTrainConfig, format_report, score_test_split
+    from deepscreen.training.voice_train import config_of, format_report, score_test_split
 
     clips = [x[: 16000 * 3] for x in held_out[:4]]
     speaker = next(f"s{i}" for i in range(999) if split_of(f"s{i}") == "test")  # a name the split puts in test
@@ -199,7 +199,7 @@ def test_test_table_covers_every_generator_and_marks_the_unseen(held_out):
     names = [*synth.GENERATORS, *synth.UNSEEN]
     data = {"real": pack(clips), **{g: pack([synth.resynthesize(g, x, rng) for x in clips]) for g in names}}
     model, meta = load_weights(MODELS_DIR / "voice.safetensors")
-    report = score_test_split(model, tuple(meta["platt"]), VoiceTrainConfig(steps=meta["steps"]), data)
+    report = score_test_split(model, tuple(meta["platt"]), config_of(meta), data)
     assert list(report["generators"]) == names and report["counts"]["test_real"] == 4
     assert [g for g, r in report["generators"].items() if r["unseen"]] == list(synth.UNSEEN)
     assert not any(r["held_out"] for r in report["generators"].values())

@@ -49,7 +49,7 @@ def train_voice(
     steps: int = typer.Option(4000, help="Optimiser steps of 32 two-second windows (16 real + 16 synthetic)."),
     exclude: list[str] = typer.Option([], help="Leave this generator out of training (repeatable)."),
     logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
-    frontend: str = typer.Option("linear", help="Front end: linear or mel (80-band filterbanks), spec (256 bins)."),
+    frontend: str = typer.Option("spec", help="Front end: spec (256 STFT bins), linear or mel (80-band filterbanks)."),
     eval_only: bool = typer.Option(False, "--eval-only", help="No training: print the test table of the OUT weights."),
     seed: int = typer.Option(0),
 ):
@@ -86,7 +86,7 @@ def train_voice(
     reports = []
     for held_out in runs:
         name = "all" if not held_out else "without_" + "_".join(held_out)
-        name += "" if frontend == "linear" else f"_{frontend}"
+        name += "" if frontend == VoiceTrainConfig.frontend else f"_{frontend}"
         cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), seed=seed, frontend=frontend)
         # Only the model trained on every generator is the one shipped; leave-one-out models are for the table.
         reports.append(run(cfg, cache, work / name, None if held_out else out, progress=show_step))

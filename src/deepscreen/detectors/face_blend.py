@@ -8,6 +8,7 @@ import torch
 from ..config import MODELS_DIR
 from ..faces.align import CROP_SIZE
 from ..synthesis.sbi import REGIONS
+from ..training.metrics import sigmoid
 from ..verdict import ModelInfo
 from . import DetectorUnavailable, FaceDetector, FaceScores, register
 from .blendnet import file_sha256, load_weights, preprocess
@@ -44,7 +45,7 @@ class FaceBlendDetector(FaceDetector):
         return FaceScores(logits, np.array([self.calibrate(z) for z in logits]), torch.sigmoid(maps)[:, 0].numpy())
 
     def calibrate(self, logit: float) -> float:
-        return float(1 / (1 + np.exp(-(self.a * logit + self.b))))
+        return float(sigmoid(self.a * logit + self.b))
 
     def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
         where = describe_heat(heatmap, landmarks_crop)

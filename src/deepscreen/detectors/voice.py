@@ -10,6 +10,7 @@ import numpy as np
 
 from ..config import MODELS_DIR
 from ..media.speech import SpeechSegment
+from ..training.metrics import sigmoid
 from ..verdict import ModelInfo, VoiceAnalysis, VoicePoint, VoiceSegment
 from . import Detector, DetectorUnavailable, register
 from .blendnet import file_sha256
@@ -53,7 +54,7 @@ def cut_windows(samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray
 @register
 class VoiceDetector(Detector):
     name = "voice"
-    version = "1.0"
+    version = "1.1"  # 1.1: 256-bin spectrogram front end; 1.0: 80-band linear filterbank
     modality = "voice"
 
     def __init__(self, weights=None):
@@ -69,7 +70,7 @@ class VoiceDetector(Detector):
         return [self._info]
 
     def calibrate(self, logit: float) -> float:
-        return float(1 / (1 + np.exp(-(self.a * logit + self.b))))
+        return float(sigmoid(self.a * logit + self.b))
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
         return score_windows(self.model, windows, self.frontend)

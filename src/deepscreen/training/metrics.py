@@ -53,8 +53,14 @@ def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
 
 
 def fit_platt(y: np.ndarray, logits: np.ndarray, iters: int = 500) -> tuple[float, float]:
-    """Platt scaling p = sigmoid(a*logit + b), fitted by Newton's method on log-loss. Returns (a, b)."""
+    """Platt scaling p = sigmoid(a*logit + b), fitted by Newton's method on log-loss. Returns (a, b).
+
+    Targets are Platt's (1999) smoothed labels, (n1 + 1) / (n1 + 2) for positives and 1 / (n0 + 2) for negatives:
+    when the calibration set happens to be separated perfectly (a strong detector on a few dozen files), 0/1
+    targets drive the slope to infinity and every later score to exactly 0 or 1; these keep it finite."""
     y, z = np.asarray(y, float), np.asarray(logits, float)
+    n1, n0 = y.sum(), len(y) - y.sum()
+    y = np.where(y > 0.5, (n1 + 1) / (n1 + 2), 1 / (n0 + 2))
 
     def loss(a, b):
         t = a * z + b  # log(1+e^t) - y t, computed stably
@@ -77,7 +83,8 @@ def fit_platt(y: np.ndarray, logits: np.ndarray, iters: int = 500) -> tuple[floa
 
 
 def sigmoid(z):
-    return 1 / (1 + np.exp(-np.asarray(z, float)))
+    """Logistic function without overflow warnings for very confident logits (|z| > 700)."""
+    return 1 / (1 + np.exp(-np.clip(np.asarray(z, float), -500, 500)))
 
 
 def summary(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:

@@ -41,7 +41,7 @@ class VoiceTrainConfig:
     exclude: list[str] = field(default_factory=list)  # generators held out of training (LOGO)
     seed: int = 0
     p_degrade: float = 0.6
-    frontend: str = "linear"  # or "mel" / "spec": the front-end ablation in models/voice.md
+    frontend: str = "spec"  # or the 80-band "linear" (v1.0) / "mel" filterbanks: the ablation in models/voice.md
 
 
 def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -137,20 +137,24 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     train_s = trained_before + time.time() - started
 
     data = build(cache)  # now every generator, held-out and unseen ones included, for the test table
-    # Calibration on held-out *validation* speakers, every generator in training, clean and coded.
-    val = evaluate(model, data, "val", gens, ("clean", "mp3_64k", "opus_24k"), cfg.frontend)
-    # Classes balanced (each real utterance counted once per generator) so p = 0.5 means even odds, as for the
-    # face detector: with one real per five fakes the fit would learn a 5:1 prior and flag real speech.
-    real = [z for ch in val["real"].values() for z in ch] * len(gens)
-    fake = [z for g in gens for ch in val[g].values() for z in ch]
-    a, b = fit_platt(np.r_[np.zeros(len(real)), np.ones(len(fake))], np.r_[real, fake])
+    a, b = fit_calibration(model, data, gens, cfg.frontend)
     report = {"config": asdict(cfg), "train_s": round(train_s), **score_test_split(model, (a, b), cfg, data)}
     if out is not None:
-        meta = {"name": "voice", "version": "1.0", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
+        meta = {"name": "voice", "version": "1.1", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
                 "frontend": cfg.frontend, "generators": gens, "steps": cfg.steps}
         save_weights(model, out, meta)
     (work / "report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def fit_calibration(model: VoiceNet, data: dict[str, Clips], gens: list[str], frontend: str) -> tuple[float, float]:
+    """Platt scaling on held-out *validation* speakers, every generator in training, clean and coded."""
+    val = evaluate(model, data, "val", gens, ("clean", "mp3_64k", "opus_24k"), frontend)
+    # Classes balanced (each real utterance counted once per generator) so p = 0.5 means even odds, as for the
+    # face detector: with one real per five fakes the fit would learn a 5:1 prior and flag real speech.
+    real = [z for ch in val["real"].values() for z in ch] * len(gens)
+    fake = [z for g in gens for ch in val[g].values() for z in ch]
+    return fit_platt(np.r_[np.zeros(len(real)), np.ones(len(fake))], np.r_[real, fake])
 
 
 def score_test_split(model: VoiceNet, platt: tuple[float, float], cfg: VoiceTrainConfig,
@@ -184,9 +188,14 @@ def assess(weights: Path, cache: Path) -> dict:
     """The test table of committed weights, with the calibration they carry (`train-voice --eval-only`)."""
     torch.set_num_threads(2)
     model, meta = load_weights(weights)
-    cfg = VoiceTrainConfig(steps=meta["steps"], width=meta["width"], frontend=meta.get("frontend", "linear"),
-                           exclude=[g for g in GENERATORS if g not in meta["generators"]])
+    cfg = config_of(meta)
     return {"config": asdict(cfg), "train_s": 0, **score_test_split(model, tuple(meta["platt"]), cfg, build(cache))}
+
+
+def config_of(meta: dict) -> VoiceTrainConfig:
+    """The training settings that matter for scoring, from the metadata of saved weights."""
+    return VoiceTrainConfig(steps=meta["steps"], width=meta["width"], frontend=meta.get("frontend", "linear"),
+                            exclude=[g for g in GENERATORS if g not in meta["generators"]])
 
 
 def format_report(report: dict) -> str:
