@@ -49,7 +49,7 @@ def train_voice(
     steps: int = typer.Option(4000, help="Optimiser steps of 32 two-second windows (16 real + 16 synthetic)."),
     exclude: list[str] = typer.Option([], help="Leave this generator out of training (repeatable)."),
     logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
-    frontend: str = typer.Option("spec", help="Front end: spec (256 STFT bins), linear or mel (80-band filterbanks)."),
+    frontend: str = typer.Option("linear", help="Front end: linear (80 bands, shipped), mel, or spec (256 bins)."),
     eval_only: bool = typer.Option(False, "--eval-only", help="No training: print the test table of the OUT weights."),
     seed: int = typer.Option(0),
 ):

@@ -54,7 +54,7 @@ def cut_windows(samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray
 @register
 class VoiceDetector(Detector):
     name = "voice"
-    version = "1.1"  # 1.1: 256-bin spectrogram front end; 1.0: 80-band linear filterbank
+    version = "1.0"
     modality = "voice"
 
     def __init__(self, weights=None):

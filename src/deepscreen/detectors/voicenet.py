@@ -1,12 +1,12 @@
-"""VoiceNet: a small residual CNN on the log power spectrogram of 2-second windows (10 ms frames).
+"""VoiceNet: a small residual CNN on the log power spectrum of 2-second windows (10 ms frames).
 
-Front ends, in the order they were tried (numbers in models/voice.md):
-- linear (v1.0): 80 linear-frequency filterbank bands, the LFCC front end without its DCT. Linear, not mel, because
-  vocoder artefacts sit in the 4-8 kHz band that a mel scale squeezes together (Sahidullah et al. 2015; the LFCC
-  baselines of ASVspoof 2019/2021).
-- spec (v1.1, shipped): the 256 STFT bins themselves. They resolve the harmonics of a voice, which filterbank bands
-  100 Hz wide average away; in-domain EER under MP3/Opus fell from 5.2 % to 1.1 % with it.
-- mel: 80 mel bands, the ablation that shows why not.
+Front ends (numbers in models/voice.md):
+- linear (shipped): 80 linear-frequency filterbank bands, the LFCC front end without its DCT. Linear, not mel,
+  because vocoder artefacts sit in the 4-8 kHz band that a mel scale squeezes together (Sahidullah et al. 2015;
+  the LFCC baselines of ASVspoof 2019/2021).
+- spec: the 256 STFT bins themselves, which resolve a voice's harmonics. Better on the vocoders it was trained on
+  (EER under MP3/Opus 1.1 % vs 5.2 %), worse on families it never saw (leave-one-out), so not shipped.
+- mel: 80 mel bands, the ablation that shows why not mel.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class VoiceTrainConfig:
     exclude: list[str] = field(default_factory=list)  # generators held out of training (LOGO)
     seed: int = 0
     p_degrade: float = 0.6
-    frontend: str = "spec"  # or the 80-band "linear" (v1.0) / "mel" filterbanks: the ablation in models/voice.md
+    frontend: str = "linear"  # or "spec" (256 bins) / "mel": the front-end ablation in models/voice.md
 
 
 def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -140,7 +140,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     a, b = fit_calibration(model, data, gens, cfg.frontend)
     report = {"config": asdict(cfg), "train_s": round(train_s), **score_test_split(model, (a, b), cfg, data)}
     if out is not None:
-        meta = {"name": "voice", "version": "1.1", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
+        meta = {"name": "voice", "version": "1.0", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
                 "frontend": cfg.frontend, "generators": gens, "steps": cfg.steps}
         save_weights(model, out, meta)
     (work / "report.json").write_text(json.dumps(report, indent=1))
