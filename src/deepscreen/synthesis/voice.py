@@ -206,7 +206,7 @@ GENERATORS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] =
 
 
 # Never in training, not even in the full model: a family the detector has to meet cold. (Trained on, it made the
-# shipped recipe worse: models/voice.md, "what did not help".)
+# shipped recipe worse: models/voice.md, "Phase vocoder as a sixth training family".)
 UNSEEN: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {"phase_vocoder": phase_vocoder}
 
 
