@@ -38,9 +38,29 @@ class Detector(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
     modality: ClassVar[str]  # "face" (aligned face crops) or "voice" (16 kHz speech)
+    _info: ModelInfo | None = None
+    a, b = 1.0, 0.0  # Platt calibration: p = sigmoid(a * logit + b)
+
+    def _load_weights(self, path, loader, make_command: str):
+        """(model, meta) from a weights file, with its Platt calibration and hash kept for `models()`; a missing
+        file says which command makes it."""
+        from .blendnet import file_sha256
+
+        if not path.exists():
+            raise DetectorUnavailable(f"{path}: {self.name} weights missing; run `{make_command}` to make them")
+        model, meta = loader(path)
+        self.a, self.b = meta["platt"]
+        self._info = ModelInfo(meta["name"], meta["version"], file_sha256(path))
+        return model, meta
 
     def models(self) -> list[ModelInfo]:
-        return []
+        return [self._info] if self._info else []
+
+    def calibrate(self, logit: float) -> float:
+        """Map a raw score (or an aggregate of several) to a calibrated probability."""
+        from ..training.metrics import sigmoid
+
+        return float(sigmoid(self.a * logit + self.b))
 
 
 class FaceDetector(Detector):
@@ -49,10 +69,6 @@ class FaceDetector(Detector):
     @abstractmethod
     def score_faces(self, crops: np.ndarray) -> FaceScores:
         """crops: (N, S, S, 3) uint8 RGB faces aligned by `faces.align`."""
-
-    @abstractmethod
-    def calibrate(self, logit: float) -> float:
-        """Map a raw score (or an aggregate of several) to a calibrated probability."""
 
     def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
         return f"{self.name} scored {probability:.0%}"

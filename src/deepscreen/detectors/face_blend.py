@@ -8,10 +8,8 @@ import torch
 from ..config import MODELS_DIR
 from ..faces.align import CROP_SIZE
 from ..synthesis.sbi import REGIONS
-from ..training.metrics import sigmoid
-from ..verdict import ModelInfo
 from . import DetectorUnavailable, FaceDetector, FaceScores, register
-from .blendnet import file_sha256, load_weights, preprocess
+from .blendnet import load_weights, preprocess
 
 WEIGHTS = "face_blend.safetensors"
 
@@ -26,26 +24,16 @@ class FaceBlendDetector(FaceDetector):
 
     def __init__(self, weights=None):
         path = weights or MODELS_DIR / WEIGHTS
-        if not path.exists():
-            raise DetectorUnavailable(f"{path}: face-blend weights missing; run `deepscreen train` to make them")
-        self.model, self.meta = load_weights(path)
+        self.model, self.meta = self._load_weights(path, load_weights, "deepscreen train")
         self.model.for_inference()
-        self.a, self.b = self.meta["platt"]
-        self._info = ModelInfo(self.meta["name"], self.meta["version"], file_sha256(path))
         if self.meta["input_size"] != CROP_SIZE:
             raise DetectorUnavailable(f"{path}: trained for {self.meta['input_size']} px crops, scanner uses {CROP_SIZE}")
-
-    def models(self) -> list[ModelInfo]:
-        return [self._info]
 
     def score_faces(self, crops: np.ndarray) -> FaceScores:
         with torch.inference_mode():
             logits, maps = self.model(preprocess(crops))
         logits = logits.numpy().astype(np.float64)
         return FaceScores(logits, np.array([self.calibrate(z) for z in logits]), torch.sigmoid(maps)[:, 0].numpy())
-
-    def calibrate(self, logit: float) -> float:
-        return float(sigmoid(self.a * logit + self.b))
 
     def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
         where = describe_heat(heatmap, landmarks_crop)

@@ -10,10 +10,8 @@ import numpy as np
 
 from ..config import MODELS_DIR
 from ..media.speech import SpeechSegment
-from ..training.metrics import sigmoid
-from ..verdict import ModelInfo, VoiceAnalysis, VoicePoint, VoiceSegment
-from . import Detector, DetectorUnavailable, register
-from .blendnet import file_sha256
+from ..verdict import VoiceAnalysis, VoicePoint, VoiceSegment
+from . import Detector, register
 from .voicenet import RATE, WINDOW_S, load_weights, score_windows
 
 WEIGHTS = "voice.safetensors"
@@ -59,18 +57,8 @@ class VoiceDetector(Detector):
 
     def __init__(self, weights=None):
         path = weights or MODELS_DIR / WEIGHTS
-        if not path.exists():
-            raise DetectorUnavailable(f"{path}: voice weights missing; run `deepscreen train-voice` to make them")
-        self.model, self.meta = load_weights(path)
-        self.a, self.b = self.meta["platt"]
+        self.model, self.meta = self._load_weights(path, load_weights, "deepscreen train-voice")
         self.frontend = self.meta.get("frontend", "linear")
-        self._info = ModelInfo(self.meta["name"], self.meta["version"], file_sha256(path))
-
-    def models(self) -> list[ModelInfo]:
-        return [self._info]
-
-    def calibrate(self, logit: float) -> float:
-        return float(sigmoid(self.a * logit + self.b))
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
         return score_windows(self.model, windows, self.frontend)
