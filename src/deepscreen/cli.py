@@ -49,11 +49,14 @@ def train_voice(
     steps: int = typer.Option(4000, help="Optimiser steps of 32 two-second windows (16 real + 16 synthetic)."),
     exclude: list[str] = typer.Option([], help="Leave this generator out of training (repeatable)."),
     logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
-    frontend: str = typer.Option("linear", help="Front end: linear (80 bands, shipped), mel, or spec (256 bins)."),
+    frontend: str = typer.Option("linear", help="Front end: linear (80 bands, shipped), linear_if (+ a phase "
+                                 "channel), mel, or spec (256 bins)."),
+    head: str = typer.Option("linear", help="Output head: linear (shipped) or oc (one-class softmax)."),
     eval_only: bool = typer.Option(False, "--eval-only", help="No training: print the test table of the OUT weights."),
     seed: int = typer.Option(0),
 ):
     """Train the voice detector on real LibriSpeech and its vocoder copies (resumes from WORK if interrupted)."""
+    from .detectors.voicenet import FRONTENDS, HEADS
     from .synthesis.voice import GENERATORS
     from .training.voice_data import build, build_channels
     from .training.voice_train import VoiceTrainConfig, assess, format_logo, format_report, train as run
@@ -62,6 +65,12 @@ def train_voice(
     if unknown:
         print(f"deepscreen: error: unknown generator(s) {', '.join(sorted(unknown))}; known: {', '.join(GENERATORS)}",
               file=sys.stderr)
+        raise typer.Exit(2)
+    if frontend not in FRONTENDS:
+        print(f"deepscreen: error: unknown front end {frontend!r}; known: {', '.join(FRONTENDS)}", file=sys.stderr)
+        raise typer.Exit(2)
+    if head not in HEADS:
+        print(f"deepscreen: error: unknown head {head!r}; known: {', '.join(HEADS)}", file=sys.stderr)
         raise typer.Exit(2)
 
     def show_build(name: str, i: int, n: int) -> None:
@@ -87,7 +96,8 @@ def train_voice(
     for held_out in runs:
         name = "all" if not held_out else "without_" + "_".join(held_out)
         name += "" if frontend == VoiceTrainConfig.frontend else f"_{frontend}"
-        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), seed=seed, frontend=frontend)
+        name += "" if head == VoiceTrainConfig.head else f"_{head}"
+        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), seed=seed, frontend=frontend, head=head)
         # Only the model trained on every generator is the one shipped; leave-one-out models are for the table.
         reports.append(run(cfg, cache, work / name, None if held_out else out, progress=show_step))
         print(format_report(reports[-1]), flush=True)

@@ -6,12 +6,17 @@ Front ends (numbers in models/voice.md):
   the LFCC baselines of ASVspoof 2019/2021).
 - spec: the 256 STFT bins themselves, which resolve a voice's harmonics. Better on the vocoders it was trained on
   (EER under MP3/Opus 1.1 % vs 5.2 %), worse on families it never saw (leave-one-out), so not shipped.
+- linear_if: the linear bands plus a phase channel: per band, how much the instantaneous frequency wanders from
+  one frame to the next. An ablation (models/voice.md, "Phase channel"): Griffin-Lim copies wander *less* than
+  real speech at 4-8 kHz while WORLD wanders more, so a model that learnt the direction from the other vocoders
+  ranks held-out Griffin-Lim as more real than real (AUC 0.24).
 - mel: 80 mel bands, the ablation that shows why not mel.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,11 +47,33 @@ def _mel_filters() -> torch.Tensor:
     return torch.from_numpy(mel_filters(RATE, N_FFT, BANDS))
 
 
-FRONTENDS = ("linear", "mel", "spec")
+FRONTENDS = ("linear", "mel", "spec", "linear_if")
+HEADS = ("linear", "oc")
+OC_DIM, OC_SCALE = 32, 20.0
+
+
+def channels_of(frontend: str) -> int:
+    return 2 if frontend == "linear_if" else 1
+
+
+def _if_wander(stft: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
+    """(B, bins, frames) complex STFT -> (B, bands, frames): per band, the magnitude-weighted frame-to-frame change
+    of the instantaneous frequency (in bins). A steady harmonic keeps its frequency (change near 0); noise, whose
+    phase is random from frame to frame, wanders by about 0.65 bins."""
+    k = torch.arange(stft.shape[1], dtype=torch.float32)[None, :, None]
+    advance = torch.angle(stft[..., 1:]) - torch.angle(stft[..., :-1]) - 2 * math.pi * k * HOP / N_FFT
+    deviation = torch.remainder(advance + math.pi, 2 * math.pi) - math.pi  # principal value
+    wander = (deviation[..., 1:] - deviation[..., :-1]).abs() * (N_FFT / (2 * math.pi * HOP))
+    wander = torch.nn.functional.pad(wander, (2, 0), value=float(wander.mean()) if wander.numel() else 0.0)
+    weight = power.sqrt()
+    bank = _linear_filters()
+    return (torch.einsum("fk,bkt->bft", bank, weight * wander)
+            / (torch.einsum("fk,bkt->bft", bank, weight) + 1e-6))
 
 
 def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> torch.Tensor:
-    """(B, samples) 16 kHz float -> (B, 1, bands, frames) log energies, loudness removed.
+    """(B, samples) 16 kHz float -> (B, channels, bands, frames) log energies, loudness removed (and for linear_if
+    the phase channel).
 
     linear / mel: 80 filterbank bands. spec: the 256 STFT bins themselves (31 Hz apart), which resolve the
     harmonics of a voice; filterbanks 100 Hz wide average them away, and the harmonic fine structure above 4 kHz is
@@ -56,13 +83,17 @@ def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> to
     if frontend not in FRONTENDS:
         raise ValueError(f"unknown voice front end {frontend!r}; known: {', '.join(FRONTENDS)}")
     x = torch.as_tensor(windows, dtype=torch.float32)
-    spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs().pow(2)
+    stft = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
+    spec = stft.abs().pow(2)
     if frontend == "spec":
         fb = torch.log(spec[:, :N_FFT // 2] + 1e-8)  # drop the Nyquist bin: 256 bins
     else:
         bank = _linear_filters() if frontend == "linear" else _mel_filters()
         fb = torch.log(torch.einsum("fk,bkt->bft", bank, spec) + 1e-8)
-    return (fb - fb.mean(dim=(1, 2), keepdim=True)).unsqueeze(1)
+    fb = (fb - fb.mean(dim=(1, 2), keepdim=True)).unsqueeze(1)
+    if frontend == "linear_if":
+        fb = torch.cat([fb, _if_wander(stft, spec).unsqueeze(1)], 1)
+    return fb
 
 
 def score_windows(model: "VoiceNet", windows: np.ndarray, frontend: str = "linear", chunk: int = 32) -> np.ndarray:
@@ -90,25 +121,50 @@ class _Block(nn.Module):
 
 class VoiceNet(nn.Module):
     """~0.1 M parameters: a strided stem, 4 residual stages, then mean+max pooling over frequency and time.
-    Sized for CPU training: a step on 32 windows takes a fraction of a second on 2 cores."""
+    Sized for CPU training: a step on 32 windows takes a fraction of a second on 2 cores.
 
-    def __init__(self, width: int = 16, frontend: str = "linear"):
+    Heads: "linear" (shipped) gives a logit of "synthetic". "oc" is one-class softmax (Zhang, Jiang & Li, IEEE SPL
+    2021): an embedding whose cosine with one learnt "real speech" direction is the score; training pulls real
+    speech within a tight angle of it and only pushes fakes outside a wide one, so whatever does not look like real
+    speech, in any direction, scores as fake. Its output is -OC_SCALE x cosine, also a "synthetic" logit."""
+
+    def __init__(self, width: int = 16, frontend: str = "linear", head: str = "linear"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown voice head {head!r}; known: {', '.join(HEADS)}")
         w = width
-        self.input_norm = nn.BatchNorm2d(1)
+        cin = channels_of(frontend)
+        self.input_norm = nn.BatchNorm2d(cin)
         # On the 256-bin spectrogram a tall stem kernel sees a few harmonics (9 bins = 280 Hz) before striding
         # frequency by 4, so the stages after it run on a grid (64 x 100) close to the filterbank's (40 x 100).
-        conv = (nn.Conv2d(1, w, (9, 3), (4, 2), (4, 1), bias=False) if frontend == "spec"
-                else nn.Conv2d(1, w, 3, 2, 1, bias=False))
+        conv = (nn.Conv2d(cin, w, (9, 3), (4, 2), (4, 1), bias=False) if frontend == "spec"
+                else nn.Conv2d(cin, w, 3, 2, 1, bias=False))
         self.stem = nn.Sequential(conv, nn.BatchNorm2d(w), nn.ReLU(inplace=True))
         self.stages = nn.Sequential(_Block(w, w, 1), _Block(w, 2 * w, 2), _Block(2 * w, 3 * w, 2),
                                     _Block(3 * w, 4 * w, 2))
-        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(8 * w, 1))
+        self.head_kind = head
+        if head == "oc":
+            self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(8 * w, OC_DIM))
+            self.real_direction = nn.Parameter(torch.randn(OC_DIM))
+        else:
+            self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(8 * w, 1))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         h = self.stages(self.stem(self.input_norm(feats)))
         pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
+        if self.head_kind == "oc":
+            cos = nn.functional.cosine_similarity(self.head(pooled), self.real_direction[None], dim=1)
+            return -OC_SCALE * cos
         return self.head(pooled).squeeze(1)
+
+
+def oc_softmax_loss(logits: torch.Tensor, fake: torch.Tensor, real_margin: float = 0.9,
+                    fake_margin: float = 0.2) -> torch.Tensor:
+    """One-class softmax on the "oc" head's output: real speech must reach cosine >= real_margin with the real
+    direction, fakes only <= fake_margin (margins and scale from the paper)."""
+    cos = -logits / OC_SCALE
+    gap = torch.where(fake > 0.5, cos - fake_margin, real_margin - cos)
+    return nn.functional.softplus(OC_SCALE * gap).mean()
 
 
 def save_weights(model: VoiceNet, path: Path, meta: dict) -> None:
@@ -125,6 +181,7 @@ def load_weights(path: Path) -> tuple[VoiceNet, dict]:
 
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["deepscreen"])
-    model = VoiceNet(width=meta.get("width", 16), frontend=meta.get("frontend", "linear"))
+    model = VoiceNet(width=meta.get("width", 16), frontend=meta.get("frontend", "linear"),
+                     head=meta.get("head", "linear"))
     model.load_state_dict(load_file(str(path)))
     return model.eval(), meta

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..detectors.voice import cut_windows, speech_windows, utterance_logit
-from ..detectors.voicenet import RATE, WINDOW_S, VoiceNet, features, load_weights, save_weights, score_windows
+from ..detectors.voicenet import (RATE, WINDOW_S, VoiceNet, features, load_weights, oc_softmax_loss, save_weights,
+                                  score_windows)
 from ..media.speech import SpeechFinder
 from ..synthesis.voice import GENERATORS, UNSEEN, codec_roundtrip
 from .metrics import auc, eer, fit_platt, sigmoid
@@ -41,7 +42,8 @@ class VoiceTrainConfig:
     exclude: list[str] = field(default_factory=list)  # generators held out of training (LOGO)
     seed: int = 0
     p_degrade: float = 0.6
-    frontend: str = "linear"  # or "spec" (256 bins) / "mel": the front-end ablation in models/voice.md
+    frontend: str = "linear"  # or "spec" (256 bins) / "mel" / "linear_if": the front-end ablation in models/voice.md
+    head: str = "linear"  # or "oc": one-class softmax (VoiceNet)
 
 
 def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -100,7 +102,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     channels = {name: build_channels(cache, name, data[name]) for name in ["real", *gens]}
     idx = {("clean", name): data[name].subset("train") for name in channels}
     idx.update({("channel", name): clips.subset("train") for name, clips in channels.items()})
-    model = VoiceNet(cfg.width, cfg.frontend)
+    model = VoiceNet(cfg.width, cfg.frontend, cfg.head)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
@@ -116,7 +118,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
             trained_before = state.get("train_s", 0.0)
             log.info("resumed at step %d", step)
     rng = np.random.default_rng(zlib.crc32(f"{cfg.seed}:{step}".encode()))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loss_fn = oc_softmax_loss if cfg.head == "oc" else torch.nn.BCEWithLogitsLoss()
     started = time.time()
     model.train()
     while step < cfg.steps:
@@ -141,7 +143,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     report = {"config": asdict(cfg), "train_s": round(train_s), **score_test_split(model, (a, b), cfg, data)}
     if out is not None:
         meta = {"name": "voice", "version": "1.0", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
-                "frontend": cfg.frontend, "generators": gens, "steps": cfg.steps}
+                "frontend": cfg.frontend, "head": cfg.head, "generators": gens, "steps": cfg.steps}
         save_weights(model, out, meta)
     (work / "report.json").write_text(json.dumps(report, indent=1))
     return report
@@ -195,6 +197,7 @@ def assess(weights: Path, cache: Path) -> dict:
 def config_of(meta: dict) -> VoiceTrainConfig:
     """The training settings that matter for scoring, from the metadata of saved weights."""
     return VoiceTrainConfig(steps=meta["steps"], width=meta["width"], frontend=meta.get("frontend", "linear"),
+                            head=meta.get("head", "linear"),
                             exclude=[g for g in GENERATORS if g not in meta["generators"]])
 
 
