@@ -25,7 +25,8 @@ def train(
     data: Path = typer.Option(SHARED_DIR / "data/faces/lfw", help="Real faces, one folder per person."),
     out: Path = typer.Option(MODELS_DIR / "face_blend.safetensors", help="Where to write the weights."),
     work: Path = typer.Option(PROJECT_ROOT / ".cache/train", help="Checkpoints, logs, landmark cache."),
-    steps: int = typer.Option(5000, help="Optimiser steps of 32 crops (16 real + 16 self-blended); 5000 is the committed recipe."),
+    steps: int = typer.Option(5000, help="Optimiser steps of 32 crops (16 real + 16 self-blended); 5000 is the "
+                              "committed recipe."),
     seed: int = typer.Option(0),
 ):
     """Train the face-blend detector on self-blended images of real faces (resumes from WORK if interrupted)."""

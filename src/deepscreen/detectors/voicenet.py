@@ -64,7 +64,7 @@ def _if_wander(stft: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
     advance = torch.angle(stft[..., 1:]) - torch.angle(stft[..., :-1]) - 2 * math.pi * k * HOP / N_FFT
     deviation = torch.remainder(advance + math.pi, 2 * math.pi) - math.pi  # principal value
     wander = (deviation[..., 1:] - deviation[..., :-1]).abs() * (N_FFT / (2 * math.pi * HOP))
-    wander = torch.nn.functional.pad(wander, (2, 0), value=float(wander.mean()) if wander.numel() else 0.0)
+    wander = torch.nn.functional.pad(wander, (2, 0), mode="replicate")  # per window: no batch-dependent fill
     weight = power.sqrt()
     bank = _linear_filters()
     return (torch.einsum("fk,bkt->bft", bank, weight * wander)
