@@ -20,7 +20,7 @@ import numpy as np
 from . import fusion
 from .config import ScanConfig
 from .detectors import DEFAULT_DETECTORS, FaceDetector, load_detector
-from .detectors.blendnet import file_sha256
+from .media.sniff import file_sha256
 from .faces.align import align_face
 from .faces.detect import FaceAnalyzer
 from .faces.track import FaceTracker

@@ -44,7 +44,7 @@ class Detector(ABC):
     def _load_weights(self, path, loader, make_command: str):
         """(model, meta) from a weights file, with its Platt calibration and hash kept for `models()`; a missing
         file says which command makes it."""
-        from .blendnet import file_sha256
+        from ..media.sniff import file_sha256
 
         if not path.exists():
             raise DetectorUnavailable(f"{path}: {self.name} weights missing; run `{make_command}` to make them")

@@ -7,13 +7,14 @@ it forces the features to look at boundaries rather than at identity or backgrou
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..media.sniff import file_sha256
 
 INPUT_SIZE = 160
 _MID_BLOCK = 10  # output of block 10: 112 channels at stride 16 (10x10 for a 160 crop)
@@ -101,11 +102,3 @@ def load_weights(path: Path) -> tuple[BlendNet, dict]:
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     model.load_state_dict(state)
     return model.eval(), meta
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
