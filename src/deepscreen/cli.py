@@ -28,10 +28,15 @@ def train(
     steps: int = typer.Option(5000, help="Optimiser steps of 32 crops (16 real + 16 self-blended); 5000 is the "
                               "committed recipe."),
     seed: int = typer.Option(0),
+    init: Path = typer.Option(None, help="Start from these weights instead of ImageNet (a second training cycle)."),
+    lr_scale: float = typer.Option(1.0, help="Multiply the learning rates (a second cycle starts lower)."),
 ):
     """Train the face-blend detector on self-blended images of real faces (resumes from WORK if interrupted)."""
     from .training.train import TrainConfig, train as run
 
+    if init is not None and not init.is_file():
+        print(f"deepscreen: error: {init}: no such weights file", file=sys.stderr)
+        raise typer.Exit(2)
     work.mkdir(parents=True, exist_ok=True)
     log_file = open(work / "train.log", "a")
 
@@ -40,7 +45,7 @@ def train(
         log_file.write(msg + "\n")
         log_file.flush()
 
-    run(TrainConfig(data=data, out=out, work=work, steps=steps, seed=seed), log=log)
+    run(TrainConfig(data=data, out=out, work=work, steps=steps, seed=seed, init=init, lr_scale=lr_scale), log=log)
 
 
 @app.command("train-voice")
