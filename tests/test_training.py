@@ -54,6 +54,34 @@ def test_train_writes_loadable_calibrated_weights(small_lfw, tmp_path):
     assert FaceBlendDetector(weights=cfg.out).meta["trained_steps"] == 2 and report2["test_crops"]["n_real"] > 0
 
 
+def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
+    """`train --init W --lr-scale s`: the run starts from W (not ImageNet) and its metadata counts W's steps."""
+    import subprocess
+    import sys
+
+    from deepscreen.config import MODELS_DIR
+    from deepscreen.media.sniff import file_sha256
+
+    init = MODELS_DIR / "face_blend.safetensors"
+    cfg = TrainConfig(data=small_lfw, out=tmp_path / "w2.safetensors", work=tmp_path / "work2", steps=1,
+                      pairs_per_batch=2, val_every=1, val_images=4, init=init, lr_scale=1e-9)
+    logs: list[str] = []
+    train(cfg, log=logs.append)
+    meta = FaceBlendDetector(weights=cfg.out).meta
+    prior = FaceBlendDetector(weights=init).meta
+    assert meta["prior_steps"] == prior["trained_steps"] + prior.get("prior_steps", 0) and meta["trained_steps"] == 1
+    assert meta["init_sha256"] == file_sha256(init) and any("starting from" in line for line in logs)
+    # With a vanishing learning rate the weights stay the committed ones: same scores on the same crops.
+    crops = np.random.default_rng(1).integers(0, 256, (2, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
+    a = FaceBlendDetector(weights=cfg.out).score_faces(crops).logits
+    b = FaceBlendDetector(weights=init).score_faces(crops).logits
+    assert np.allclose(a, b, atol=0.05)
+
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--init", str(tmp_path / "none.st")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip() == f"deepscreen: error: {tmp_path / 'none.st'}: no such weights file"
+
+
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):
     import deepscreen
 
