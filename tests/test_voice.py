@@ -56,6 +56,24 @@ def test_generators_make_a_different_signal_of_the_same_speech(held_out, name):
     assert np.corrcoef(mel(x).ravel(), mel(y).ravel())[0, 1] > 0.7  # ...saying the same thing
 
 
+def test_piper_speaks_new_sentences_as_long_as_the_utterance(held_out):
+    """The text-to-speech family: speech (silero-vad hears it), the utterance's length and loudness, other words
+    (not a copy: its spectrogram does not follow the utterance's)."""
+    from deepscreen.media.speech import SpeechFinder
+
+    x = held_out[1][: 16000 * 4]
+    y = synth.resynthesize("piper", x, np.random.default_rng(3))
+    assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
+    assert abs(np.sqrt(np.mean(y**2)) / np.sqrt(np.mean(x**2)) - 1) < 0.05
+    finder = SpeechFinder()
+    speech_s = sum(s.duration_s for s in finder.segments(finder.probabilities(y)))
+    assert speech_s > 2.0  # mostly speech, like the real utterance
+    fb = synth.mel_filters(16000, 512, 40)
+    mel = lambda s: np.log(fb @ synth._stft_mag(s, 512, 128).abs().numpy() + 1e-5)  # noqa: E731
+    assert np.corrcoef(mel(x).ravel(), mel(y).ravel())[0, 1] < 0.7  # other words, unlike the vocoder copies
+    assert all(len(s.split()) >= 6 and s[-1] in ".!?" for s in synth.tts_sentences())
+
+
 def test_phase_vocoder_shifts_pitch_and_keeps_duration():
     import pyworld as pw
     from scipy.signal import sawtooth
@@ -259,7 +277,7 @@ def test_test_table_covers_every_generator_and_marks_the_unseen(held_out):
     assert report["in_domain"]["auc"] >= 0.9  # the trained families, as in the card
     assert set(report["real_fpr_at_0.5"]) == {"clean", "mp3_64k", "opus_24k"}
     text = format_report({"config": {"steps": 4000}, "train_s": 0, **report})
-    assert "(never trained on)" in text and "phase_vocoder" in text
+    assert "(never trained on)" in text and "phase_vocoder" in text and "piper" in text
 
 
 def test_eval_only_without_weights_is_a_one_line_error(tmp_path):

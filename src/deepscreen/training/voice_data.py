@@ -119,7 +119,7 @@ def build_channels(cache: Path, name: str, clips: Clips, variants: int = 3, prog
     return load_clips(path)
 
 
-if __name__ == "__main__":  # python -m deepscreen.training.voice_data CACHE: build the cache, with progress
+if __name__ == "__main__":  # python -m deepscreen.training.voice_data [CACHE [NAME...]]: build it, with progress
     import sys
     import time
 
@@ -129,7 +129,8 @@ if __name__ == "__main__":  # python -m deepscreen.training.voice_data CACHE: bu
         if i % 25 == 0 or i == n:
             print(f"{time.time() - start:7.0f}s {name} {i}/{n}", flush=True)
 
-    cache = Path(sys.argv[1] if len(sys.argv) > 1 else ".cache/voice")
+    # The default is where `deepscreen train-voice` looks (WORK/clips), so a cache built here is the one it uses.
+    cache = Path(sys.argv[1] if len(sys.argv) > 1 else ".cache/voice/clips")
     names = sys.argv[2:] or ["real", *GENERATORS]
     data = build(cache, [n for n in names if n != "real"], progress=show)
     for n in names:
