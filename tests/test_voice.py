@@ -292,3 +292,26 @@ def test_unknown_front_end_is_a_one_line_error():
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().startswith("deepscreen: error: unknown front end 'cqcc'; known: linear")
+
+
+def test_unknown_augmentation_is_a_one_line_error():
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train-voice", "--augment", "rawboost"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == "deepscreen: error: unknown augmentation 'rawboost'; known: none, eq"
+
+
+def test_random_eq_recolours_some_windows_and_keeps_the_rest(held_out):
+    """The `--augment eq` ablation: about half the windows get a new spectral colour (their band energies change
+    by several dB), the rest are untouched; no window is clipped or silenced."""
+    from deepscreen.detectors.voicenet import features
+    from deepscreen.training.voice_train import random_eq
+
+    x = np.stack([h[: 32000] for h in held_out])
+    y = random_eq(x, np.random.default_rng(0))
+    changed = ~np.all(y == x, axis=1)
+    assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
+    assert 0 < changed.sum() < len(x)
+    assert np.allclose(np.abs(y).max(1), np.abs(x).max(1), rtol=0.05)  # same peak level
+    shift = (features(y) - features(x)).abs().mean(dim=(1, 2, 3)).numpy()
+    assert np.all(shift[changed] > 0.3) and np.all(shift[~changed] == 0)

@@ -58,6 +58,7 @@ def train_voice(
     frontend: str = typer.Option("linear", help="Front end: linear (80 bands, shipped), linear_if (+ a phase "
                                  "channel), mel, or spec (256 bins)."),
     head: str = typer.Option("linear", help="Output head: linear (shipped) or oc (one-class softmax)."),
+    augment: str = typer.Option("none", help="Training augmentation: none (shipped) or eq (random equaliser)."),
     eval_only: bool = typer.Option(False, "--eval-only", help="No training: print the test table of the OUT weights."),
     seed: int = typer.Option(0),
 ):
@@ -65,7 +66,7 @@ def train_voice(
     from .detectors.voicenet import FRONTENDS, HEADS
     from .synthesis.voice import GENERATORS
     from .training.voice_data import build, build_channels
-    from .training.voice_train import VoiceTrainConfig, assess, format_logo, format_report, train as run
+    from .training.voice_train import AUGMENTS, VoiceTrainConfig, assess, format_logo, format_report, train as run
 
     unknown = set(exclude) - set(GENERATORS)
     if unknown:
@@ -77,6 +78,9 @@ def train_voice(
         raise typer.Exit(2)
     if head not in HEADS:
         print(f"deepscreen: error: unknown head {head!r}; known: {', '.join(HEADS)}", file=sys.stderr)
+        raise typer.Exit(2)
+    if augment not in AUGMENTS:
+        print(f"deepscreen: error: unknown augmentation {augment!r}; known: {', '.join(AUGMENTS)}", file=sys.stderr)
         raise typer.Exit(2)
 
     def show_build(name: str, i: int, n: int) -> None:
@@ -103,7 +107,9 @@ def train_voice(
         name = "all" if not held_out else "without_" + "_".join(held_out)
         name += "" if frontend == VoiceTrainConfig.frontend else f"_{frontend}"
         name += "" if head == VoiceTrainConfig.head else f"_{head}"
-        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), seed=seed, frontend=frontend, head=head)
+        name += "" if augment == VoiceTrainConfig.augment else f"_{augment}"
+        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), seed=seed, frontend=frontend, head=head,
+                               augment=augment)
         # Only the model trained on every generator is the one shipped; leave-one-out models are for the table.
         reports.append(run(cfg, cache, work / name, None if held_out else out, progress=show_step))
         print(format_report(reports[-1]), flush=True)

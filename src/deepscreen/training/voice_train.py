@@ -44,6 +44,7 @@ class VoiceTrainConfig:
     p_degrade: float = 0.6
     frontend: str = "linear"  # or "spec" (256 bins) / "mel" / "linear_if": the front-end ablation in models/voice.md
     head: str = "linear"  # or "oc": one-class softmax (VoiceNet)
+    augment: str = "none"  # or "eq": random equaliser + mild distortion on half the windows of both classes
 
 
 def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -51,6 +52,27 @@ def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.pad(x, (0, WIN - len(x)))
     start = int(rng.integers(0, len(x) - WIN + 1))
     return x[start:start + WIN]
+
+
+AUGMENTS = ("none", "eq")
+
+
+def random_eq(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """On a random `p` of the windows (real and fake alike): a random FIR equaliser (gains of -9..+9 dB at 10 random
+    frequencies) and a mild odd-order distortion, in the spirit of RawBoost's convolutive noise (Tak et al. 2022).
+    Microphones, rooms and cheap speakers colour the spectrum the same way; the aim is a model that cannot rely on
+    a generator's spectral envelope and has to find traces that survive recolouring."""
+    from scipy.signal import firwin2, oaconvolve
+
+    out = x.copy()
+    for i in np.flatnonzero(rng.random(len(x)) < p):
+        freqs = np.r_[0.0, np.sort(rng.uniform(0.02, 0.98, 10)), 1.0]
+        gains = 10 ** (rng.uniform(-9, 9, len(freqs)) / 20)
+        y = oaconvolve(x[i], firwin2(129, freqs, gains), mode="same")
+        y /= np.abs(y).max() + 1e-8
+        k = rng.uniform(0, 0.3)
+        out[i] = (y + k * y**3) / (1 + k) * np.abs(x[i]).max()  # the input's peak level: no clipping
+    return out.astype(np.float32)
 
 
 def _batch(clean: dict[str, Clips], channels: dict[str, Clips], idx: dict, gens: list[str], n: int,
@@ -123,6 +145,8 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     model.train()
     while step < cfg.steps:
         x, y = _batch(data, channels, idx, gens, cfg.batch, cfg.p_degrade, rng)
+        if cfg.augment == "eq":
+            x = random_eq(x, rng)
         loss = loss_fn(model(features(x, cfg.frontend)), torch.from_numpy(y))
         opt.zero_grad()
         loss.backward()
