@@ -243,7 +243,7 @@ def piper(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         y = np.concatenate([c.audio_float_array for c in voice.synthesize(text, syn_config=cfg)])
         parts.append(resample_poly(y, up, down).astype(np.float32))
         n += len(parts[-1])
-    return np.concatenate(parts)[: len(x)]
+    return np.concatenate(parts)[: len(x)] if parts else np.zeros(0, np.float32)
 
 
 GENERATORS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
@@ -257,8 +257,7 @@ GENERATORS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] =
 
 # Never in training, not even in the full model: families the detector has to meet cold. Trained on, each made
 # the shipped recipe worse (models/voice.md: the phase vocoder broke the real-speech bar and Griffin-Lim's
-# held-out row; text-to-speech raised the Opus false positives to 6.5 % and the voices it never saw are caught
-# anyway).
+# held-out row; text-to-speech raised the Opus false positives to 6.5 %, and the model catches it untrained).
 UNSEEN: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "phase_vocoder": phase_vocoder,
     "piper": piper,

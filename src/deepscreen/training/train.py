@@ -88,12 +88,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
     val_x, val_y = _heldout(val_set, seed=1, limit=cfg.val_images)
 
     if cfg.init is not None:  # a warm restart (SGDR, Loshchilov & Hutter 2017) from finished weights
-        model, init_meta = load_weights(cfg.init)
+        model, init_meta = load_weights(cfg.init)  # float16 on disk: a rounding the next steps absorb
         prior_steps = int(init_meta.get("trained_steps", 0)) + int(init_meta.get("prior_steps", 0))
         prior_minutes = float(init_meta.get("train_minutes", 0)) + float(init_meta.get("prior_minutes", 0))
         log(f"starting from {cfg.init} ({prior_steps} steps already)")
     else:
-        model, init_meta, prior_steps, prior_minutes = BlendNet(imagenet_init=True), None, 0, 0.0
+        model, prior_steps, prior_minutes = BlendNet(imagenet_init=True), 0, 0.0
     heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
     opt = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr}, {"params": heads, "lr": cfg.head_lr}],
