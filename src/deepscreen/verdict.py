@@ -89,6 +89,7 @@ class ModelInfo:
     name: str
     version: str
     sha256: str  # hash of the weight file, so a verdict can be traced to exact weights
+    precision: str = "float32"  # arithmetic the scores were computed in (bfloat16 on CPUs with native support)
 
 
 @dataclass

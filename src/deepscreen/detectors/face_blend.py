@@ -9,7 +9,7 @@ from ..config import MODELS_DIR
 from ..faces.align import CROP_SIZE
 from ..synthesis.sbi import REGIONS
 from . import DetectorUnavailable, FaceDetector, FaceScores, register
-from .blendnet import load_weights, preprocess
+from .blendnet import inference_precision, load_weights, preprocess
 
 WEIGHTS = "face_blend.safetensors"
 
@@ -26,14 +26,20 @@ class FaceBlendDetector(FaceDetector):
         path = weights or MODELS_DIR / WEIGHTS
         self.model, self.meta = self._load_weights(path, load_weights, "deepscreen train")
         self.model.for_inference()
+        try:
+            self.precision = inference_precision()
+        except ValueError as err:
+            raise DetectorUnavailable(str(err)) from None
+        self._info.precision = self.precision
         if self.meta["input_size"] != CROP_SIZE:
             raise DetectorUnavailable(f"{path}: trained for {self.meta['input_size']} px crops, scanner uses {CROP_SIZE}")
 
     def score_faces(self, crops: np.ndarray) -> FaceScores:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.precision == "bfloat16"):
             logits, maps = self.model(preprocess(crops))
-        logits = logits.numpy().astype(np.float64)
-        return FaceScores(logits, np.array([self.calibrate(z) for z in logits]), torch.sigmoid(maps)[:, 0].numpy())
+        logits = logits.float().numpy().astype(np.float64)
+        return FaceScores(logits, np.array([self.calibrate(z) for z in logits]),
+                          torch.sigmoid(maps.float())[:, 0].numpy())
 
     def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
         where = describe_heat(heatmap, landmarks_crop)
