@@ -82,6 +82,28 @@ def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
     assert res.returncode == 2 and res.stderr.strip() == f"deepscreen: error: {tmp_path / 'none.st'}: no such weights file"
 
 
+def test_bfloat16_training_step(small_lfw, tmp_path):
+    """`train --precision bfloat16`: steps under autocast give finite losses, the weights load and score, and the
+    metadata says how they were trained; an unknown precision is a one-line error."""
+    import subprocess
+    import sys
+
+    cfg = TrainConfig(data=small_lfw, out=tmp_path / "w.safetensors", work=tmp_path / "work", steps=3,
+                      pairs_per_batch=2, val_every=3, val_images=4, precision="bfloat16")
+    logs: list[str] = []
+    train(cfg, log=logs.append)
+    det = FaceBlendDetector(weights=cfg.out)
+    assert det.meta["config"]["precision"] == "bfloat16" and det.meta["trained_steps"] == 3
+    assert all(np.isfinite(v).all() for v in det.model.state_dict().values() if v.is_floating_point())
+    crops = np.random.default_rng(0).integers(0, 256, (2, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
+    assert np.isfinite(det.score_faces(crops).logits).all()
+
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--precision", "half"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip() == \
+        "deepscreen: error: --precision 'half': use one of float32, bfloat16"
+
+
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):
     import deepscreen
 

@@ -30,10 +30,15 @@ def train(
     seed: int = typer.Option(0),
     init: Path = typer.Option(None, help="Start from these weights instead of ImageNet (a second training cycle)."),
     lr_scale: float = typer.Option(1.0, help="Multiply the learning rates (a second cycle starts lower)."),
+    precision: str = typer.Option("float32", help="float32, or bfloat16 (autocast: faster on CPUs with native "
+                                  "bfloat16)."),
 ):
     """Train the face-blend detector on self-blended images of real faces (resumes from WORK if interrupted)."""
-    from .training.train import TrainConfig, train as run
+    from .training.train import PRECISIONS, TrainConfig, train as run
 
+    if precision not in PRECISIONS:
+        print(f"deepscreen: error: --precision {precision!r}: use one of {', '.join(PRECISIONS)}", file=sys.stderr)
+        raise typer.Exit(2)
     if init is not None and not init.is_file():
         print(f"deepscreen: error: {init}: no such weights file", file=sys.stderr)
         raise typer.Exit(2)
@@ -45,7 +50,8 @@ def train(
         log_file.write(msg + "\n")
         log_file.flush()
 
-    run(TrainConfig(data=data, out=out, work=work, steps=steps, seed=seed, init=init, lr_scale=lr_scale), log=log)
+    run(TrainConfig(data=data, out=out, work=work, steps=steps, seed=seed, init=init, lr_scale=lr_scale,
+                    precision=precision), log=log)
 
 
 @app.command("train-voice")

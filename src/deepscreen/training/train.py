@@ -44,6 +44,9 @@ class TrainConfig:
     threads: int = 2
     init: Path | None = None  # start from these weights (a second cosine cycle) instead of ImageNet
     lr_scale: float = 1.0  # multiplies both learning rates (a second cycle starts lower)
+    # "bfloat16": forward/backward under CPU autocast (weights and optimiser stay float32); 1.3x faster steps
+    # where the CPU has native bfloat16 (AVX512-BF16, AMX), slower where it is emulated.
+    precision: str = "float32"
 
 
 def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int):
@@ -76,7 +79,12 @@ def _portable(path: Path) -> str:
     return os.path.relpath(Path(path).resolve(), PROJECT_ROOT)
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
 def train(cfg: TrainConfig, log=print) -> dict:
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"unknown training precision {cfg.precision!r}; known: {', '.join(PRECISIONS)}")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     cfg.work.mkdir(parents=True, exist_ok=True)
@@ -119,9 +127,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * warm * decay
         x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch)
-        logit, map_logit = model(x)
-        loss_cls = bce(logit, y)
-        loss_map = bce(map_logit, maps)
+        with torch.autocast("cpu", torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+            logit, map_logit = model(x)
+        loss_cls = bce(logit.float(), y)
+        loss_map = bce(map_logit.float(), maps)
         loss = loss_cls + cfg.map_weight * loss_map
         opt.zero_grad(set_to_none=True)
         loss.backward()
