@@ -49,7 +49,7 @@ def _log_mel(x: np.ndarray) -> np.ndarray:
     return np.log(synth.mel_filters(16000, 512, 40) @ synth._stft_mag(x, 512, 128).abs().numpy() + 1e-5)
 
 
-@pytest.mark.parametrize("name", ["griffin_lim", "phase_vocoder", "world", "world_vc", "lpc"])
+@pytest.mark.parametrize("name", ["griffin_lim", "phase_vocoder", "world", "world_vc", "world_hnm", "lpc"])
 def test_generators_make_a_different_signal_of_the_same_speech(held_out, name):
     x = held_out[0][: 16000 * 3]
     y = synth.resynthesize(name, x, np.random.default_rng(0))
@@ -73,6 +73,27 @@ def test_piper_speaks_new_sentences_as_long_as_the_utterance(held_out):
     assert speech_s > 2.0  # mostly speech, like the real utterance
     assert np.corrcoef(_log_mel(x).ravel(), _log_mel(y).ravel())[0, 1] < 0.7  # other words, unlike the vocoder copies
     assert all(len(s.split()) >= 6 and s[-1] in ".!?" for s in synth.tts_sentences())
+
+
+def test_hnm_has_harmonics_below_the_maximum_voiced_frequency_and_noise_above():
+    """On a perfectly periodic 150 Hz "voice", WORLD keeps the harmonics at 5.5-7.5 kHz; the harmonic-plus-noise
+    copy (maximum voiced frequency 2-5 kHz) replaces them by noise there and keeps them at 0.3-1.5 kHz."""
+    from scipy.signal import sawtooth
+
+    x = (0.3 * sawtooth(2 * np.pi * 150 * np.arange(32000) / 16000)).astype(np.float32)
+
+    def harmonicity(y: np.ndarray, lo: float, hi: float) -> float:  # energy on the harmonics / between them
+        spec = np.abs(np.fft.rfft(y[4000:-4000] * np.hanning(24000))) ** 2
+        hz = np.fft.rfftfreq(24000, 1 / 16000)
+        k = np.arange(int(lo / 150) + 1, int(hi / 150))
+        on = np.mean([spec[np.abs(hz - 150 * n) < 20].max() for n in k])
+        off = np.mean([spec[np.abs(hz - 150 * (n + 0.5)) < 20].max() for n in k])
+        return on / off
+
+    world = synth.resynthesize("world", x, np.random.default_rng(0))
+    hnm = synth.resynthesize("world_hnm", x, np.random.default_rng(0))
+    assert harmonicity(world, 5500, 7500) > 30 and harmonicity(hnm, 5500, 7500) < 3
+    assert harmonicity(hnm, 300, 1500) > 30
 
 
 def test_phase_vocoder_shifts_pitch_and_keeps_duration():
@@ -293,6 +314,21 @@ def test_unknown_front_end_is_a_one_line_error():
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().startswith("deepscreen: error: unknown front end 'cqcc'; known: linear")
+
+
+def test_optional_generator_is_trained_on_only_when_added():
+    from deepscreen.training.voice_train import VoiceTrainConfig, config_of, tested_generators, trained_generators
+
+    assert "world_hnm" not in trained_generators(VoiceTrainConfig())
+    cfg = VoiceTrainConfig(exclude=["griffin_lim"], add=["world_hnm"])
+    assert trained_generators(cfg) == ["world", "world_vc", "lpc", "hifigan", "world_hnm"]
+    assert tested_generators(cfg) == [*synth.GENERATORS, "world_hnm", *synth.UNSEEN]
+    meta = {"steps": 10, "width": 16, "generators": trained_generators(cfg)}
+    assert config_of(meta).exclude == ["griffin_lim"] and config_of(meta).add == ["world_hnm"]
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train-voice", "--add", "piper"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip() == \
+        "deepscreen: error: --add piper: not an optional generator; known: world_hnm"
 
 
 def test_unknown_augmentation_is_a_one_line_error():

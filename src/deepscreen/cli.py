@@ -60,6 +60,7 @@ def train_voice(
     work: Path = typer.Option(PROJECT_ROOT / ".cache/voice", help="Generated copies, checkpoints, reports."),
     steps: int = typer.Option(4000, help="Optimiser steps of 32 two-second windows (16 real + 16 synthetic)."),
     exclude: list[str] = typer.Option([], help="Leave this generator out of training (repeatable)."),
+    add: list[str] = typer.Option([], help="Also train on this optional generator, e.g. world_hnm (repeatable)."),
     logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
     frontend: str = typer.Option("linear", help="Front end: linear (80 bands, shipped), linear_if (+ a phase "
                                  "channel), mel, or spec (256 bins)."),
@@ -70,7 +71,7 @@ def train_voice(
 ):
     """Train the voice detector on real LibriSpeech and its vocoder copies (resumes from WORK if interrupted)."""
     from .detectors.voicenet import FRONTENDS, HEADS
-    from .synthesis.voice import GENERATORS
+    from .synthesis.voice import GENERATORS, OPTIONAL, UNSEEN
     from .training.voice_data import build, build_channels
     from .training.voice_train import AUGMENTS, VoiceTrainConfig, assess, format_logo, format_report, train as run
 
@@ -78,6 +79,10 @@ def train_voice(
     if unknown:
         print(f"deepscreen: error: unknown generator(s) {', '.join(sorted(unknown))}; known: {', '.join(GENERATORS)}",
               file=sys.stderr)
+        raise typer.Exit(2)
+    if set(add) - set(OPTIONAL):
+        print(f"deepscreen: error: --add {', '.join(sorted(set(add) - set(OPTIONAL)))}: not an optional generator; "
+              f"known: {', '.join(OPTIONAL)}", file=sys.stderr)
         raise typer.Exit(2)
     if frontend not in FRONTENDS:
         print(f"deepscreen: error: unknown front end {frontend!r}; known: {', '.join(FRONTENDS)}", file=sys.stderr)
@@ -104,7 +109,8 @@ def train_voice(
             raise typer.Exit(2)
         print(format_report(assess(out, cache)), flush=True)
         return
-    data = build(cache, progress=show_build)  # once: vocoder copies and channel variants are cached in WORK
+    # once: vocoder copies and channel variants are cached in WORK
+    data = build(cache, [*GENERATORS, *add, *UNSEEN], progress=show_build)
     for name, clips in data.items():
         build_channels(cache, name, clips, progress=show_build)
     runs = [[g] for g in GENERATORS] if logo else [exclude]
@@ -114,8 +120,9 @@ def train_voice(
         name += "" if frontend == VoiceTrainConfig.frontend else f"_{frontend}"
         name += "" if head == VoiceTrainConfig.head else f"_{head}"
         name += "" if augment == VoiceTrainConfig.augment else f"_{augment}"
-        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), seed=seed, frontend=frontend, head=head,
-                               augment=augment)
+        name += "".join(f"_plus_{g}" for g in add)
+        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), add=list(add), seed=seed, frontend=frontend,
+                               head=head, augment=augment)
         # Only the model trained on every generator is the one shipped; leave-one-out models are for the table.
         reports.append(run(cfg, cache, work / name, None if held_out else out, progress=show_step))
         print(format_report(reports[-1]), flush=True)

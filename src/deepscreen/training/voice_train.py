@@ -25,7 +25,7 @@ from ..detectors.voice import cut_windows, speech_windows, utterance_logit
 from ..detectors.voicenet import (RATE, WINDOW_S, VoiceNet, features, load_weights, oc_softmax_loss, save_weights,
                                   score_windows)
 from ..media.speech import SpeechFinder
-from ..synthesis.voice import GENERATORS, UNSEEN, codec_roundtrip
+from ..synthesis.voice import GENERATORS, OPTIONAL, UNSEEN, codec_roundtrip
 from .metrics import auc, eer, fit_platt, sigmoid
 from .voice_data import Clips, build, build_channels
 
@@ -40,6 +40,7 @@ class VoiceTrainConfig:
     lr: float = 2e-3
     width: int = 16
     exclude: list[str] = field(default_factory=list)  # generators held out of training (LOGO)
+    add: list[str] = field(default_factory=list)  # OPTIONAL generators trained on as well (candidates)
     seed: int = 0
     p_degrade: float = 0.6
     frontend: str = "linear"  # or "spec" (256 bins) / "mel" / "linear_if": the front-end ablation in models/voice.md
@@ -119,7 +120,7 @@ def _eer_auc(real: list[float], fake: list[float]) -> tuple[float, float]:
 def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = None, progress=None) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(2)
-    gens = [g for g in GENERATORS if g not in cfg.exclude]
+    gens = trained_generators(cfg)
     data = build(cache, gens)  # normally made by the caller (with progress); here loaded
     channels = {name: build_channels(cache, name, data[name]) for name in ["real", *gens]}
     idx = {("clean", name): data[name].subset("train") for name in channels}
@@ -162,7 +163,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     model.eval()
     train_s = trained_before + time.time() - started
 
-    data = build(cache)  # now every generator, held-out and unseen ones included, for the test table
+    data = build(cache, tested_generators(cfg))  # held-out and unseen ones included, for the test table
     a, b = fit_calibration(model, data, gens, cfg.frontend)
     report = {"config": asdict(cfg), "train_s": round(train_s), **score_test_split(model, (a, b), cfg, data)}
     if out is not None:
@@ -171,6 +172,14 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
         save_weights(model, out, meta)
     (work / "report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def trained_generators(cfg: VoiceTrainConfig) -> list[str]:
+    return [g for g in GENERATORS if g not in cfg.exclude] + [g for g in cfg.add if g not in cfg.exclude]
+
+
+def tested_generators(cfg: VoiceTrainConfig) -> list[str]:
+    return [*GENERATORS, *cfg.add, *UNSEEN]
 
 
 def fit_calibration(model: VoiceNet, data: dict[str, Clips], gens: list[str], frontend: str) -> tuple[float, float]:
@@ -188,7 +197,7 @@ def score_test_split(model: VoiceNet, platt: tuple[float, float], cfg: VoiceTrai
     """Test speakers: per generator EER/AUC (clean, and pooled with MP3/Opus copies of both classes), the detection
     rate and the real-speech false-positive rate at p = 0.5. Generators in cfg.exclude are marked held out;
     UNSEEN ones (never trained on by any recipe) are marked unseen."""
-    names = [*GENERATORS, *UNSEEN]
+    names = tested_generators(cfg)
     test = evaluate(model, data, "test", names, ("clean", "mp3_64k", "opus_24k"), cfg.frontend)
     a, b = platt
     report = {"platt": [a, b], "generators": {}}
@@ -199,7 +208,7 @@ def score_test_split(model: VoiceNet, platt: tuple[float, float], cfg: VoiceTrai
         report["generators"][g] = {"eer": e, "auc": u, "eer_coded": e_all, "auc_coded": u_all,
                                    "tpr_at_0.5": float(np.mean(p(test[g]["clean"]) >= 0.5)),
                                    "held_out": g in cfg.exclude, "unseen": g in UNSEEN}
-    trained = [g for g in GENERATORS if g not in cfg.exclude]
+    trained = trained_generators(cfg)
     if trained:  # in-domain: every generator seen in training, pooled against the same real utterances
         e, u = _eer_auc(test["real"]["clean"], [z for g in trained for z in test[g]["clean"]])
         e_all, u_all = _eer_auc([z for v in test["real"].values() for z in v],
@@ -215,14 +224,16 @@ def assess(weights: Path, cache: Path) -> dict:
     torch.set_num_threads(2)
     model, meta = load_weights(weights)
     cfg = config_of(meta)
-    return {"config": asdict(cfg), "train_s": 0, **score_test_split(model, tuple(meta["platt"]), cfg, build(cache))}
+    data = build(cache, tested_generators(cfg))
+    return {"config": asdict(cfg), "train_s": 0, **score_test_split(model, tuple(meta["platt"]), cfg, data)}
 
 
 def config_of(meta: dict) -> VoiceTrainConfig:
     """The training settings that matter for scoring, from the metadata of saved weights."""
     return VoiceTrainConfig(steps=meta["steps"], width=meta["width"], frontend=meta.get("frontend", "linear"),
                             head=meta.get("head", "linear"),
-                            exclude=[g for g in GENERATORS if g not in meta["generators"]])
+                            exclude=[g for g in GENERATORS if g not in meta["generators"]],
+                            add=[g for g in meta["generators"] if g in OPTIONAL])
 
 
 def format_report(report: dict) -> str:
