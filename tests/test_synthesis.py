@@ -7,7 +7,7 @@ import pytest
 
 from deepscreen.faces.align import CROP_SIZE, align_face
 from deepscreen.faces.detect import FaceAnalyzer
-from deepscreen.synthesis.sbi import boundary, degrade, make_mask, self_blend
+from deepscreen.synthesis.sbi import boundary, degrade, donor_blend, make_mask, self_blend, similarity_transform
 from deepscreen.training.data import MAP_SIZE, make_pair, split_of
 
 
@@ -39,6 +39,49 @@ def test_blend_changes_only_inside_the_mask(face, family):
     assert diff[outside].max() <= 1  # untouched apart from rounding
     assert diff[blend.mask > 0.9].mean() > 2  # the altered copy really differs
     assert blend.kind.startswith(family if family != "regions" else ("eye", "nose", "mouth"))
+
+
+@pytest.fixture(scope="module")
+def donor():
+    """Another person's face from LFW (the first image of a different folder) and its landmarks."""
+    from PIL import Image
+
+    from conftest import LFW_DIR
+
+    analyzer = FaceAnalyzer(max_faces=1)
+    for path in sorted(LFW_DIR.glob("*/*_0001.jpg"))[5:]:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        found = analyzer(rgb)
+        if found and found[0].landmarks is not None:
+            analyzer.close()
+            return rgb, found[0].landmarks
+    pytest.fail("no donor face found")
+
+
+def test_similarity_transform_recovers_a_known_one():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 200, (50, 2))
+    angle, scale, shift = 0.3, 1.2, np.array([10.0, -5.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    m = similarity_transform(pts, pts @ rot.T + shift)
+    assert np.allclose(m[:, :2], rot, atol=1e-4) and np.allclose(m[:, 2], shift, atol=1e-3)
+
+
+def test_donor_blend_pastes_the_other_face_inside_the_mask_only(face, donor):
+    rgb, lms = face
+    other, other_lms = donor
+    blend = donor_blend(rgb, lms, other, other_lms, np.random.default_rng(4), family="face")
+    assert blend.image.shape == rgb.shape and blend.kind.startswith("donor:face")
+    diff = np.abs(blend.image.astype(int) - rgb).max(2)
+    assert diff[blend.mask < 1e-3].max() <= 1  # the target untouched outside the mask
+    inside = blend.mask > 0.9
+    assert diff[inside].mean() > 8  # another face, not a recoloured copy of this one
+    # The donor was moved onto this face: its landmarks, carried by the transform, land near these ones.
+    m = similarity_transform(other_lms, lms)
+    moved = other_lms @ m[:, :2].T + m[:, 2]
+    assert np.median(np.linalg.norm(moved - lms, axis=1)) < 0.1 * np.ptp(lms, axis=0).max()
+    again = donor_blend(rgb, lms, other, other_lms, np.random.default_rng(4), family="face")
+    assert np.array_equal(again.image, blend.image), "same seed, same forgery"
 
 
 def test_region_masks_are_smaller_than_face_masks(face):

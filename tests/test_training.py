@@ -104,6 +104,32 @@ def test_bfloat16_training_step(small_lfw, tmp_path):
         "deepscreen: error: --precision 'half': use one of float32, bfloat16"
 
 
+def test_donor_forgeries_in_batches(small_lfw, tmp_path):
+    """`train --donor-p`: forgeries with another person's region come in pairs with their real face, with a
+    boundary map; the committed recipe (donor_p 0) draws the same random stream as before the option existed."""
+    import subprocess
+    import sys
+
+    from deepscreen.training.data import load_faceset
+    from deepscreen.training.train import _batch, _other_person
+
+    faces = load_faceset(small_lfw, tmp_path / "lms.npz")
+    rng = np.random.default_rng(0)
+    assert all(faces.paths[_other_person(faces, 0, rng)].split("/")[0] != faces.paths[0].split("/")[0]
+               for _ in range(20))
+    x, y, maps = _batch(faces, np.random.default_rng(1), 3, donor_p=1.0)
+    assert x.shape == (6, 3, CROP_SIZE, CROP_SIZE) and y.tolist() == [0, 1] * 3
+    assert maps[0::2].sum() == 0 and all(maps[k].max() > 0.1 for k in (1, 3, 5)), [float(maps[k].max()) for k in (1, 3, 5)]
+    a, b = np.random.default_rng(2), np.random.default_rng(2)
+    x0 = _batch(faces, a, 2)[0]
+    x1 = _batch(faces, b, 2, donor_p=0.0)[0]
+    assert np.array_equal(x0.numpy(), x1.numpy()) and a.random() == b.random()
+
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--donor-p", "1.5"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --donor-p 1.5: must be between 0 and 1"
+
+
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):
     import deepscreen
 

@@ -32,6 +32,8 @@ def train(
     lr_scale: float = typer.Option(1.0, help="Multiply the learning rates (a second cycle starts lower)."),
     precision: str = typer.Option("float32", help="float32, or bfloat16 (autocast: faster on CPUs with native "
                                   "bfloat16)."),
+    donor_p: float = typer.Option(0.0, help="Share of forgeries with a region from another person's face instead "
+                                  "of a self-blend (0 in the committed recipe)."),
 ):
     """Train the face-blend detector on self-blended images of real faces (resumes from WORK if interrupted)."""
     from .training.train import PRECISIONS, TrainConfig, train as run
@@ -42,6 +44,9 @@ def train(
     if init is not None and not init.is_file():
         print(f"deepscreen: error: {init}: no such weights file", file=sys.stderr)
         raise typer.Exit(2)
+    if not 0.0 <= donor_p <= 1.0:
+        print(f"deepscreen: error: --donor-p {donor_p}: must be between 0 and 1", file=sys.stderr)
+        raise typer.Exit(2)
     work.mkdir(parents=True, exist_ok=True)
     log_file = open(work / "train.log", "a")
 
@@ -51,7 +56,7 @@ def train(
         log_file.flush()
 
     run(TrainConfig(data=data, out=out, work=work, steps=steps, seed=seed, init=init, lr_scale=lr_scale,
-                    precision=precision), log=log)
+                    precision=precision, donor_p=donor_p), log=log)
 
 
 @app.command("train-voice")

@@ -158,6 +158,42 @@ def self_blend(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, famil
     return Blend(np.clip(out + 0.5, 0, 255).astype(np.uint8), mask * ratio, kind)
 
 
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (rotation, uniform scale, shift) taking points `src` onto `dst` (Umeyama 1991,
+    written with complex numbers: dst - mean ~ a * (src - mean) for one complex a = scale * e^(i angle))."""
+    ms, md = src.mean(0), dst.mean(0)
+    s = (src - ms) @ np.array([1, 1j])
+    d = (dst - md) @ np.array([1, 1j])
+    a = np.vdot(s, d) / max(np.vdot(s, s).real, 1e-9)
+    rot = np.array([[a.real, -a.imag], [a.imag, a.real]])
+    return np.c_[rot, md - rot @ ms].astype(np.float32)
+
+
+def donor_blend(rgb: np.ndarray, lms: np.ndarray, donor: np.ndarray, donor_lms: np.ndarray,
+                rng: np.random.Generator, family: str | None = None) -> Blend:
+    """A forgery with a region from *another* person (Face X-ray, Li et al. CVPR 2020), through the same masks as
+    self_blend. The donor face is moved onto this one by the similarity that best maps its landmarks onto these,
+    give or take a hand-made misfit (scale 0.94-1.08, shift up to 3 % of the face). Identity, skin texture,
+    lighting and the shape of eyes, nose or mouth then change at the boundary together, as in composites made by
+    people from other photos; a self-blend only changes colour, sharpness and position slightly."""
+    h, w = rgb.shape[:2]
+    mask, kind = make_mask(rgb.shape, lms, rng, family)
+    m = similarity_transform(donor_lms, lms)
+    size, c = _face_size(lms), lms.mean(0)
+    s, t = rng.uniform(0.94, 1.08), rng.uniform(-0.03, 0.03, 2) * size
+    misfit = np.array([[s, 0, (1 - s) * c[0] + t[0]], [0, s, (1 - s) * c[1] + t[1]], [0, 0, 1]])
+    m = (misfit @ np.vstack([m, [0, 0, 1]]))[:2].astype(np.float32)
+    src = cv2.warpAffine(donor, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    kind = "donor:" + kind
+    if rng.random() < 0.5:  # careful forgers match the colour; hasty ones do not
+        src = _colour_transfer(src, rgb, mask)
+        kind += "+ct"
+    ratio = float(rng.choice([0.75, 1.0, 1.0]))
+    m3 = (mask * ratio)[..., None]
+    out = src * m3 + rgb.astype(np.float32) * (1 - m3)
+    return Blend(np.clip(out + 0.5, 0, 255).astype(np.uint8), mask * ratio, kind)
+
+
 def boundary(mask: np.ndarray) -> np.ndarray:
     """Face X-ray target: 4·M·(1−M) is 1 on the blend boundary and 0 far inside or outside it."""
     return 4.0 * mask * (1.0 - mask)

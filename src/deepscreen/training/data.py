@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..faces.align import CROP_SIZE, align_face
-from ..synthesis.sbi import boundary, degrade, self_blend
+from ..synthesis.sbi import boundary, degrade, donor_blend, self_blend
 
 MAP_SIZE = CROP_SIZE // 16  # the boundary head's resolution
 
@@ -63,14 +63,15 @@ def load_faceset(root: Path, cache: Path, progress=None) -> FaceSet:
     return FaceSet(paths, np.stack(lms).astype(np.float32), root)
 
 
-def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter: bool = True):
+def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter: bool = True, donor=None):
     """One real crop and its self-blended twin, each post-processed independently, plus the fake's boundary map.
+    With `donor` = (rgb, landmarks) of another person, the twin has a region of the donor's face instead.
 
     Returns (real, fake, fake_map) with crops (S,S,3) uint8 and map (MAP_SIZE, MAP_SIZE) float32.
     """
     framing = dict(shift=rng.uniform(-0.04, 0.04, 2), angle_jitter=rng.uniform(-8, 8),
                    margin=rng.uniform(1.15, 1.4)) if jitter else {}
-    blend = self_blend(rgb, lms, rng)
+    blend = self_blend(rgb, lms, rng) if donor is None else donor_blend(rgb, lms, *donor, rng)
     real, m = align_face(rgb, lms, **framing)
     fake, _ = align_face(blend.image, lms, **framing)
     fmap = cv2.warpAffine(boundary(blend.mask), m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR)

@@ -47,17 +47,32 @@ class TrainConfig:
     # "bfloat16": forward/backward under CPU autocast (weights and optimiser stay float32); 1.3x faster steps
     # where the CPU has native bfloat16 (AVX512-BF16, AMX), slower where it is emulated.
     precision: str = "float32"
+    # Share of forgeries with a region pasted from another training person (synthesis.sbi.donor_blend) instead
+    # of a self-blend; 0 in the committed recipe.
+    donor_p: float = 0.0
 
 
-def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int):
+def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float = 0.0):
     idx = rng.integers(0, len(faces.paths), pairs)
     crops, maps = [], []
     for i in idx:
-        real, fake, fmap = make_pair(faces.image(i), faces.landmarks[i], rng)
+        donor = None
+        if donor_p > 0 and rng.random() < donor_p:
+            j = _other_person(faces, i, rng)
+            donor = (faces.image(j), faces.landmarks[j])
+        real, fake, fmap = make_pair(faces.image(i), faces.landmarks[i], rng, donor=donor)
         crops += [real, fake]
         maps += [np.zeros_like(fmap), fmap]
     labels = torch.tensor([0.0, 1.0] * pairs)
     return preprocess(np.stack(crops)), labels, torch.from_numpy(np.stack(maps))[:, None]
+
+
+def _other_person(faces: FaceSet, i: int, rng: np.random.Generator) -> int:
+    person = faces.paths[i].split("/")[0]
+    while True:  # a few draws at most: no person has more than a small share of LFW
+        j = int(rng.integers(len(faces.paths)))
+        if faces.paths[j].split("/")[0] != person:
+            return j
 
 
 def predict_logits(model: BlendNet, crops: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -126,7 +141,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         decay = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * warm * decay
-        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch)
+        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch, cfg.donor_p)
         with torch.autocast("cpu", torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             logit, map_logit = model(x)
         loss_cls = bce(logit.float(), y)
