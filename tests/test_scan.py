@@ -151,7 +151,7 @@ def test_redetect_every_must_be_positive():
 
 def test_bfloat16_scores_match_float32(scanner):
     """bfloat16 inference (the default where the CPU has native support) ranks and calibrates like float32 on real
-    held-out faces and their self-blends: probabilities within 0.03, and the same real/fake separation."""
+    held-out faces and their self-blends: probabilities within 0.05, and the same real/fake separation."""
     from deepscreen.faces.align import align_face
 
     det = scanner.face_detectors[0]
@@ -171,7 +171,7 @@ def test_bfloat16_scores_match_float32(scanner):
             probs[p] = det.score_faces(crops).probabilities
     finally:
         det.precision = before
-    assert np.abs(probs["float32"] - probs["bfloat16"]).max() < 0.03
+    assert np.abs(probs["float32"] - probs["bfloat16"]).max() < 0.05
     fp32_order, bf16_order = probs["float32"][1::2] > probs["float32"][0::2], probs["bfloat16"][1::2] > probs["bfloat16"][0::2]
     assert fp32_order.sum() >= 5 and np.array_equal(fp32_order, bf16_order)
 

@@ -80,8 +80,8 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 def inference_precision(setting: str | None = None) -> str:
     """'bfloat16' or 'float32' for BlendNet inference. `auto` (default; `DEEPSCREEN_PRECISION` overrides it) picks
     bfloat16 where the CPU multiplies it natively (AVX512-BF16, AMX): batches of face crops then take half the time
-    (benchmarks/bench_scan.py) and a logit moves by ~0.03, a calibrated probability by < 0.01. Elsewhere bfloat16 is
-    emulated and slower, so float32."""
+    (benchmarks/bench_scan.py) and a logit moves by up to ~0.15, a calibrated probability by a few thousandths
+    (at most 0.035 in the tests, near p = 0.3). Elsewhere bfloat16 is emulated and slower, so float32."""
     import os
 
     setting = setting or os.environ.get("DEEPSCREEN_PRECISION", "auto")

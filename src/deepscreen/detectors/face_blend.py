@@ -20,7 +20,7 @@ _PLACES = {"eye_a": "around an eye", "eye_b": "around an eye", "nose": "around t
 @register
 class FaceBlendDetector(FaceDetector):
     name = "face_blend"
-    version = "1.1"
+    version = "1.2"
 
     def __init__(self, weights=None):
         path = weights or MODELS_DIR / WEIGHTS
