@@ -30,8 +30,8 @@ def train(
     seed: int = typer.Option(0),
     init: Path = typer.Option(None, help="Start from these weights instead of ImageNet (a second training cycle)."),
     lr_scale: float = typer.Option(1.0, help="Multiply the learning rates (a second cycle starts lower)."),
-    precision: str = typer.Option("bfloat16", help="bfloat16 (the committed recipe: autocast, 1.3x faster on CPUs "
-                                  "with native bfloat16) or float32."),
+    precision: str = typer.Option("bfloat16", help="bfloat16 (the committed recipe: autocast, 1.2x faster steps on "
+                                  "CPUs with native bfloat16) or float32."),
     donor_p: float = typer.Option(0.0, help="Share of forgeries with a region from another person's face instead "
                                   "of a self-blend (0 in the committed recipe)."),
 ):

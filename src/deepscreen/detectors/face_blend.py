@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -30,9 +32,11 @@ class FaceBlendDetector(FaceDetector):
             self.precision = inference_precision()
         except ValueError as err:
             raise DetectorUnavailable(str(err)) from None
-        self._info.precision = self.precision
         if self.meta["input_size"] != CROP_SIZE:
             raise DetectorUnavailable(f"{path}: trained for {self.meta['input_size']} px crops, scanner uses {CROP_SIZE}")
+
+    def models(self):
+        return [replace(m, precision=self.precision) for m in super().models()]  # the arithmetic in use now
 
     def score_faces(self, crops: np.ndarray) -> FaceScores:
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.precision == "bfloat16"):

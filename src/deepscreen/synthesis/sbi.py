@@ -120,13 +120,22 @@ def alter_source(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> 
         blur = cv2.GaussianBlur(img, (0, 0), 1.0)
         img = img + rng.uniform(0.3, 1.0) * (img - blur)
     # Geometry: a small shift and scale about the face centre, so the two faces do not line up exactly.
-    size = _face_size(lms)
-    c = lms.mean(0)
-    s = rng.uniform(0.95, 1.05)
+    return cv2.warpAffine(img, _misfit(lms, rng, 0.95, 1.05), (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def _misfit(lms: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """2x3: scale by low..high about the face centre and shift by up to 3 % of the face size."""
+    size, c = _face_size(lms), lms.mean(0)
+    s = rng.uniform(low, high)
     t = rng.uniform(-0.03, 0.03, size=2) * size
-    m = np.array([[s, 0, (1 - s) * c[0] + t[0]], [0, s, (1 - s) * c[1] + t[1]]], np.float32)
-    img = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
-    return img
+    return np.array([[s, 0, (1 - s) * c[0] + t[0]], [0, s, (1 - s) * c[1] + t[1]]], np.float32)
+
+
+def _paste(src: np.ndarray, rgb: np.ndarray, mask: np.ndarray, ratio: float, kind: str) -> Blend:
+    """src over rgb through mask x ratio."""
+    m = (mask * ratio)[..., None]
+    out = src * m + rgb.astype(np.float32) * (1 - m)
+    return Blend(np.clip(out + 0.5, 0, 255).astype(np.uint8), mask * ratio, kind)
 
 
 def _colour_transfer(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -153,9 +162,7 @@ def self_blend(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, famil
         kind += "+ct"
     if ratio is None:
         ratio = float(rng.choice([0.5, 0.75, 1.0, 1.0, 1.0]))
-    m = (mask * ratio)[..., None]
-    out = src * m + rgb.astype(np.float32) * (1 - m)
-    return Blend(np.clip(out + 0.5, 0, 255).astype(np.uint8), mask * ratio, kind)
+    return _paste(src, rgb, mask, ratio, kind)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -178,20 +185,14 @@ def donor_blend(rgb: np.ndarray, lms: np.ndarray, donor: np.ndarray, donor_lms: 
     people from other photos; a self-blend only changes colour, sharpness and position slightly."""
     h, w = rgb.shape[:2]
     mask, kind = make_mask(rgb.shape, lms, rng, family)
-    m = similarity_transform(donor_lms, lms)
-    size, c = _face_size(lms), lms.mean(0)
-    s, t = rng.uniform(0.94, 1.08), rng.uniform(-0.03, 0.03, 2) * size
-    misfit = np.array([[s, 0, (1 - s) * c[0] + t[0]], [0, s, (1 - s) * c[1] + t[1]], [0, 0, 1]])
-    m = (misfit @ np.vstack([m, [0, 0, 1]]))[:2].astype(np.float32)
+    misfit = np.vstack([_misfit(lms, rng, 0.94, 1.08), [0, 0, 1]])
+    m = (misfit @ np.vstack([similarity_transform(donor_lms, lms), [0, 0, 1]]))[:2].astype(np.float32)
     src = cv2.warpAffine(donor, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(np.float32)
     kind = "donor:" + kind
     if rng.random() < 0.5:  # careful forgers match the colour; hasty ones do not
         src = _colour_transfer(src, rgb, mask)
         kind += "+ct"
-    ratio = float(rng.choice([0.75, 1.0, 1.0]))
-    m3 = (mask * ratio)[..., None]
-    out = src * m3 + rgb.astype(np.float32) * (1 - m3)
-    return Blend(np.clip(out + 0.5, 0, 255).astype(np.uint8), mask * ratio, kind)
+    return _paste(src, rgb, mask, float(rng.choice([0.75, 1.0, 1.0])), kind)
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:

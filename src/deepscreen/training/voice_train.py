@@ -175,7 +175,7 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
 
 
 def trained_generators(cfg: VoiceTrainConfig) -> list[str]:
-    return [g for g in GENERATORS if g not in cfg.exclude] + [g for g in cfg.add if g not in cfg.exclude]
+    return [g for g in GENERATORS if g not in cfg.exclude] + list(cfg.add)  # --exclude takes GENERATORS only
 
 
 def tested_generators(cfg: VoiceTrainConfig) -> list[str]:
