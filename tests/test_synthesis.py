@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -122,3 +123,31 @@ def test_split_is_by_person_and_stable():
     buckets = [split_of(f"person_{i}") for i in range(2000)]
     share = {s: buckets.count(s) / len(buckets) for s in ("train", "val", "test")}
     assert 0.75 < share["train"] < 0.85 and 0.07 < share["val"] < 0.13 and 0.07 < share["test"] < 0.13
+
+
+def test_a_large_face_is_area_averaged_not_aliased(face):
+    """A face four times the crop's size, with pixel-level texture (sensor noise, fine print): the crop must look
+    like the same face photographed small, not like the texture sampled every few pixels (aliasing reads as
+    manipulation traces to a blending detector)."""
+    rgb, lms = face
+    big = cv2.resize(rgb, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    big[::2, ::2] += 60  # a one-pixel checkerboard: averages away at any reduction, aliases under point sampling
+    big[1::2, 1::2] += 60
+    big = np.clip(big, 0, 255).astype(np.uint8)
+    textured = np.clip(rgb.astype(np.int16) + 30, 0, 255).astype(np.uint8)  # what averaging leaves: +30
+    small_crop, _ = align_face(textured, lms)
+    big_crop, m = align_face(big, lms * 4)
+    assert np.sqrt(abs(np.linalg.det(m[:, :2]))) < 0.5  # really a reduction
+    point_sampled = cv2.warpAffine(big, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+    averaged_err = np.abs(big_crop.astype(int) - small_crop).mean()
+    sampled_err = np.abs(point_sampled.astype(int) - small_crop).mean()
+    assert averaged_err < 4 and sampled_err > 3 * averaged_err
+
+
+def test_an_enlarged_face_is_warped_directly(face):
+    rgb, lms = face
+    crop, m = align_face(rgb, lms)
+    assert np.sqrt(abs(np.linalg.det(m[:, :2]))) > 1  # LFW faces are enlarged to the crop
+    direct = cv2.warpAffine(rgb, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    assert np.array_equal(crop, direct)
