@@ -88,6 +88,7 @@ class Scanner:
         expected = (info.frame_count or 1) if cfg.sampling.all_frames or info.kind == "image" else \
             len(sample_times(info.duration_s or 0.0, cfg.sampling))
         pending: list[_Pending] = []
+        mirror = info.kind == "image"  # one look at each face: score its mirror image too (FaceDetector.score_mirrored)
         for frame in prefetched(iter_frames(path, info, cfg.sampling, cfg.limits)):
             # Full detection on every n-th frame; in between the landmark model follows the last frame's faces.
             follow = faces if len(sampled) % cfg.sampling.redetect_every else None
@@ -95,11 +96,11 @@ class Scanner:
             faces, crops = self._analyse_frame(frame, tracker, follow)
             pending += crops
             if len(pending) >= _BATCH:
-                results += _score(pending, detector)
+                results += _score(pending, detector, mirror)
                 pending = []
             if on_frame:
                 on_frame(len(sampled), expected)
-        results += _score(pending, detector)
+        results += _score(pending, detector, mirror)
 
         tracks, evidence = fusion.fuse_tracks(results, detector)
         if not cfg.keep_crops:
@@ -182,10 +183,11 @@ class _Pending:
 _BATCH = 16
 
 
-def _score(pending: list[_Pending], detector: FaceDetector) -> list[fusion.CropResult]:
+def _score(pending: list[_Pending], detector: FaceDetector, mirror: bool) -> list[fusion.CropResult]:
     if not pending:
         return []
-    scores = detector.score_faces(np.stack([p.crop for p in pending]))
+    crops = np.stack([p.crop for p in pending])
+    scores = detector.score_mirrored(crops) if mirror else detector.score_faces(crops)
     return [
         fusion.CropResult(
             p.track_id,

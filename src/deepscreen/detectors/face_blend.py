@@ -22,7 +22,7 @@ _PLACES = {"eye_a": "around an eye", "eye_b": "around an eye", "nose": "around t
 @register
 class FaceBlendDetector(FaceDetector):
     name = "face_blend"
-    version = "1.2"
+    version = "1.3"
 
     def __init__(self, weights=None):
         path = weights or MODELS_DIR / WEIGHTS

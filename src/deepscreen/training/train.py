@@ -25,7 +25,7 @@ from ..media.sniff import file_sha256
 from . import metrics
 from .data import FaceSet, heldout_pairs, load_faceset, make_pair
 
-MODEL_VERSION = "1.2"
+MODEL_VERSION = "1.3"
 
 
 @dataclass
