@@ -68,7 +68,7 @@ def train_voice(
     add: list[str] = typer.Option([], help="Also train on this optional generator, e.g. world_hnm (repeatable)."),
     logo: bool = typer.Option(False, "--logo", help="Run every leave-one-generator-out model, print the table."),
     frontend: str = typer.Option("linear", help="Front end: linear (80 bands, shipped), linear_if (+ a phase "
-                                 "channel), mel, or spec (256 bins)."),
+                                 "channel), mel, spec (256 bins), or wave (learnt from the waveform)."),
     head: str = typer.Option("linear", help="Output head: linear (shipped) or oc (one-class softmax)."),
     augment: str = typer.Option("none", help="Training augmentation: none (shipped) or eq (random equaliser)."),
     eval_only: bool = typer.Option(False, "--eval-only", help="No training: print the test table of the OUT weights."),

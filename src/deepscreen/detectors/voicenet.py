@@ -11,6 +11,10 @@ Front ends (numbers in models/voice.md):
   real speech at 4-8 kHz while WORLD wanders more, so a model that learnt the direction from the other vocoders
   ranks held-out Griffin-Lim as more real than real (AUC 0.24).
 - mel: 80 mel bands, the ablation that shows why not mel.
+- wave: no fixed transform at all. A small strided 1-D CNN reads the waveform itself (gain removed) and makes an
+  80-row, 10 ms "learnt spectrogram" for the same 2-D network, as RawNet2 / AASIST front ends learn their filters
+  (Tak et al. 2021). Its first filters span 2 ms, so unlike any magnitude spectrum it can see phase: the untested
+  idea for held-out Griffin-Lim, whose traces are in the phase (models/voice.md).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def _mel_filters() -> torch.Tensor:
     return torch.from_numpy(mel_filters(RATE, N_FFT, BANDS))
 
 
-FRONTENDS = ("linear", "mel", "spec", "linear_if")
+FRONTENDS = ("linear", "mel", "spec", "linear_if", "wave")
 HEADS = ("linear", "oc")
 OC_DIM, OC_SCALE = 32, 20.0
 
@@ -83,6 +87,8 @@ def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> to
     if frontend not in FRONTENDS:
         raise ValueError(f"unknown voice front end {frontend!r}; known: {', '.join(FRONTENDS)}")
     x = torch.as_tensor(windows, dtype=torch.float32)
+    if frontend == "wave":  # (B, 1, samples), unit RMS: the network's own filters do the rest (WaveFrontEnd)
+        return (x / (x.pow(2).mean(1, keepdim=True).sqrt() + 1e-5)).unsqueeze(1)
     stft = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
     spec = stft.abs().pow(2)
     if frontend == "spec":
@@ -119,6 +125,23 @@ class _Block(nn.Module):
         return self.act(self.body(x) + self.skip(x))
 
 
+class WaveFrontEnd(nn.Module):
+    """(B, 1, 32000) waveform -> (B, 1, 80, 200): strides 4 x 4 x 5 x 2 = 160 samples, one column per 10 ms like
+    the filterbank front ends, 80 learnt rows in place of 80 bands. ~60 M multiply-adds per 2 s window."""
+
+    def __init__(self, rows: int = 80):
+        super().__init__()
+        layers, cin = [], 1
+        for cout, k, stride in ((32, 33, 4), (48, 9, 4), (64, 9, 5), (rows, 5, 2)):
+            layers += [nn.Conv1d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm1d(cout),
+                       nn.LeakyReLU(0.1, inplace=True)]
+            cin = cout
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.body(wave).unsqueeze(1)
+
+
 class VoiceNet(nn.Module):
     """~0.1 M parameters: a strided stem, 4 residual stages, then mean+max pooling over frequency and time.
     Sized for CPU training: a step on 32 windows takes a fraction of a second on 2 cores.
@@ -134,6 +157,7 @@ class VoiceNet(nn.Module):
             raise ValueError(f"unknown voice head {head!r}; known: {', '.join(HEADS)}")
         w = width
         cin = channels_of(frontend)
+        self.wave = WaveFrontEnd() if frontend == "wave" else None
         self.input_norm = nn.BatchNorm2d(cin)
         # On the 256-bin spectrogram a tall stem kernel sees a few harmonics (9 bins = 280 Hz) before striding
         # frequency by 4, so the stages after it run on a grid (64 x 100) close to the filterbank's (40 x 100).
@@ -150,6 +174,8 @@ class VoiceNet(nn.Module):
             self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(8 * w, 1))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.wave is not None:
+            feats = self.wave(feats)
         h = self.stages(self.stem(self.input_norm(feats)))
         pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
         if self.head_kind == "oc":
