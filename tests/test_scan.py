@@ -191,9 +191,10 @@ def test_precision_setting(monkeypatch):
         FaceBlendDetector()
 
 
-def test_a_photo_is_scored_with_its_mirror_image(scanner, tmp_path):
+def test_a_photo_is_scored_with_its_mirror_image(scanner, twin, tmp_path, monkeypatch):
     """Still photos: each face's logit is the mean over the face and its mirror image (the two differ by up to
     ~1.3 logits on these faces); a video scores frames as they are (its track averages many frames)."""
+    from deepscreen.detectors import FaceDetector
     from deepscreen.faces.align import align_face
 
     det = scanner.face_detectors[0]
@@ -215,3 +216,9 @@ def test_a_photo_is_scored_with_its_mirror_image(scanner, tmp_path):
         assert seen.logit == pytest.approx(both.logits[0], abs=0.01)
         gaps.append(abs(plain - mirrored))
     assert max(gaps) > 0.3  # the test can tell mirrored from plain scoring
+
+    calls = []
+    monkeypatch.setattr(det, "score_mirrored", lambda crops: calls.append(len(crops)) or FaceDetector.score_mirrored(
+        det, crops))
+    assert scanner.scan(twin[1]["real"]).kind == "video" and calls == []
+    assert scanner.scan(twin[0] / "real.jpg").kind == "image" and calls == [1]
