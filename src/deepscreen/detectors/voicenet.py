@@ -14,8 +14,9 @@ Front ends (numbers in models/voice.md):
 - wave: no fixed transform at all. A small strided 1-D CNN reads the waveform itself (gain removed) and makes an
   80-row, 10 ms "learnt spectrogram" for the same 2-D network, as RawNet2 / AASIST front ends learn their filters
   (Tak et al. 2021). Its first filters span 2 ms, so unlike any magnitude spectrum it can see phase. With
-  Griffin-Lim held out it ranks it far better than any spectrum (AUC 0.77 vs 0.53) but loses Piper TTS (0.51), so
-  not shipped (models/voice.md, "learnt waveform front end").
+  Griffin-Lim held out it ranks it far better than any spectrum (AUC 0.77 vs 0.53), but it misses held-out HiFi-GAN
+  (0.40) and Piper TTS: it learns rebuilt phase, not neural vocoders. Not shipped (models/voice.md, "learnt
+  waveform front end").
 """
 
 from __future__ import annotations
