@@ -8,7 +8,8 @@ import pytest
 
 from deepscreen.faces.align import CROP_SIZE, align_face
 from deepscreen.faces.detect import FaceAnalyzer
-from deepscreen.synthesis.sbi import boundary, degrade, donor_blend, make_mask, self_blend, similarity_transform
+from deepscreen.synthesis.sbi import (boundary, degrade, donor_blend, grade, make_mask, self_blend,
+                                     similarity_transform)
 from deepscreen.training.data import MAP_SIZE, make_pair, split_of
 
 
@@ -107,6 +108,32 @@ def test_training_pair_shapes_and_determinism(face):
     assert real.shape == fake.shape == (CROP_SIZE, CROP_SIZE, 3)
     assert fmap.shape == (MAP_SIZE, MAP_SIZE) and 0 <= fmap.min() and fmap.max() <= 1
     assert all(np.array_equal(x, y) for x, y in zip(a, b)), "same seed, same pair"
+
+
+def test_grade_changes_the_look_not_the_structure(face):
+    """A colour grade is global: the colours move a lot, the edges and texture stay where they were."""
+    rgb, lms = face
+    crop, _ = align_face(rgb, lms)
+    rng = np.random.default_rng(2)
+    lap = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)  # noqa: E731
+    shifts = []
+    for _ in range(8):
+        out = grade(crop, rng)
+        assert out.shape == crop.shape and out.dtype == np.uint8
+        assert np.corrcoef(lap(crop).ravel(), lap(out).ravel())[0, 1] > 0.8
+        shifts.append(np.abs(out.astype(float).mean((0, 1)) - crop.astype(float).mean((0, 1))).max())
+    assert np.median(shifts) > 5  # levels of the mean colour: a visible change of look
+
+
+def test_grading_is_drawn_only_when_asked(face):
+    """grade_p = 0 keeps the random stream of the recipes without grading; grade_p = 1 grades both crops."""
+    rgb, lms = face
+    plain = make_pair(rgb, lms, np.random.default_rng(4))
+    zero = make_pair(rgb, lms, np.random.default_rng(4), grade_p=0.0)
+    graded = make_pair(rgb, lms, np.random.default_rng(4), grade_p=1.0)
+    assert all(np.array_equal(x, y) for x, y in zip(plain, zero))
+    assert not np.array_equal(plain[0], graded[0]) and not np.array_equal(plain[1], graded[1])
+    assert np.array_equal(plain[2], graded[2])  # the boundary map does not depend on the look
 
 
 def test_degrade_keeps_shape_and_type(face):

@@ -167,7 +167,8 @@ def test_scan_audio_file(scanner, tmp_path, held_out):
     assert v.voice.speech_s > 3 and v.voice.segments and v.voice.segments[0].start_s >= 1.3
     assert [p.time_s for p in v.voice.timeline] == [float(t) for t in range(len(v.voice.timeline))]
     assert v.voice.timeline[0].probability is None  # the first 1.5 s are silence
-    assert [e.detector for e in v.evidence] == ["voice"] and [m.name for m in v.models] == ["voice"]
+    assert [e.detector for e in v.evidence] == ["voice"]
+    assert [m.name for m in v.models] == ["voice", "voice_wave"]
     d = v.to_dict()
     assert d["voice"]["timeline"] and d["voice"]["segments"]
 
@@ -190,7 +191,7 @@ def test_video_gets_face_and_voice_and_the_cross_check(scanner, tmp_path, held_o
     v = scanner.scan(dub)
     assert v.kind == "video" and v.error is None and v.faces and v.voice is not None
     assert {e.detector for e in v.evidence} == {"face_blend", "voice"}
-    assert [m.name for m in v.models] == ["face_blend", "voice"]
+    assert [m.name for m in v.models] == ["face_blend", "voice", "voice_wave"]
     assert v.voice.probability is not None and v.voice.probability >= 0.5
     assert v.probability == max(v.voice.probability, v.faces[0].probability)
     if v.faces[0].probability < 0.25:
@@ -319,6 +320,7 @@ def test_waveform_front_end_learns_and_round_trips(tmp_path):
 def test_test_table_covers_every_generator_and_marks_the_unseen(held_out):
     """The table `train-voice --eval-only` prints for the committed weights, on 4 held-out utterances."""
     from deepscreen.config import MODELS_DIR
+    from deepscreen.detectors.voice import VoiceDetector
     from deepscreen.detectors.voicenet import load_weights
     from deepscreen.training.voice_data import _pack
     from deepscreen.training.voice_train import config_of, format_report, score_test_split
@@ -329,8 +331,8 @@ def test_test_table_covers_every_generator_and_marks_the_unseen(held_out):
     rng = np.random.default_rng(5)
     names = [*synth.GENERATORS, *synth.UNSEEN]
     data = {"real": pack(clips), **{g: pack([synth.resynthesize(g, x, rng) for x in clips]) for g in names}}
-    model, meta = load_weights(MODELS_DIR / "voice.safetensors")
-    report = score_test_split(model, tuple(meta["platt"]), config_of(meta), data)
+    _, meta = load_weights(MODELS_DIR / "voice.safetensors")
+    report = score_test_split(VoiceDetector().score_windows, config_of(meta), data)  # as the scanner scores
     assert list(report["generators"]) == names and report["counts"]["test_real"] == 4
     assert [g for g, r in report["generators"].items() if r["unseen"]] == list(synth.UNSEEN)
     assert not any(r["held_out"] for r in report["generators"].values())
@@ -392,3 +394,53 @@ def test_random_eq_recolours_some_windows_and_keeps_the_rest(held_out):
     assert np.allclose(np.abs(y).max(1), np.abs(x).max(1), rtol=0.05)  # same peak level
     shift = (features(y) - features(x)).abs().mean(dim=(1, 2, 3)).numpy()
     assert np.all(shift[changed] > 0.3) and np.all(shift[~changed] == 0)
+
+
+# ---------------------------------------------------------------- two models, one detector
+
+
+def test_calibrated_max_keeps_the_most_suspicious_expert():
+    """Each model's logits go through its own calibration, then the higher one per window counts."""
+    import torch
+
+    from deepscreen.detectors.voicenet import Branch, VoiceNet, calibrated_max, score_windows
+
+    torch.manual_seed(0)
+    windows = np.random.default_rng(0).standard_normal((5, 32000)).astype(np.float32) * 0.1
+    linear, wave = VoiceNet(8, "linear").eval(), VoiceNet(8, "wave").eval()
+    a = Branch(linear, "linear", (0.5, -1.0))
+    b = Branch(wave, "wave", (2.0, 0.3))
+    za = 0.5 * score_windows(linear, windows, "linear") - 1.0
+    zb = 2.0 * score_windows(wave, windows, "wave") + 0.3
+    assert np.allclose(calibrated_max([a], windows), za, atol=1e-5)
+    both = calibrated_max([a, b], windows)
+    assert np.allclose(both, np.maximum(za, zb), atol=1e-5)
+    assert calibrated_max([a, b], windows[:0]).shape == (0,)
+
+
+def test_voice_detector_uses_the_waveform_model_when_it_is_there(tmp_path, held_out):
+    """models/ ships both files: the detector lists both (names and hashes) and scores with the pair; with the
+    filterbank model alone it still works, as version 1.0."""
+    import shutil
+
+    from deepscreen.config import MODELS_DIR
+    from deepscreen.detectors.voice import VoiceDetector
+    from deepscreen.detectors.voicenet import Branch, calibrated_max
+
+    pair = VoiceDetector()
+    assert [m.name for m in pair.models()] == ["voice", "voice_wave"] and pair.version == "1.1"
+    assert len({m.sha256 for m in pair.models()}) == 2
+    shutil.copy(MODELS_DIR / "voice.safetensors", tmp_path / "voice.safetensors")
+    alone = VoiceDetector(weights=tmp_path / "voice.safetensors")
+    assert [m.name for m in alone.models()] == ["voice"] and alone.version == "1.0"
+    windows = np.stack([held_out[0][:32000], held_out[1][:32000]])
+    z_pair, z_alone = pair.score_windows(windows), alone.score_windows(windows)
+    z_wave = calibrated_max([Branch.load(MODELS_DIR / "voice_wave.safetensors")], windows)
+    assert np.allclose(z_pair, np.maximum(z_alone, z_wave), atol=1e-5)
+
+
+def test_pair_with_a_front_end_is_a_one_line_error():
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train-voice", "--pair", "--frontend", "wave"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().startswith("deepscreen: error: --pair trains both front ends")

@@ -34,6 +34,8 @@ def train(
                                   "CPUs with native bfloat16) or float32."),
     donor_p: float = typer.Option(0.0, help="Share of forgeries with a region from another person's face instead "
                                   "of a self-blend (0 in the committed recipe)."),
+    grade_p: float = typer.Option(0.0, help="Chance that each training crop, real or fake, gets a random global "
+                                  "colour grade (0 in the committed recipe)."),
 ):
     """Train the face-blend detector on self-blended images of real faces (resumes from WORK if interrupted)."""
     from .training.train import PRECISIONS, TrainConfig, train as run
@@ -44,9 +46,10 @@ def train(
     if init is not None and not init.is_file():
         print(f"deepscreen: error: {init}: no such weights file", file=sys.stderr)
         raise typer.Exit(2)
-    if not 0.0 <= donor_p <= 1.0:
-        print(f"deepscreen: error: --donor-p {donor_p}: must be between 0 and 1", file=sys.stderr)
-        raise typer.Exit(2)
+    for flag, p in (("--donor-p", donor_p), ("--grade-p", grade_p)):
+        if not 0.0 <= p <= 1.0:
+            print(f"deepscreen: error: {flag} {p}: must be between 0 and 1", file=sys.stderr)
+            raise typer.Exit(2)
     work.mkdir(parents=True, exist_ok=True)
     log_file = open(work / "train.log", "a")
 
@@ -56,7 +59,7 @@ def train(
         log_file.flush()
 
     run(TrainConfig(data=data, out=out, work=work, steps=steps, seed=seed, init=init, lr_scale=lr_scale,
-                    precision=precision, donor_p=donor_p), log=log)
+                    precision=precision, donor_p=donor_p, grade_p=grade_p), log=log)
 
 
 @app.command("train-voice")
@@ -71,14 +74,19 @@ def train_voice(
                                  "channel), mel, spec (256 bins), or wave (learnt from the waveform)."),
     head: str = typer.Option("linear", help="Output head: linear (shipped) or oc (one-class softmax)."),
     augment: str = typer.Option("none", help="Training augmentation: none (shipped) or eq (random equaliser)."),
-    eval_only: bool = typer.Option(False, "--eval-only", help="No training: print the test table of the OUT weights."),
+    eval_only: bool = typer.Option(False, "--eval-only", help="No training: print the test table of the OUT weights "
+                                   "(with voice_wave.safetensors beside them, the pair as the scanner uses it)."),
+    pair: bool = typer.Option(False, "--pair", help="Train the filterbank and the waveform model and also report "
+                              "them combined, as the scanner uses them (the shipped recipe)."),
     seed: int = typer.Option(0),
 ):
     """Train the voice detector on real LibriSpeech and its vocoder copies (resumes from WORK if interrupted)."""
+    from .detectors.voice import WAVE_WEIGHTS, WEIGHTS
     from .detectors.voicenet import FRONTENDS, HEADS
     from .synthesis.voice import GENERATORS, OPTIONAL, UNSEEN
     from .training.voice_data import build, build_channels
-    from .training.voice_train import AUGMENTS, VoiceTrainConfig, assess, format_logo, format_report, train as run
+    from .training.voice_train import (AUGMENTS, VoiceTrainConfig, assess, assess_runs, format_logo, format_report,
+                                       train as run)
 
     unknown = set(exclude) - set(GENERATORS)
     if unknown:
@@ -112,27 +120,40 @@ def train_voice(
         if not out.is_file():
             print(f"deepscreen: error: {out}: no such weights file", file=sys.stderr)
             raise typer.Exit(2)
-        print(format_report(assess(out, cache)), flush=True)
+        wave = out.with_name(WAVE_WEIGHTS)
+        print(format_report(assess([out, wave] if out.name == WEIGHTS and wave.is_file() else [out], cache)),
+              flush=True)
         return
+    if pair and frontend != VoiceTrainConfig.frontend:
+        print("deepscreen: error: --pair trains both front ends (linear and wave); leave out --frontend",
+              file=sys.stderr)
+        raise typer.Exit(2)
     # once: vocoder copies and channel variants are cached in WORK
     data = build(cache, [*GENERATORS, *add, *UNSEEN], progress=show_build)
     for name, clips in data.items():
         build_channels(cache, name, clips, progress=show_build)
     runs = [[g] for g in GENERATORS] if logo else [exclude]
-    reports = []
+    reports, pairs = [], []
     for held_out in runs:
-        name = "all" if not held_out else "without_" + "_".join(held_out)
-        name += "" if frontend == VoiceTrainConfig.frontend else f"_{frontend}"
-        name += "" if head == VoiceTrainConfig.head else f"_{head}"
-        name += "" if augment == VoiceTrainConfig.augment else f"_{augment}"
-        name += "".join(f"_plus_{g}" for g in add)
-        cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), add=list(add), seed=seed, frontend=frontend,
-                               head=head, augment=augment)
-        # Only the model trained on every generator is the one shipped; leave-one-out models are for the table.
-        reports.append(run(cfg, cache, work / name, None if held_out else out, progress=show_step))
-        print(format_report(reports[-1]), flush=True)
+        dirs = []
+        for fe in ("linear", "wave") if pair else (frontend,):
+            name = "all" if not held_out else "without_" + "_".join(held_out)
+            name += "" if fe == VoiceTrainConfig.frontend else f"_{fe}"
+            name += "" if head == VoiceTrainConfig.head else f"_{head}"
+            name += "" if augment == VoiceTrainConfig.augment else f"_{augment}"
+            name += "".join(f"_plus_{g}" for g in add)
+            cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), add=list(add), seed=seed, frontend=fe,
+                                   head=head, augment=augment)
+            # Only models trained on every generator are shipped; leave-one-out models are for the table.
+            dest = None if held_out else (out.with_name(WAVE_WEIGHTS) if fe == "wave" and pair else out)
+            reports.append(run(cfg, cache, work / name, dest, progress=show_step))
+            print(format_report(reports[-1]), flush=True)
+            dirs.append(work / name)
+        if pair:
+            pairs.append(assess_runs(dirs, cache))
+            print(format_report(pairs[-1]), flush=True)
     if logo:
-        print(format_logo(reports), flush=True)
+        print(format_logo(pairs or reports), flush=True)
 
 
 @app.command()

@@ -10,11 +10,12 @@ import numpy as np
 
 from ..config import MODELS_DIR
 from ..media.speech import SpeechSegment
-from ..verdict import VoiceAnalysis, VoicePoint, VoiceSegment
+from ..verdict import ModelInfo, VoiceAnalysis, VoicePoint, VoiceSegment
 from . import Detector, register
-from .voicenet import RATE, WINDOW_S, load_weights, score_windows
+from .voicenet import RATE, WINDOW_S, Branch, calibrated_max, load_weights
 
 WEIGHTS = "voice.safetensors"
+WAVE_WEIGHTS = "voice_wave.safetensors"  # optional second model
 MIN_SPEECH_S = 1.0
 _WIN = int(WINDOW_S * RATE)
 
@@ -51,17 +52,33 @@ def cut_windows(samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray
 
 @register
 class VoiceDetector(Detector):
+    """The filterbank model (`voice.safetensors`) and, when its weights are beside it, the waveform model
+    (`voice_wave.safetensors`): each window gets the higher of their calibrated scores (`calibrated_max`)."""
+
     name = "voice"
-    version = "1.0"
+    version = "1.1"
     modality = "voice"
 
-    def __init__(self, weights=None):
+    def __init__(self, weights=None, wave_weights=None):
         path = weights or MODELS_DIR / WEIGHTS
-        self.model, self.meta = self._load_weights(path, load_weights, "deepscreen train-voice")
-        self.frontend = self.meta.get("frontend", "linear")
+        model, meta = self._load_weights(path, load_weights, "deepscreen train-voice")
+        self.branches = [Branch(model, meta.get("frontend", "linear"), (self.a, self.b))]
+        self._infos = [self._info]
+        wave = wave_weights or path.with_name(WAVE_WEIGHTS)
+        if wave.exists():
+            model, meta = self._load_weights(wave, load_weights, "deepscreen train-voice --frontend wave")
+            self.branches.append(Branch(model, meta.get("frontend", "wave"), (self.a, self.b)))
+            self._infos.append(self._info)
+        else:
+            self.version = "1.0"  # the filterbank model alone, as shipped before the waveform model
+        self.a, self.b = 1.0, 0.0  # each branch carries its own calibration
+
+    def models(self) -> list[ModelInfo]:
+        return list(self._infos)
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
-        return score_windows(self.model, windows, self.frontend)
+        """Calibrated log-odds per 2 s window."""
+        return calibrated_max(self.branches, windows)
 
     def analyse(self, samples: np.ndarray, segments: list[SpeechSegment]) -> VoiceAnalysis:
         """Score the speech in 16 kHz mono audio; `segments` come from media.speech.SpeechFinder."""

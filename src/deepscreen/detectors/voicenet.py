@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -111,6 +112,29 @@ def score_windows(model: "VoiceNet", windows: np.ndarray, frontend: str = "linea
         for s in range(0, len(windows), chunk):
             out.append(model(features(windows[s:s + chunk], frontend)).numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+@dataclass
+class Branch:
+    """One trained VoiceNet, its front end and its Platt calibration (p = sigmoid(a * logit + b))."""
+
+    model: "VoiceNet"
+    frontend: str
+    platt: tuple[float, float]
+
+    @classmethod
+    def load(cls, path: Path) -> "Branch":
+        model, meta = load_weights(path)
+        return cls(model, meta.get("frontend", "linear"), tuple(meta["platt"]))
+
+
+def calibrated_max(branches: list[Branch], windows: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """Window scores of one or more models, each through its own calibration (so all are log-odds of "synthetic"
+    on one scale), the highest kept. The models are experts on different traces (the filterbank: neural vocoders and
+    TTS; the waveform: phase rebuilt from a magnitude, models/voice.md), so a window is as suspicious as the expert
+    that finds it most suspicious. One model: just its calibrated logits."""
+    return np.max([a * score_windows(b.model, windows, b.frontend, chunk) + c
+                   for b in branches for a, c in [b.platt]], axis=0)
 
 
 class _Block(nn.Module):

@@ -200,6 +200,26 @@ def boundary(mask: np.ndarray) -> np.ndarray:
     return 4.0 * mask * (1.0 - mask)
 
 
+def grade(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random global photo "look", as photographers and phone filters apply to a whole picture: split toning
+    (shadows and highlights tinted apart), per-channel tone curves, a saturation change and a vignette.
+
+    Applied to real and fake crops alike (each at random), so a graded photo is not evidence of a blend. Without it
+    the detector learnt a little of "unusual colour = fake": graded real LFW faces were flagged 14 % of the time
+    instead of 2 %, and the real photos of dev/yonsei it flags most are the stylised, colour-graded ones."""
+    x = rgb.astype(np.float32) / 255.0
+    lum = x.mean(-1, keepdims=True)
+    x = x + (1 - lum) * rng.uniform(-0.12, 0.12, 3) + lum * rng.uniform(-0.12, 0.12, 3)
+    x = np.clip(x, 0, 1) ** rng.uniform(0.7, 1.4, 3)
+    grey = x.mean(-1, keepdims=True)
+    x = grey + (x - grey) * rng.uniform(0.4, 1.8)
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r2 = ((yy - h / 2) / h) ** 2 + ((xx - w / 2) / w) ** 2
+    x = x * (1 - rng.uniform(0, 1.0) * r2)[..., None]
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def degrade(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Post-processing applied to real and fake alike, so compression and resizing are never a cue for 'fake'."""
     img = np.ascontiguousarray(rgb)

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..faces.align import CROP_SIZE, align_face
-from ..synthesis.sbi import boundary, degrade, donor_blend, self_blend
+from ..synthesis.sbi import boundary, degrade, donor_blend, grade, self_blend
 
 MAP_SIZE = CROP_SIZE // 16  # the boundary head's resolution
 
@@ -63,9 +63,11 @@ def load_faceset(root: Path, cache: Path, progress=None) -> FaceSet:
     return FaceSet(paths, np.stack(lms).astype(np.float32), root)
 
 
-def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter: bool = True, donor=None):
+def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter: bool = True, donor=None,
+              grade_p: float = 0.0):
     """One real crop and its self-blended twin, each post-processed independently, plus the fake's boundary map.
     With `donor` = (rgb, landmarks) of another person, the twin has a region of the donor's face instead.
+    `grade_p`: chance that each crop gets a random global colour grade (synthesis.sbi.grade).
 
     Returns (real, fake, fake_map) with crops (S,S,3) uint8 and map (MAP_SIZE, MAP_SIZE) float32.
     """
@@ -78,6 +80,8 @@ def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter
     fmap = cv2.resize(fmap, (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:  # mirror the pair together so the map still matches the fake
         real, fake, fmap = real[:, ::-1], fake[:, ::-1], fmap[:, ::-1]
+    if grade_p > 0:  # (no draw at 0: the recipes without grading keep their random stream)
+        real, fake = (grade(c, rng) if rng.random() < grade_p else c for c in (real, fake))
     return degrade(real, rng), degrade(fake, rng), np.ascontiguousarray(fmap, dtype=np.float32)
 
 

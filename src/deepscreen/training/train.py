@@ -50,9 +50,11 @@ class TrainConfig:
     # Share of forgeries with a region pasted from another training person (synthesis.sbi.donor_blend) instead
     # of a self-blend; 0 in the committed recipe.
     donor_p: float = 0.0
+    # Chance that each training crop (real or fake) gets a random global colour grade (synthesis.sbi.grade).
+    grade_p: float = 0.0
 
 
-def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float = 0.0):
+def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float = 0.0, grade_p: float = 0.0):
     idx = rng.integers(0, len(faces.paths), pairs)
     crops, maps = [], []
     for i in idx:
@@ -60,7 +62,7 @@ def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float 
         if donor_p > 0 and rng.random() < donor_p:
             j = _other_person(faces, i, rng)
             donor = (faces.image(j), faces.landmarks[j])
-        real, fake, fmap = make_pair(faces.image(i), faces.landmarks[i], rng, donor=donor)
+        real, fake, fmap = make_pair(faces.image(i), faces.landmarks[i], rng, donor=donor, grade_p=grade_p)
         crops += [real, fake]
         maps += [np.zeros_like(fmap), fmap]
     labels = torch.tensor([0.0, 1.0] * pairs)
@@ -141,7 +143,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         decay = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * warm * decay
-        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch, cfg.donor_p)
+        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch, cfg.donor_p, cfg.grade_p)
         with torch.autocast("cpu", torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             logit, map_logit = model(x)
         loss_cls = bce(logit.float(), y)

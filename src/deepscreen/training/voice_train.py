@@ -17,13 +17,14 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..detectors.voice import cut_windows, speech_windows, utterance_logit
-from ..detectors.voicenet import (RATE, WINDOW_S, VoiceNet, features, load_weights, oc_softmax_loss, save_weights,
-                                  score_windows)
+from ..detectors.voicenet import (RATE, WINDOW_S, Branch, VoiceNet, calibrated_max, features, load_weights,
+                                  oc_softmax_loss, save_weights, score_windows)
 from ..media.speech import SpeechFinder
 from ..synthesis.voice import GENERATORS, OPTIONAL, UNSEEN, codec_roundtrip
 from .metrics import auc, eer, fit_platt, sigmoid
@@ -91,8 +92,15 @@ def _batch(clean: dict[str, Clips], channels: dict[str, Clips], idx: dict, gens:
     return np.stack(xs).astype(np.float32), np.array(ys, np.float32)
 
 
-def evaluate(model: VoiceNet, data: dict[str, Clips], split: str, sources: list[str],
-             channels: tuple[str, ...] = ("clean",), frontend: str = "linear") -> dict:
+Scorer = Callable[[np.ndarray], np.ndarray]  # (N, samples) windows -> (N,) logits
+
+
+def model_scorer(model: VoiceNet, frontend: str) -> Scorer:
+    return lambda windows: score_windows(model, windows, frontend)
+
+
+def evaluate(scorer: Scorer, data: dict[str, Clips], split: str, sources: list[str],
+             channels: tuple[str, ...] = ("clean",)) -> dict:
     """Utterance-level logits per (source, channel) on one speaker split, through the scanner's own path:
     speech segments from silero-vad, 2 s windows over them, the top-half mean of window logits."""
     finder = SpeechFinder()
@@ -106,7 +114,7 @@ def evaluate(model: VoiceNet, data: dict[str, Clips], split: str, sources: list[
                 if ch != "clean":
                     x = codec_roundtrip(x, ch)
                 spans = speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), WIN))]
-                logits.append(utterance_logit(score_windows(model, cut_windows(x, spans), frontend)))
+                logits.append(utterance_logit(scorer(cut_windows(x, spans))))
             out.setdefault(src, {})[ch] = logits
     return out
 
@@ -164,10 +172,11 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     train_s = trained_before + time.time() - started
 
     data = build(cache, tested_generators(cfg))  # held-out and unseen ones included, for the test table
-    a, b = fit_calibration(model, data, gens, cfg.frontend)
-    report = {"config": asdict(cfg), "train_s": round(train_s), **score_test_split(model, (a, b), cfg, data)}
+    a, b = fit_calibration(model_scorer(model, cfg.frontend), data, gens)
+    report = {"config": asdict(cfg), "train_s": round(train_s), "platt": [a, b],
+              **score_test_split(calibrated(model_scorer(model, cfg.frontend), (a, b)), cfg, data)}
     if out is not None:
-        meta = {"name": "voice", "version": "1.0", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
+        meta = {"name": "voice" if cfg.frontend == "linear" else f"voice_{cfg.frontend}", "version": "1.1", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
                 "frontend": cfg.frontend, "head": cfg.head, "generators": gens, "steps": cfg.steps}
         save_weights(model, out, meta)
     (work / "report.json").write_text(json.dumps(report, indent=1))
@@ -182,9 +191,9 @@ def tested_generators(cfg: VoiceTrainConfig) -> list[str]:
     return [*GENERATORS, *cfg.add, *UNSEEN]
 
 
-def fit_calibration(model: VoiceNet, data: dict[str, Clips], gens: list[str], frontend: str) -> tuple[float, float]:
+def fit_calibration(scorer: Scorer, data: dict[str, Clips], gens: list[str]) -> tuple[float, float]:
     """Platt scaling on held-out *validation* speakers, every generator in training, clean and coded."""
-    val = evaluate(model, data, "val", gens, ("clean", "mp3_64k", "opus_24k"), frontend)
+    val = evaluate(scorer, data, "val", gens, ("clean", "mp3_64k", "opus_24k"))
     # Classes balanced (each real utterance counted once per generator) so p = 0.5 means even odds, as for the
     # face detector: with one real per five fakes the fit would learn a 5:1 prior and flag real speech.
     real = [z for ch in val["real"].values() for z in ch] * len(gens)
@@ -192,16 +201,20 @@ def fit_calibration(model: VoiceNet, data: dict[str, Clips], gens: list[str], fr
     return fit_platt(np.r_[np.zeros(len(real)), np.ones(len(fake))], np.r_[real, fake])
 
 
-def score_test_split(model: VoiceNet, platt: tuple[float, float], cfg: VoiceTrainConfig,
-                     data: dict[str, Clips]) -> dict:
-    """Test speakers: per generator EER/AUC (clean, and pooled with MP3/Opus copies of both classes), the detection
+def calibrated(scorer: Scorer, platt: tuple[float, float]) -> Scorer:
+    a, b = platt
+    return lambda windows: a * scorer(windows) + b
+
+
+def score_test_split(scorer: Scorer, cfg: VoiceTrainConfig, data: dict[str, Clips]) -> dict:
+    """`scorer` gives calibrated log-odds (`calibrated`, or the scanner's `calibrated_max` of several models). Test
+    speakers: per generator EER/AUC (clean, and pooled with MP3/Opus copies of both classes), the detection
     rate and the real-speech false-positive rate at p = 0.5. Generators in cfg.exclude are marked held out;
     UNSEEN ones (never trained on by any recipe) are marked unseen."""
     names = tested_generators(cfg)
-    test = evaluate(model, data, "test", names, ("clean", "mp3_64k", "opus_24k"), cfg.frontend)
-    a, b = platt
-    report = {"platt": [a, b], "generators": {}}
-    p = lambda zs: sigmoid(a * np.asarray(zs) + b)  # noqa: E731
+    test = evaluate(scorer, data, "test", names, ("clean", "mp3_64k", "opus_24k"))
+    report = {"generators": {}}
+    p = lambda zs: sigmoid(np.asarray(zs))  # noqa: E731
     for g in names:
         e, u = _eer_auc(test["real"]["clean"], test[g]["clean"])
         e_all, u_all = _eer_auc([z for v in test["real"].values() for z in v], [z for v in test[g].values() for z in v])
@@ -219,13 +232,38 @@ def score_test_split(model: VoiceNet, platt: tuple[float, float], cfg: VoiceTrai
     return report
 
 
-def assess(weights: Path, cache: Path) -> dict:
-    """The test table of committed weights, with the calibration they carry (`train-voice --eval-only`)."""
+def assess(weights: list[Path], cache: Path) -> dict:
+    """The test table of committed weights, with the calibration they carry (`train-voice --eval-only`). Several
+    files are scored as the scanner combines them (`calibrated_max`)."""
     torch.set_num_threads(2)
-    model, meta = load_weights(weights)
-    cfg = config_of(meta)
+    loaded = [load_weights(w) for w in weights]
+    branches = [Branch(m, meta.get("frontend", "linear"), tuple(meta["platt"])) for m, meta in loaded]
+    return _assess_branches(branches, [config_of(meta) for _, meta in loaded], cache)
+
+
+def assess_runs(runs: list[Path], cache: Path) -> dict:
+    """The same for training runs (their last checkpoint and the calibration in their report), e.g. the filterbank
+    and the waveform model trained without the same generator: one row of the pair's leave-one-out table."""
+    torch.set_num_threads(2)
+    branches, cfgs = [], []
+    for run in runs:
+        state = torch.load(run / "checkpoint.pt", weights_only=False)
+        cfg = VoiceTrainConfig(**{**asdict(VoiceTrainConfig()), **state["config"]})
+        model = VoiceNet(cfg.width, cfg.frontend, cfg.head)
+        model.load_state_dict(state["model"])
+        platt = json.loads((run / "report.json").read_text())["platt"]
+        branches.append(Branch(model.eval(), cfg.frontend, tuple(platt)))
+        cfgs.append(cfg)
+    return _assess_branches(branches, cfgs, cache)
+
+
+def _assess_branches(branches: list[Branch], cfgs: list[VoiceTrainConfig], cache: Path) -> dict:
+    trained = {g for c in cfgs for g in trained_generators(c)}
+    cfg = VoiceTrainConfig(steps=cfgs[0].steps, exclude=[g for g in GENERATORS if g not in trained],
+                           add=sorted({g for c in cfgs for g in c.add}), frontend="+".join(c.frontend for c in cfgs))
     data = build(cache, tested_generators(cfg))
-    return {"config": asdict(cfg), "train_s": 0, **score_test_split(model, tuple(meta["platt"]), cfg, data)}
+    return {"config": asdict(cfg), "train_s": 0,
+            **score_test_split(lambda windows: calibrated_max(branches, windows), cfg, data)}
 
 
 def config_of(meta: dict) -> VoiceTrainConfig:
