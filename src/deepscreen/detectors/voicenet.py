@@ -15,8 +15,8 @@ Front ends (numbers in models/voice.md):
   80-row, 10 ms "learnt spectrogram" for the same 2-D network, as RawNet2 / AASIST front ends learn their filters
   (Tak et al. 2021). Its first filters span 2 ms, so unlike any magnitude spectrum it can see phase. With
   Griffin-Lim held out it ranks it far better than any spectrum (AUC 0.77 vs 0.53), but it misses held-out HiFi-GAN
-  (0.40) and Piper TTS: it learns rebuilt phase, not neural vocoders. Not shipped (models/voice.md, "learnt
-  waveform front end").
+  (0.40) and Piper TTS: it learns rebuilt phase, not neural vocoders. So it is not used alone but beside the
+  linear model (v1.1: `calibrated_max` of the two; models/voice.md).
 """
 
 from __future__ import annotations
