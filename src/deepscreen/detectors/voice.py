@@ -65,7 +65,7 @@ class VoiceDetector(Detector):
         self.branches = [Branch(model, meta.get("frontend", "linear"), (self.a, self.b))]
         self._infos = [self._info]
         wave = wave_weights or path.with_name(WAVE_WEIGHTS)
-        if wave.exists():
+        if wave_weights is not None or wave.exists():  # asked for by name: a missing file is an error
             model, meta = self._load_weights(wave, load_weights, "deepscreen train-voice --frontend wave")
             self.branches.append(Branch(model, meta.get("frontend", "wave"), (self.a, self.b)))
             self._infos.append(self._info)

@@ -176,7 +176,8 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     report = {"config": asdict(cfg), "train_s": round(train_s), "platt": [a, b],
               **score_test_split(calibrated(model_scorer(model, cfg.frontend), (a, b)), cfg, data)}
     if out is not None:
-        meta = {"name": "voice" if cfg.frontend == "linear" else f"voice_{cfg.frontend}", "version": "1.1", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
+        name = "voice" if cfg.frontend == "linear" else f"voice_{cfg.frontend}"  # voice_wave: the pair's second
+        meta = {"name": name, "version": "1.1", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
                 "frontend": cfg.frontend, "head": cfg.head, "generators": gens, "steps": cfg.steps}
         save_weights(model, out, meta)
     (work / "report.json").write_text(json.dumps(report, indent=1))
