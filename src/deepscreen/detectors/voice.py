@@ -109,7 +109,8 @@ class VoiceDetector(Detector):
         flagged = [s for s in segments if s.probability >= 0.5]
         if probability >= 0.5:
             where = ", ".join(f"{s.start_s:.1f}-{s.end_s:.1f} s" for s in flagged[:4]) or "across the speech"
-            return (f"the voice sounds synthetic ({probability:.0%}): vocoder artefacts in the spectrum or waveform at {where}")
+            return (f"the voice sounds synthetic ({probability:.0%}): vocoder artefacts in the spectrum or waveform "
+                    f"at {where}")
         if probability >= 0.25:
             return f"weak signs of a synthetic voice ({probability:.0%}) in {speech_s:.0f} s of speech"
         return f"the voice sounds natural ({probability:.0%} synthetic) over {speech_s:.0f} s of speech"
