@@ -62,12 +62,12 @@ class VoiceDetector(Detector):
     def __init__(self, weights=None, wave_weights=None):
         path = weights or MODELS_DIR / WEIGHTS
         model, meta = self._load_weights(path, load_weights, "deepscreen train-voice")
-        self.branches = [Branch(model, meta.get("frontend", "linear"), (self.a, self.b))]
+        self.branches = [Branch.of(model, meta)]
         self._infos = [self._info]
         wave = wave_weights or path.with_name(WAVE_WEIGHTS)
         if wave_weights is not None or wave.exists():  # asked for by name: a missing file is an error
             model, meta = self._load_weights(wave, load_weights, "deepscreen train-voice --frontend wave")
-            self.branches.append(Branch(model, meta.get("frontend", "wave"), (self.a, self.b)))
+            self.branches.append(Branch.of(model, meta))
             self._infos.append(self._info)
         else:
             self.version = "1.0"  # the filterbank model alone, as shipped before the waveform model

@@ -123,9 +123,13 @@ class Branch:
     platt: tuple[float, float]
 
     @classmethod
-    def load(cls, path: Path) -> "Branch":
-        model, meta = load_weights(path)
+    def of(cls, model: "VoiceNet", meta: dict) -> "Branch":
+        """From weights loaded with `load_weights` (their metadata holds the front end and the calibration)."""
         return cls(model, meta.get("frontend", "linear"), tuple(meta["platt"]))
+
+    @classmethod
+    def load(cls, path: Path) -> "Branch":
+        return cls.of(*load_weights(path))
 
 
 def calibrated_max(branches: list[Branch], windows: np.ndarray, chunk: int = 32) -> np.ndarray:

@@ -238,7 +238,7 @@ def assess(weights: list[Path], cache: Path) -> dict:
     files are scored as the scanner combines them (`calibrated_max`)."""
     torch.set_num_threads(2)
     loaded = [load_weights(w) for w in weights]
-    branches = [Branch(m, meta.get("frontend", "linear"), tuple(meta["platt"])) for m, meta in loaded]
+    branches = [Branch.of(m, meta) for m, meta in loaded]
     return _assess_branches(branches, [config_of(meta) for _, meta in loaded], cache)
 
 
