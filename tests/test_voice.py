@@ -344,6 +344,34 @@ def test_test_table_covers_every_generator_and_marks_the_unseen(held_out):
     assert "(never trained on)" in text and "phase_vocoder" in text and "piper" in text
 
 
+def test_one_pass_gives_each_model_and_the_pair_as_the_scanner_scores_them(held_out):
+    """`train-voice --pair` and `--eval-only` score both models and the pair in one pass (`evaluate_views`): each
+    table must be what scoring that model alone, or the scanner itself, gives."""
+    from deepscreen.config import MODELS_DIR
+    from deepscreen.detectors.voice import VoiceDetector
+    from deepscreen.detectors.voicenet import Branch, calibrated_logits, calibrated_max
+    from deepscreen.training.voice_data import _pack
+    from deepscreen.training.voice_train import evaluate, evaluate_views
+
+    speaker = next(f"s{i}" for i in range(999) if split_of(f"s{i}") == "test")
+    clips = [x[: 16000 * 3] for x in held_out[:3]]
+    pack = lambda xs: _pack(xs, [speaker] * len(xs), [f"u{i}" for i in range(len(xs))])  # noqa: E731
+    data = {"real": pack(clips), "griffin_lim": pack([synth.resynthesize("griffin_lim", x, np.random.default_rng(1))
+                                                      for x in clips])}
+    branches = [Branch.load(MODELS_DIR / "voice.safetensors"), Branch.load(MODELS_DIR / "voice_wave.safetensors")]
+    views = {"linear": lambda z: z[0], "wave": lambda z: z[1], "pair": lambda z: z.max(axis=0)}
+    got = evaluate_views(lambda w: calibrated_logits(branches, w), views, data, "test", ["griffin_lim"],
+                         ("clean", "mp3_64k"))
+    for name, scorer in [("linear", lambda w: calibrated_max(branches[:1], w)),
+                         ("wave", lambda w: calibrated_max(branches[1:], w)), ("pair", VoiceDetector().score_windows)]:
+        alone = evaluate(scorer, data, "test", ["griffin_lim"], ("clean", "mp3_64k"))
+        for src in ("real", "griffin_lim"):
+            for ch in ("clean", "mp3_64k"):
+                assert len(got[name][src][ch]) == 3
+                assert np.allclose(got[name][src][ch], alone[src][ch], atol=1e-4), (name, src, ch)
+    assert not np.allclose(got["linear"]["real"]["clean"], got["wave"]["real"]["clean"])  # two different models
+
+
 def test_eval_only_without_weights_is_a_one_line_error(tmp_path):
     res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train-voice", "--eval-only",
                           "--out", str(tmp_path / "none.safetensors")], capture_output=True, text=True, timeout=300)

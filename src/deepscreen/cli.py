@@ -121,8 +121,8 @@ def train_voice(
             print(f"deepscreen: error: {out}: no such weights file", file=sys.stderr)
             raise typer.Exit(2)
         wave = out.with_name(WAVE_WEIGHTS)
-        print(format_report(assess([out, wave] if out.name == WEIGHTS and wave.is_file() else [out], cache)),
-              flush=True)
+        tables = assess([out, wave] if out.name == WEIGHTS and wave.is_file() else [out], cache)
+        print("\n\n".join(format_report(t) for t in tables.values()), flush=True)
         return
     if pair and frontend != VoiceTrainConfig.frontend:
         print("deepscreen: error: --pair trains both front ends (linear and wave); leave out --frontend",
@@ -133,7 +133,7 @@ def train_voice(
     for name, clips in data.items():
         build_channels(cache, name, clips, progress=show_build)
     runs = [[g] for g in GENERATORS] if logo else [exclude]
-    reports, pairs = [], []
+    reports: dict[str, list[dict]] = {}  # per model (front end, or the pair): one report per run
     for held_out in runs:
         dirs = []
         for fe in ("linear", "wave") if pair else (frontend,):
@@ -146,14 +146,17 @@ def train_voice(
                                    head=head, augment=augment)
             # Only models trained on every generator are shipped; leave-one-out models are for the table.
             dest = None if held_out else (out.with_name(WAVE_WEIGHTS) if fe == "wave" and pair else out)
-            reports.append(run(cfg, cache, work / name, dest, progress=show_step))
-            print(format_report(reports[-1]), flush=True)
+            report = run(cfg, cache, work / name, dest, progress=show_step, test=not pair)
             dirs.append(work / name)
-        if pair:
-            pairs.append(assess_runs(dirs, cache))
-            print(format_report(pairs[-1]), flush=True)
+            if not pair:
+                reports.setdefault(fe, []).append(report)
+                print(format_report(report), flush=True)
+        if pair:  # both models and the pair from one pass over the test split
+            for key, table in assess_runs(dirs, cache).items():
+                reports.setdefault(key, []).append(table)
+                print(format_report(table), flush=True)
     if logo:
-        print(format_logo(pairs or reports), flush=True)
+        print("\n\n".join(format_logo(r) for r in reports.values()), flush=True)
 
 
 @app.command()

@@ -132,13 +132,19 @@ class Branch:
         return cls.of(*load_weights(path))
 
 
+def calibrated_logits(branches: list[Branch], windows: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """(models, windows): each model's window scores through its own calibration, so all are log-odds of
+    "synthetic" on one scale."""
+    return np.stack([a * score_windows(b.model, windows, b.frontend, chunk) + c
+                     for b in branches for a, c in [b.platt]])
+
+
 def calibrated_max(branches: list[Branch], windows: np.ndarray, chunk: int = 32) -> np.ndarray:
-    """Window scores of one or more models, each through its own calibration (so all are log-odds of "synthetic"
-    on one scale), the highest kept. The models are experts on different traces (the filterbank: neural vocoders and
-    TTS; the waveform: phase rebuilt from a magnitude, models/voice.md), so a window is as suspicious as the expert
-    that finds it most suspicious. One model: just its calibrated logits."""
-    return np.max([a * score_windows(b.model, windows, b.frontend, chunk) + c
-                   for b in branches for a, c in [b.platt]], axis=0)
+    """Window scores of one or more models, calibrated (`calibrated_logits`), the highest kept. The models are
+    experts on different traces (the filterbank: neural vocoders and TTS; the waveform: phase rebuilt from a
+    magnitude, models/voice.md), so a window is as suspicious as the expert that finds it most suspicious. One
+    model: just its calibrated logits."""
+    return calibrated_logits(branches, windows, chunk).max(axis=0)
 
 
 class _Block(nn.Module):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..detectors.voice import cut_windows, speech_windows, utterance_logit
-from ..detectors.voicenet import (RATE, WINDOW_S, Branch, VoiceNet, calibrated_max, features, load_weights,
+from ..detectors.voicenet import (RATE, WINDOW_S, Branch, VoiceNet, calibrated_logits, features, load_weights,
                                   oc_softmax_loss, save_weights, score_windows)
 from ..media.speech import SpeechFinder
 from ..synthesis.voice import GENERATORS, OPTIONAL, UNSEEN, codec_roundtrip
@@ -99,24 +99,41 @@ def model_scorer(model: VoiceNet, frontend: str) -> Scorer:
     return lambda windows: score_windows(model, windows, frontend)
 
 
-def evaluate(scorer: Scorer, data: dict[str, Clips], split: str, sources: list[str],
-             channels: tuple[str, ...] = ("clean",)) -> dict:
+Scores = dict[str, dict[str, list[float]]]  # source -> channel -> utterance logits
+CHANNELS = ("clean", "mp3_64k", "opus_24k")  # the test and calibration channels: as recorded, and two codecs
+
+
+def evaluate_views(scorer: Callable[[np.ndarray], np.ndarray], views: dict[str, Callable[[np.ndarray], np.ndarray]],
+                   data: dict[str, Clips], split: str, sources: list[str],
+                   channels: tuple[str, ...] = ("clean",)) -> dict[str, Scores]:
     """Utterance-level logits per (source, channel) on one speaker split, through the scanner's own path:
-    speech segments from silero-vad, 2 s windows over them, the top-half mean of window logits."""
+    speech segments from silero-vad, 2 s windows over them, the top-half mean of window logits. `scorer` gives
+    one row of window logits per model, (models, windows); each view turns them into one score per window (a
+    model alone, or the models combined), so several tables come from one pass over decoding, codecs and
+    models."""
     finder = SpeechFinder()
-    out: dict[str, dict[str, list[float]]] = {}
+    out: dict[str, Scores] = {name: {} for name in views}
     for src in ["real", *sources]:
         clips = data[src]
         for ch in channels:
-            logits = []
+            logits: dict[str, list[float]] = {name: [] for name in views}
             for i in clips.subset(split):
                 x = clips.clip(i)[: int(8 * RATE)]
                 if ch != "clean":
                     x = codec_roundtrip(x, ch)
                 spans = speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), WIN))]
-                logits.append(utterance_logit(scorer(cut_windows(x, spans))))
-            out.setdefault(src, {})[ch] = logits
+                z = scorer(cut_windows(x, spans))
+                for name, view in views.items():
+                    logits[name].append(utterance_logit(view(z)))
+            for name in views:
+                out[name].setdefault(src, {})[ch] = logits[name]
     return out
+
+
+def evaluate(scorer: Scorer, data: dict[str, Clips], split: str, sources: list[str],
+             channels: tuple[str, ...] = ("clean",)) -> Scores:
+    """`evaluate_views` for one scorer of (windows,) logits."""
+    return evaluate_views(lambda w: scorer(w)[None], {"": lambda z: z[0]}, data, split, sources, channels)[""]
 
 
 def _eer_auc(real: list[float], fake: list[float]) -> tuple[float, float]:
@@ -125,7 +142,10 @@ def _eer_auc(real: list[float], fake: list[float]) -> tuple[float, float]:
     return eer(y, s)[0], auc(y, s)
 
 
-def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = None, progress=None) -> dict:
+def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = None, progress=None,
+          test: bool = True) -> dict:
+    """Train (or resume) one model, fit its calibration, save it to `out` if given. `test=False` skips the test
+    table (the caller scores several models in one pass, `assess_runs`)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(2)
     gens = trained_generators(cfg)
@@ -173,8 +193,9 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
 
     data = build(cache, tested_generators(cfg))  # held-out and unseen ones included, for the test table
     a, b = fit_calibration(model_scorer(model, cfg.frontend), data, gens)
-    report = {"config": asdict(cfg), "train_s": round(train_s), "platt": [a, b],
-              **score_test_split(calibrated(model_scorer(model, cfg.frontend), (a, b)), cfg, data)}
+    report = {"config": asdict(cfg), "train_s": round(train_s), "platt": [a, b]}
+    if test:
+        report.update(score_test_split(calibrated(model_scorer(model, cfg.frontend), (a, b)), cfg, data))
     if out is not None:
         name = "voice" if cfg.frontend == "linear" else f"voice_{cfg.frontend}"  # voice_wave: the pair's second
         meta = {"name": name, "version": "1.1", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
@@ -194,7 +215,7 @@ def tested_generators(cfg: VoiceTrainConfig) -> list[str]:
 
 def fit_calibration(scorer: Scorer, data: dict[str, Clips], gens: list[str]) -> tuple[float, float]:
     """Platt scaling on held-out *validation* speakers, every generator in training, clean and coded."""
-    val = evaluate(scorer, data, "val", gens, ("clean", "mp3_64k", "opus_24k"))
+    val = evaluate(scorer, data, "val", gens, CHANNELS)
     # Classes balanced (each real utterance counted once per generator) so p = 0.5 means even odds, as for the
     # face detector: with one real per five fakes the fit would learn a 5:1 prior and flag real speech.
     real = [z for ch in val["real"].values() for z in ch] * len(gens)
@@ -208,12 +229,15 @@ def calibrated(scorer: Scorer, platt: tuple[float, float]) -> Scorer:
 
 
 def score_test_split(scorer: Scorer, cfg: VoiceTrainConfig, data: dict[str, Clips]) -> dict:
-    """`scorer` gives calibrated log-odds (`calibrated`, or the scanner's `calibrated_max` of several models). Test
-    speakers: per generator EER/AUC (clean, and pooled with MP3/Opus copies of both classes), the detection
+    """The test table of one scorer of calibrated log-odds (`calibrated`, or the scanner's `calibrated_max`)."""
+    return test_table(evaluate(scorer, data, "test", tested_generators(cfg), CHANNELS), cfg)
+
+
+def test_table(test: Scores, cfg: VoiceTrainConfig) -> dict:
+    """Calibrated utterance log-odds of the test speakers -> per generator EER/AUC (clean, and pooled with MP3/Opus copies of both classes), the detection
     rate and the real-speech false-positive rate at p = 0.5. Generators in cfg.exclude are marked held out;
     UNSEEN ones (never trained on by any recipe) are marked unseen."""
     names = tested_generators(cfg)
-    test = evaluate(scorer, data, "test", names, ("clean", "mp3_64k", "opus_24k"))
     report = {"generators": {}}
     p = lambda zs: sigmoid(np.asarray(zs))  # noqa: E731
     for g in names:
@@ -233,38 +257,46 @@ def score_test_split(scorer: Scorer, cfg: VoiceTrainConfig, data: dict[str, Clip
     return report
 
 
-def assess(weights: list[Path], cache: Path) -> dict:
-    """The test table of committed weights, with the calibration they carry (`train-voice --eval-only`). Several
-    files are scored as the scanner combines them (`calibrated_max`)."""
+def assess(weights: list[Path], cache: Path) -> dict[str, dict]:
+    """The test tables of committed weights, with the calibration they carry (`train-voice --eval-only`): each model
+    alone and, for several files, as the scanner combines them (`calibrated_max`), under the key "pair"."""
     torch.set_num_threads(2)
     loaded = [load_weights(w) for w in weights]
     branches = [Branch.of(m, meta) for m, meta in loaded]
-    return _assess_branches(branches, [config_of(meta) for _, meta in loaded], cache)
+    return _assess_branches(branches, [config_of(meta) for _, meta in loaded], [0] * len(loaded), cache)
 
 
-def assess_runs(runs: list[Path], cache: Path) -> dict:
+def assess_runs(runs: list[Path], cache: Path) -> dict[str, dict]:
     """The same for training runs (their last checkpoint and the calibration in their report), e.g. the filterbank
     and the waveform model trained without the same generator: one row of the pair's leave-one-out table."""
     torch.set_num_threads(2)
-    branches, cfgs = [], []
+    branches, cfgs, times = [], [], []
     for run in runs:
         state = torch.load(run / "checkpoint.pt", weights_only=False)
         cfg = VoiceTrainConfig(**{**asdict(VoiceTrainConfig()), **state["config"]})
         model = VoiceNet(cfg.width, cfg.frontend, cfg.head)
         model.load_state_dict(state["model"])
-        platt = json.loads((run / "report.json").read_text())["platt"]
-        branches.append(Branch(model.eval(), cfg.frontend, tuple(platt)))
+        report = json.loads((run / "report.json").read_text())
+        branches.append(Branch(model.eval(), cfg.frontend, tuple(report["platt"])))
         cfgs.append(cfg)
-    return _assess_branches(branches, cfgs, cache)
+        times.append(report["train_s"])
+    return _assess_branches(branches, cfgs, times, cache)
 
 
-def _assess_branches(branches: list[Branch], cfgs: list[VoiceTrainConfig], cache: Path) -> dict:
+def _assess_branches(branches: list[Branch], cfgs: list[VoiceTrainConfig], times: list[float],
+                     cache: Path) -> dict[str, dict]:
     trained = {g for c in cfgs for g in trained_generators(c)}
-    cfg = VoiceTrainConfig(steps=cfgs[0].steps, exclude=[g for g in GENERATORS if g not in trained],
-                           add=sorted({g for c in cfgs for g in c.add}), frontend="+".join(c.frontend for c in cfgs))
-    data = build(cache, tested_generators(cfg))
-    return {"config": asdict(cfg), "train_s": 0,
-            **score_test_split(lambda windows: calibrated_max(branches, windows), cfg, data)}
+    pair = VoiceTrainConfig(steps=cfgs[0].steps, exclude=[g for g in GENERATORS if g not in trained],
+                            add=sorted({g for c in cfgs for g in c.add}), frontend="+".join(c.frontend for c in cfgs))
+    data = build(cache, tested_generators(pair))
+    views = {c.frontend: (lambda z, i=i: z[i]) for i, c in enumerate(cfgs)}
+    if len(branches) > 1:
+        views["pair"] = lambda z: z.max(axis=0)  # calibrated_max, as the scanner scores
+    test = evaluate_views(lambda w: calibrated_logits(branches, w), views, data, "test", tested_generators(pair),
+                          CHANNELS)
+    settings = {**{c.frontend: (c, t) for c, t in zip(cfgs, times)}, "pair": (pair, sum(times))}
+    return {name: {"config": asdict(settings[name][0]), "train_s": settings[name][1],
+                   **test_table(test[name], settings[name][0])} for name in views}
 
 
 def config_of(meta: dict) -> VoiceTrainConfig:
@@ -298,7 +330,8 @@ def format_report(report: dict) -> str:
 
 def format_logo(reports: list[dict]) -> str:
     """Leave-one-generator-out: each row is a model trained without one generator, tested on that generator."""
-    lines = ["leave-one-generator-out (train without X, test on X; held-out speakers)",
+    model = reports[0]["config"]["frontend"] if reports else ""  # "linear+wave": the pair
+    lines = [f"leave-one-generator-out, {model} (train without X, test on X; held-out speakers)",
              f"{'held out':<12} {'EER':>7} {'AUC':>7} {'EER coded':>10} {'TPR@0.5':>8} {'real FPR':>9}"]
     eers, coded = [], []
     for r in reports:
