@@ -16,6 +16,7 @@ from .voicenet import RATE, WINDOW_S, Branch, calibrated_max, load_weights
 
 WEIGHTS = "voice.safetensors"
 WAVE_WEIGHTS = "voice_wave.safetensors"  # optional second model
+PHASE_WEIGHTS = "voice_phase.safetensors"  # optional third: real speech's phase statistics (PhaseNovelty)
 MIN_SPEECH_S = 1.0
 _WIN = int(WINDOW_S * RATE)
 
@@ -52,25 +53,25 @@ def cut_windows(samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray
 
 @register
 class VoiceDetector(Detector):
-    """The filterbank model (`voice.safetensors`) and, when its weights are beside it, the waveform model
-    (`voice_wave.safetensors`): each window gets the higher of their calibrated scores (`calibrated_max`)."""
+    """The filterbank model (`voice.safetensors`) and, when their files are beside it, the waveform model
+    (`voice_wave.safetensors`) and the phase novelty model (`voice_phase.safetensors`): each window gets the
+    highest of their calibrated scores (`calibrated_max`)."""
 
     name = "voice"
-    version = "1.1"
     modality = "voice"
 
-    def __init__(self, weights=None, wave_weights=None):
+    def __init__(self, weights=None, wave_weights=None, phase_weights=None):
         path = weights or MODELS_DIR / WEIGHTS
         model, meta = self._load_weights(path, load_weights, "deepscreen train-voice")
-        self.branches = [Branch.of(model, meta)]
-        self._infos = [self._info]
-        wave = wave_weights or path.with_name(WAVE_WEIGHTS)
-        if wave_weights is not None or wave.exists():  # asked for by name: a missing file is an error
-            model, meta = self._load_weights(wave, load_weights, "deepscreen train-voice --frontend wave")
-            self.branches.append(Branch.of(model, meta))
-            self._infos.append(self._info)
-        else:
-            self.version = "1.0"  # the filterbank model alone, as shipped before the waveform model
+        self.branches, self._infos, versions = [Branch.of(model, meta)], [self._info], [meta.get("version", "1.0")]
+        for named, default in ((wave_weights, WAVE_WEIGHTS), (phase_weights, PHASE_WEIGHTS)):
+            extra = named or path.with_name(default)
+            if named is not None or extra.exists():  # asked for by name: a missing file is an error
+                model, meta = self._load_weights(extra, load_weights, "deepscreen train-voice --pair")
+                self.branches.append(Branch.of(model, meta))
+                self._infos.append(self._info)
+                versions.append(meta.get("version", "1.0"))
+        self.version = max(versions, key=lambda v: tuple(map(int, v.split("."))))  # the newest model's recipe
         self.a, self.b = 1.0, 0.0  # each branch carries its own calibration
 
     def models(self) -> list[ModelInfo]:

@@ -54,7 +54,7 @@ def _mel_filters() -> torch.Tensor:
     return torch.from_numpy(mel_filters(RATE, N_FFT, BANDS))
 
 
-FRONTENDS = ("linear", "mel", "spec", "linear_if", "wave")
+FRONTENDS = ("linear", "mel", "spec", "linear_if", "wave", "phase")
 HEADS = ("linear", "oc")
 OC_DIM, OC_SCALE = 32, 20.0
 
@@ -78,6 +78,80 @@ def _if_wander(stft: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
             / (torch.einsum("fk,bkt->bft", bank, weight) + 1e-6))
 
 
+PHASE_FFT, PHASE_HOP = 512, 128  # 8 ms hop: phase still predictable from one frame to the next
+PHASE_BANDS = ((0, 2000), (2000, 4000), (4000, 6000), (6000, 8000))
+PHASE_STATS = 4 * len(PHASE_BANDS)
+
+
+def _wrap(angle: torch.Tensor) -> torch.Tensor:
+    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+
+
+def phase_stats(windows: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """(B, samples) -> (B, 16): per 2 kHz band, over the louder half of the frames, how the phase moves at
+    spectral peaks (the harmonics of a voice) and how peaked the spectrum is:
+
+    - the frame-to-frame change of the instantaneous frequency at peaks, mean and median (radians per hop): a
+      recorded harmonic glides smoothly; phase rebuilt from a magnitude (Griffin-Lim, phase vocoders) or drawn by a
+      vocoder's excitation model does not glide like one;
+    - the same change averaged over all bins (noise and harmonics together);
+    - the mean height of a peak over its 9-bin neighbourhood (mel-driven vocoders flatten high harmonics).
+
+    Not learnt from any forgery: `PhaseNovelty` only learns how these numbers vary in real speech."""
+    x = torch.as_tensor(windows, dtype=torch.float32)
+    spec = torch.stft(x, PHASE_FFT, PHASE_HOP, window=torch.hann_window(PHASE_FFT), return_complex=True)
+    k = torch.arange(spec.shape[1], dtype=torch.float32)[None, :, None]
+    phase = torch.angle(spec)
+    deviation = _wrap(phase[..., 1:] - phase[..., :-1] - 2 * math.pi * k * PHASE_HOP / PHASE_FFT)
+    change = _wrap(deviation[..., 1:] - deviation[..., :-1]).abs()  # (B, bins, frames - 2)
+    mag = spec.abs()[..., 2:]
+    logmag = torch.log(mag + 1e-7)
+    energy = logmag.mean(1)
+    loud = (energy > energy.median(dim=1, keepdim=True).values)[:, None, :]  # speech, not the pauses in it
+    peak = torch.ones_like(mag, dtype=torch.bool)
+    for shift in (1, 2, -1, -2):
+        peak &= mag > torch.roll(mag, shift, 1)
+    contrast = logmag - torch.stack([torch.roll(logmag, s, 1) for s in range(-4, 5)]).mean(0)
+    out = []
+    for lo, hi in PHASE_BANDS:
+        band = slice(int(lo / RATE * PHASE_FFT) + 2, int(hi / RATE * PHASE_FFT) - 2)  # 2 bins in from the edges
+        at = peak[:, band] & loud
+        n = at.sum((1, 2)).clamp(min=1)
+        c = change[:, band]
+        some = at.any(2).any(1)  # a window with no peak at all: "random phase" (the mean of |uniform angle|)
+        out += [torch.where(some, (c * at).sum((1, 2)) / n, math.pi / 2),
+                torch.where(some, torch.where(at, c, math.nan).flatten(1).nanmedian(1).values, math.pi / 2),
+                (c * loud).sum((1, 2)) / (loud.sum((1, 2)) * c.shape[1]).clamp(min=1),
+                torch.where(some, (contrast[:, band] * at).sum((1, 2)) / n, 0.0)]
+    return torch.stack(out, 1)
+
+
+class PhaseNovelty(nn.Module):
+    """One-class model of real speech: log(1 + Mahalanobis distance) of a window's `phase_stats` from the mean of
+    real speech windows (through the same channels as training: codecs, noise, band limits). It never sees a
+    forgery, so whatever it catches is caught without training on it; the ridge keeps a direction where real
+    speech hardly varies from dominating the distance."""
+
+    def __init__(self, dims: int = PHASE_STATS):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dims))
+        self.register_buffer("scale", torch.ones(dims))
+        self.register_buffer("precision", torch.eye(dims))
+
+    def fit(self, stats: torch.Tensor, ridge: float = 0.05) -> "PhaseNovelty":
+        mean, scale = stats.mean(0), stats.std(0) + 1e-6
+        z = (stats - mean) / scale
+        cov = z.T @ z / max(1, len(z) - 1) + ridge * torch.eye(z.shape[1])
+        self.mean.copy_(mean)
+        self.scale.copy_(scale)
+        self.precision.copy_(torch.linalg.inv(cov))
+        return self
+
+    def forward(self, stats: torch.Tensor) -> torch.Tensor:
+        z = (stats - self.mean) / self.scale
+        return torch.log1p(torch.einsum("bi,ij,bj->b", z, self.precision, z))
+
+
 def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> torch.Tensor:
     """(B, samples) 16 kHz float -> (B, channels, bands, frames) log energies, loudness removed (and for linear_if
     the phase channel).
@@ -89,6 +163,8 @@ def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> to
     different voice) while keeping the spectral shape and its fine structure."""
     if frontend not in FRONTENDS:
         raise ValueError(f"unknown voice front end {frontend!r}; known: {', '.join(FRONTENDS)}")
+    if frontend == "phase":  # (B, 16) statistics for PhaseNovelty, not a spectrogram
+        return phase_stats(windows)
     x = torch.as_tensor(windows, dtype=torch.float32)
     if frontend == "wave":  # (B, 1, samples), unit RMS: the network's own filters do the rest (WaveFrontEnd)
         return (x / (x.pow(2).mean(1, keepdim=True).sqrt() + 1e-5)).unsqueeze(1)
@@ -229,7 +305,12 @@ def oc_softmax_loss(logits: torch.Tensor, fake: torch.Tensor, real_margin: float
     return nn.functional.softplus(OC_SCALE * gap).mean()
 
 
-def save_weights(model: VoiceNet, path: Path, meta: dict) -> None:
+def make_model(frontend: str = "linear", width: int = 16, head: str = "linear") -> nn.Module:
+    """A VoiceNet for a spectrogram or waveform front end; for "phase", the one-class PhaseNovelty."""
+    return PhaseNovelty() if frontend == "phase" else VoiceNet(width, frontend, head)
+
+
+def save_weights(model: nn.Module, path: Path, meta: dict) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,13 +318,12 @@ def save_weights(model: VoiceNet, path: Path, meta: dict) -> None:
     save_file(state, str(path), metadata={"deepscreen": json.dumps(meta)})
 
 
-def load_weights(path: Path) -> tuple[VoiceNet, dict]:
+def load_weights(path: Path) -> tuple[nn.Module, dict]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["deepscreen"])
-    model = VoiceNet(width=meta.get("width", 16), frontend=meta.get("frontend", "linear"),
-                     head=meta.get("head", "linear"))
+    model = make_model(meta.get("frontend", "linear"), meta.get("width", 16), meta.get("head", "linear"))
     model.load_state_dict(load_file(str(path)))
     return model.eval(), meta
