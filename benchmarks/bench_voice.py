@@ -4,7 +4,7 @@
 
 A 60-second MP3 of real speech (LibriSpeech utterances end to end, with pauses) is scanned the way
 `deepscreen scan` does it (goal: <= 2 s on 2 cores), with the stages broken down: decode + resample to 16 kHz,
-speech finding (silero-vad on onnxruntime), and VoiceNet on the 2 s windows. Baseline: the decode alone.
+speech finding (silero-vad on onnxruntime), and the voice models on the 2 s windows (all, then each). Baseline: the decode alone.
 Models are loaded once before timing (as a service or batch job does).
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 from deepscreen import Scanner
 from deepscreen.config import SHARED_DIR
 from deepscreen.detectors.voice import cut_windows, speech_windows
+from deepscreen.detectors.voicenet import calibrated_max
 from deepscreen.media.audio import read_audio, write_audio
 
 from _table import print_table, timed  # benchmarks/ is on sys.path when run as a script
@@ -54,6 +55,8 @@ def main() -> None:
         spans = speech_windows(segments, len(samples))
         windows = cut_windows(samples, spans)
         cnn = timed(lambda: scanner.voice_detector.score_windows(windows), args.repeats)
+        each = [(b.frontend, timed(lambda b=b: calibrated_max([b], windows), args.repeats))
+                for b in scanner.voice_detector.branches]
         v = scanner.scan(clip)
 
     med = statistics.median
@@ -62,7 +65,8 @@ def main() -> None:
         ("60 s MP3 speech: total scan", f"{med(total_s):.2f} s", "goal <= 2 s"),
         ("  decode + resample to 16 kHz (baseline)", f"{med(decode):.2f} s", ""),
         ("  speech finding (silero-vad, onnxruntime)", f"{med(vad):.2f} s", ""),
-        (f"  VoiceNet on {len(spans)} windows of 2 s", f"{med(cnn):.2f} s", ""),
+        (f"  voice models on {len(spans)} windows of 2 s", f"{med(cnn):.2f} s", ""),
+        *[(f"    {name} model", f"{med(t):.2f} s", "") for name, t in each],
         ("  ratio scan / decode", f"{med(total_s) / med(decode):.1f}x", ""),
         ("speech found", f"{v.voice.speech_s:.1f} s", ""),
     ]

@@ -168,7 +168,7 @@ def test_scan_audio_file(scanner, tmp_path, held_out):
     assert [p.time_s for p in v.voice.timeline] == [float(t) for t in range(len(v.voice.timeline))]
     assert v.voice.timeline[0].probability is None  # the first 1.5 s are silence
     assert [e.detector for e in v.evidence] == ["voice"]
-    assert [m.name for m in v.models] == ["voice", "voice_wave"]
+    assert [m.name for m in v.models] == ["voice", "voice_phase"]
     d = v.to_dict()
     assert d["voice"]["timeline"] and d["voice"]["segments"]
 
@@ -191,7 +191,7 @@ def test_video_gets_face_and_voice_and_the_cross_check(scanner, tmp_path, held_o
     v = scanner.scan(dub)
     assert v.kind == "video" and v.error is None and v.faces and v.voice is not None
     assert {e.detector for e in v.evidence} == {"face_blend", "voice"}
-    assert [m.name for m in v.models] == ["face_blend", "voice", "voice_wave"]
+    assert [m.name for m in v.models] == ["face_blend", "voice", "voice_phase"]
     assert v.voice.probability is not None and v.voice.probability >= 0.5
     assert v.probability == max(v.voice.probability, v.faces[0].probability)
     if v.faces[0].probability < 0.25:
@@ -254,7 +254,7 @@ def test_phase_novelty_learns_real_speech_only_and_finds_griffin_lim(tmp_path, h
     windows = [read_audio(SPEECH_DIR / r["path"]).samples[s:s + 32000] for r in rows[:60] for s in (0, 32000, 64000)]
     stats = features(np.stack(windows), "phase")
     assert stats.shape == (180, PHASE_STATS) and torch.isfinite(stats).all()
-    model = PhaseNovelty().fit(stats).eval()
+    model = PhaseNovelty(components=1).fit([stats]).eval()
     rng = np.random.default_rng(3)
     real = np.stack([x[:32000] for x in held_out])
     fake = np.stack([synth.resynthesize("griffin_lim", x[:32000], rng) for x in held_out])
@@ -373,8 +373,8 @@ def test_test_table_covers_every_generator_and_marks_the_unseen(held_out):
 
 
 def test_one_pass_gives_each_model_and_the_pair_as_the_scanner_scores_them(held_out):
-    """`train-voice --pair` and `--eval-only` score both models and the pair in one pass (`evaluate_views`): each
-    table must be what scoring that model alone, or the scanner itself, gives."""
+    """`train-voice --ensemble` and `--eval-only` score each model and their combination in one pass
+    (`evaluate_views`): each table must be what scoring that model alone, or the scanner itself, gives."""
     from deepscreen.config import MODELS_DIR
     from deepscreen.detectors.voice import VoiceDetector
     from deepscreen.detectors.voicenet import Branch, calibrated_logits, calibrated_max
@@ -386,18 +386,19 @@ def test_one_pass_gives_each_model_and_the_pair_as_the_scanner_scores_them(held_
     pack = lambda xs: _pack(xs, [speaker] * len(xs), [f"u{i}" for i in range(len(xs))])  # noqa: E731
     data = {"real": pack(clips), "griffin_lim": pack([synth.resynthesize("griffin_lim", x, np.random.default_rng(1))
                                                       for x in clips])}
-    branches = [Branch.load(MODELS_DIR / "voice.safetensors"), Branch.load(MODELS_DIR / "voice_wave.safetensors")]
-    views = {"linear": lambda z: z[0], "wave": lambda z: z[1], "pair": lambda z: z.max(axis=0)}
+    branches = [Branch.load(MODELS_DIR / f"{n}.safetensors") for n in ("voice", "voice_phase")]
+    views = {"linear": lambda z: z[0], "phase": lambda z: z[1], "combined": lambda z: z.max(axis=0)}
     got = evaluate_views(lambda w: calibrated_logits(branches, w), views, data, "test", ["griffin_lim"],
                          ("clean", "mp3_64k"))
     for name, scorer in [("linear", lambda w: calibrated_max(branches[:1], w)),
-                         ("wave", lambda w: calibrated_max(branches[1:], w)), ("pair", VoiceDetector().score_windows)]:
+                         ("phase", lambda w: calibrated_max(branches[1:], w)),
+                         ("combined", VoiceDetector().score_windows)]:
         alone = evaluate(scorer, data, "test", ["griffin_lim"], ("clean", "mp3_64k"))
         for src in ("real", "griffin_lim"):
             for ch in ("clean", "mp3_64k"):
                 assert len(got[name][src][ch]) == 3
                 assert np.allclose(got[name][src][ch], alone[src][ch], atol=1e-4), (name, src, ch)
-    assert not np.allclose(got["linear"]["real"]["clean"], got["wave"]["real"]["clean"])  # two different models
+    assert not np.allclose(got["linear"]["real"]["clean"], got["phase"]["real"]["clean"])  # different models
 
 
 def test_eval_only_without_weights_is_a_one_line_error(tmp_path):
@@ -474,29 +475,48 @@ def test_calibrated_max_keeps_the_most_suspicious_expert():
     assert calibrated_max([a, b], windows[:0]).shape == (0,)
 
 
-def test_voice_detector_uses_the_waveform_model_when_it_is_there(tmp_path, held_out):
-    """models/ ships both files: the detector lists both (names and hashes) and scores with the pair; with the
-    filterbank model alone it still works, as version 1.0."""
+def test_voice_explanation_names_the_trace_that_flagged_it(held_out):
+    """A flagged voice is explained by what the model that flagged most of its suspicious windows looks for (one
+    of CUES); natural speech is called natural."""
+    from deepscreen.detectors.voice import CUES, VoiceDetector
+    from deepscreen.media.speech import SpeechFinder
+
+    detector, finder = VoiceDetector(), SpeechFinder()
+    fake = synth.resynthesize("griffin_lim", held_out[0], np.random.default_rng(2))
+    verdict = detector.analyse(fake, finder(fake)[1])
+    assert verdict.probability >= 0.5
+    named = [cue for cue in CUES.values() if cue in verdict.explanation]
+    assert named and verdict.explanation.startswith("the voice sounds synthetic"), verdict.explanation
+    real = detector.analyse(held_out[1], finder(held_out[1])[1])
+    assert real.probability < 0.25 and "sounds natural" in real.explanation
+    assert not any(cue in real.explanation for cue in CUES.values())
+
+
+def test_voice_detector_uses_the_models_that_are_there(tmp_path, held_out):
+    """models/ ships two files: the detector lists both (names and hashes) and scores with their maximum; with
+    the filterbank model alone it still works, as version 1.0."""
     import shutil
 
     from deepscreen.config import MODELS_DIR
     from deepscreen.detectors.voice import VoiceDetector
     from deepscreen.detectors.voicenet import Branch, calibrated_max
 
-    pair = VoiceDetector()
-    assert [m.name for m in pair.models()] == ["voice", "voice_wave"] and pair.version == "1.1"
-    assert len({m.sha256 for m in pair.models()}) == 2
+    full = VoiceDetector()
+    assert [m.name for m in full.models()] == ["voice", "voice_phase"] and full.version == "1.2"
+    assert len({m.sha256 for m in full.models()}) == 2
     shutil.copy(MODELS_DIR / "voice.safetensors", tmp_path / "voice.safetensors")
     alone = VoiceDetector(weights=tmp_path / "voice.safetensors")
     assert [m.name for m in alone.models()] == ["voice"] and alone.version == "1.0"
     windows = np.stack([held_out[0][:32000], held_out[1][:32000]])
-    z_pair, z_alone = pair.score_windows(windows), alone.score_windows(windows)
-    z_wave = calibrated_max([Branch.load(MODELS_DIR / "voice_wave.safetensors")], windows)
-    assert np.allclose(z_pair, np.maximum(z_alone, z_wave), atol=1e-5)
+    z_full, z_alone = full.score_windows(windows), alone.score_windows(windows)
+    z_rest = calibrated_max([Branch.load(MODELS_DIR / "voice_phase.safetensors")], windows)
+    assert np.allclose(z_full, np.maximum(z_alone, z_rest), atol=1e-5)
+    with pytest.raises(Exception, match="voice_phase"):  # asked for by name, so it must exist
+        VoiceDetector(weights=tmp_path / "voice.safetensors", phase_weights=tmp_path / "voice_phase.safetensors")
 
 
-def test_pair_with_a_front_end_is_a_one_line_error():
-    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train-voice", "--pair", "--frontend", "wave"],
+def test_ensemble_with_a_front_end_is_a_one_line_error():
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train-voice", "--ensemble", "--frontend", "wave"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().startswith("deepscreen: error: --pair trains both front ends")
+    assert res.stderr.strip().startswith("deepscreen: error: --ensemble trains the front ends linear and phase")

@@ -75,18 +75,19 @@ def train_voice(
     head: str = typer.Option("linear", help="Output head: linear (shipped) or oc (one-class softmax)."),
     augment: str = typer.Option("none", help="Training augmentation: none (shipped) or eq (random equaliser)."),
     eval_only: bool = typer.Option(False, "--eval-only", help="No training: print the test table of the OUT weights "
-                                   "(with voice_wave.safetensors beside them, the pair as the scanner uses it)."),
-    pair: bool = typer.Option(False, "--pair", help="Train the filterbank and the waveform model and also report "
-                              "them combined, as the scanner uses them (the shipped recipe)."),
+                                   "(with voice_wave/voice_phase.safetensors beside them, each model and all of "
+                                   "them as the scanner combines them)."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Train the models the scanner combines (filterbank and "
+                                  "phase novelty) and report each and the combination (the shipped recipe)."),
     seed: int = typer.Option(0),
 ):
     """Train the voice detector on real LibriSpeech and its vocoder copies (resumes from WORK if interrupted)."""
-    from .detectors.voice import WAVE_WEIGHTS, WEIGHTS
+    from .detectors.voice import PHASE_WEIGHTS, WAVE_WEIGHTS, WEIGHTS
     from .detectors.voicenet import FRONTENDS, HEADS
     from .synthesis.voice import GENERATORS, OPTIONAL, UNSEEN
     from .training.voice_data import build, build_channels
-    from .training.voice_train import (AUGMENTS, VoiceTrainConfig, assess, assess_runs, format_logo, format_report,
-                                       train as run)
+    from .training.voice_train import (AUGMENTS, ENSEMBLE, VoiceTrainConfig, assess, assess_runs, format_logo,
+                                       format_report, train as run)
 
     unknown = set(exclude) - set(GENERATORS)
     if unknown:
@@ -120,12 +121,12 @@ def train_voice(
         if not out.is_file():
             print(f"deepscreen: error: {out}: no such weights file", file=sys.stderr)
             raise typer.Exit(2)
-        wave = out.with_name(WAVE_WEIGHTS)
-        tables = assess([out, wave] if out.name == WEIGHTS and wave.is_file() else [out], cache)
+        extras = [out.with_name(n) for n in (WAVE_WEIGHTS, PHASE_WEIGHTS)] if out.name == WEIGHTS else []
+        tables = assess([out, *[e for e in extras if e.is_file()]], cache)
         print("\n\n".join(format_report(t) for t in tables.values()), flush=True)
         return
-    if pair and frontend != VoiceTrainConfig.frontend:
-        print("deepscreen: error: --pair trains both front ends (linear and wave); leave out --frontend",
+    if ensemble and frontend != VoiceTrainConfig.frontend:
+        print(f"deepscreen: error: --ensemble trains the front ends {' and '.join(ENSEMBLE)}; leave out --frontend",
               file=sys.stderr)
         raise typer.Exit(2)
     # once: vocoder copies and channel variants are cached in WORK
@@ -133,10 +134,10 @@ def train_voice(
     for name, clips in data.items():
         build_channels(cache, name, clips, progress=show_build)
     runs = [[g] for g in GENERATORS] if logo else [exclude]
-    reports: dict[str, list[dict]] = {}  # per model (front end, or the pair): one report per run
+    reports: dict[str, list[dict]] = {}  # per model (front end, or all combined): one report per run
     for held_out in runs:
         dirs = []
-        for fe in ("linear", "wave") if pair else (frontend,):
+        for fe in ENSEMBLE if ensemble else (frontend,):
             name = "all" if not held_out else "without_" + "_".join(held_out)
             name += "" if fe == VoiceTrainConfig.frontend else f"_{fe}"
             name += "" if head == VoiceTrainConfig.head else f"_{head}"
@@ -145,13 +146,14 @@ def train_voice(
             cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), add=list(add), seed=seed, frontend=fe,
                                    head=head, augment=augment)
             # Only models trained on every generator are shipped; leave-one-out models are for the table.
-            dest = None if held_out else (out.with_name(WAVE_WEIGHTS) if fe == "wave" and pair else out)
-            report = run(cfg, cache, work / name, dest, progress=show_step, test=not pair)
+            extra = {"wave": WAVE_WEIGHTS, "phase": PHASE_WEIGHTS}
+            dest = None if held_out else (out.with_name(extra[fe]) if ensemble and fe in extra else out)
+            report = run(cfg, cache, work / name, dest, progress=show_step, test=not ensemble)
             dirs.append(work / name)
-            if not pair:
+            if not ensemble:
                 reports.setdefault(fe, []).append(report)
                 print(format_report(report), flush=True)
-        if pair:  # both models and the pair from one pass over the test split
+        if ensemble:  # each model and the combination from one pass over the test split
             for key, table in assess_runs(dirs, cache).items():
                 reports.setdefault(key, []).append(table)
                 print(format_report(table), flush=True)

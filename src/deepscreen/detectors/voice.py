@@ -12,12 +12,17 @@ from ..config import MODELS_DIR
 from ..media.speech import SpeechSegment
 from ..verdict import ModelInfo, VoiceAnalysis, VoicePoint, VoiceSegment
 from . import Detector, register
-from .voicenet import RATE, WINDOW_S, Branch, calibrated_max, load_weights
+from .voicenet import RATE, WINDOW_S, Branch, calibrated_logits, calibrated_max, load_weights
 
 WEIGHTS = "voice.safetensors"
 WAVE_WEIGHTS = "voice_wave.safetensors"  # optional second model
 PHASE_WEIGHTS = "voice_phase.safetensors"  # optional third: real speech's phase statistics (PhaseNovelty)
 MIN_SPEECH_S = 1.0
+CUES = {  # per model: the trace that makes it flag a window, in words (models/voice.md)
+    "linear": "vocoder artefacts in the spectrum (most in 4-8 kHz)",
+    "wave": "waveform traces of phase rebuilt from a spectrogram",
+    "phase": "harmonics whose phase does not glide like a recorded voice's",
+}
 _WIN = int(WINDOW_S * RATE)
 
 
@@ -67,7 +72,7 @@ class VoiceDetector(Detector):
         for named, default in ((wave_weights, WAVE_WEIGHTS), (phase_weights, PHASE_WEIGHTS)):
             extra = named or path.with_name(default)
             if named is not None or extra.exists():  # asked for by name: a missing file is an error
-                model, meta = self._load_weights(extra, load_weights, "deepscreen train-voice --pair")
+                model, meta = self._load_weights(extra, load_weights, "deepscreen train-voice --ensemble")
                 self.branches.append(Branch.of(model, meta))
                 self._infos.append(self._info)
                 versions.append(meta.get("version", "1.0"))
@@ -90,7 +95,8 @@ class VoiceDetector(Detector):
             return VoiceAnalysis(None, speech_s, duration, [], [],
                                  f"abstained: {what} (music, noise and silence are out of scope)")
         spans = speech_windows(segments, len(samples))
-        logits = self.score_windows(cut_windows(samples, spans))
+        per_model = calibrated_logits(self.branches, cut_windows(samples, spans))
+        logits = per_model.max(axis=0)  # = score_windows
         probability = self.calibrate(utterance_logit(logits))
 
         seg_out = []
@@ -104,14 +110,25 @@ class VoiceDetector(Detector):
             p = self.calibrate(float(np.mean(cover))) if cover and in_speech else None
             timeline.append(VoicePoint(float(sec), p))
         return VoiceAnalysis(probability, speech_s, duration, seg_out, timeline,
-                             self.explain(probability, seg_out, speech_s))
+                             self.explain(probability, seg_out, speech_s, self.cues(per_model)))
 
-    def explain(self, probability: float, segments: list[VoiceSegment], speech_s: float) -> str:
+    def cues(self, per_model: np.ndarray) -> list[str]:
+        """What the suspicious windows were flagged for: the models that gave the highest score in at least a
+        third of them, most frequent first."""
+        flagged = per_model[:, per_model.max(axis=0) >= 0]
+        if flagged.shape[1] == 0:
+            return []
+        counts = np.bincount(flagged.argmax(axis=0), minlength=len(self.branches))
+        order = [i for i in np.argsort(-counts, kind="stable") if counts[i] * 3 >= flagged.shape[1]]
+        return [CUES.get(self.branches[i].frontend, "vocoder artefacts") for i in order]
+
+    def explain(self, probability: float, segments: list[VoiceSegment], speech_s: float,
+                cues: list[str] | None = None) -> str:
         flagged = [s for s in segments if s.probability >= 0.5]
         if probability >= 0.5:
             where = ", ".join(f"{s.start_s:.1f}-{s.end_s:.1f} s" for s in flagged[:4]) or "across the speech"
-            return (f"the voice sounds synthetic ({probability:.0%}): vocoder artefacts in the spectrum or waveform "
-                    f"at {where}")
+            return (f"the voice sounds synthetic ({probability:.0%}): "
+                    f"{'; '.join(cues or ['vocoder artefacts in the spectrum or waveform'])} at {where}")
         if probability >= 0.25:
             return f"weak signs of a synthetic voice ({probability:.0%}) in {speech_s:.0f} s of speech"
         return f"the voice sounds natural ({probability:.0%} synthetic) over {speech_s:.0f} s of speech"

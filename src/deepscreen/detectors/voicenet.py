@@ -127,29 +127,33 @@ def phase_stats(windows: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 
 class PhaseNovelty(nn.Module):
-    """One-class model of real speech: log(1 + Mahalanobis distance) of a window's `phase_stats` from the mean of
-    real speech windows (through the same channels as training: codecs, noise, band limits). It never sees a
-    forgery, so whatever it catches is caught without training on it; the ridge keeps a direction where real
-    speech hardly varies from dominating the distance."""
+    """One-class model of real speech: how far a window's `phase_stats` lie from real speech, as log(1 + squared
+    Mahalanobis distance) to the nearest of a few Gaussians, one per channel real speech arrives through (as
+    recorded, MP3, Opus, a pool of random channels). One Gaussian over all channels would stretch to cover the
+    codecs' damage and take clean neural-vocoder copies in with it (HiFi-GAN EER 26 % instead of 3 % in a probe).
+    It never sees a forgery, so whatever it catches is caught without training on it; the ridge keeps a direction
+    where real speech hardly varies from dominating the distance."""
 
-    def __init__(self, dims: int = PHASE_STATS):
+    def __init__(self, components: int = 3, dims: int = PHASE_STATS):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(dims))
-        self.register_buffer("scale", torch.ones(dims))
-        self.register_buffer("precision", torch.eye(dims))
+        self.register_buffer("mean", torch.zeros(components, dims))
+        self.register_buffer("scale", torch.ones(components, dims))
+        self.register_buffer("precision", torch.eye(dims).repeat(components, 1, 1))
 
-    def fit(self, stats: torch.Tensor, ridge: float = 0.05) -> "PhaseNovelty":
-        mean, scale = stats.mean(0), stats.std(0) + 1e-6
-        z = (stats - mean) / scale
-        cov = z.T @ z / max(1, len(z) - 1) + ridge * torch.eye(z.shape[1])
-        self.mean.copy_(mean)
-        self.scale.copy_(scale)
-        self.precision.copy_(torch.linalg.inv(cov))
+    def fit(self, groups: list[torch.Tensor], ridge: float = 0.05) -> "PhaseNovelty":
+        """One (windows, 16) tensor of real speech statistics per component."""
+        if len(groups) != len(self.mean):
+            raise ValueError(f"PhaseNovelty has {len(self.mean)} components, got {len(groups)} groups")
+        for k, stats in enumerate(groups):
+            mean, scale = stats.mean(0), stats.std(0) + 1e-6
+            z = (stats - mean) / scale
+            cov = z.T @ z / max(1, len(z) - 1) + ridge * torch.eye(z.shape[1])
+            self.mean[k], self.scale[k], self.precision[k] = mean, scale, torch.linalg.inv(cov)
         return self
 
     def forward(self, stats: torch.Tensor) -> torch.Tensor:
-        z = (stats - self.mean) / self.scale
-        return torch.log1p(torch.einsum("bi,ij,bj->b", z, self.precision, z))
+        z = (stats[:, None] - self.mean[None]) / self.scale[None]  # (B, components, dims)
+        return torch.log1p(torch.einsum("bki,kij,bkj->bk", z, self.precision, z).amin(1))
 
 
 def features(windows: torch.Tensor | np.ndarray, frontend: str = "linear") -> torch.Tensor:
@@ -305,9 +309,13 @@ def oc_softmax_loss(logits: torch.Tensor, fake: torch.Tensor, real_margin: float
     return nn.functional.softplus(OC_SCALE * gap).mean()
 
 
-def make_model(frontend: str = "linear", width: int = 16, head: str = "linear") -> nn.Module:
-    """A VoiceNet for a spectrogram or waveform front end; for "phase", the one-class PhaseNovelty."""
-    return PhaseNovelty() if frontend == "phase" else VoiceNet(width, frontend, head)
+def model_from_state(state: dict[str, torch.Tensor], frontend: str = "linear", width: int = 16,
+                     head: str = "linear") -> nn.Module:
+    """Saved tensors -> the model in eval mode: a VoiceNet for a spectrogram or waveform front end; for "phase",
+    the one-class PhaseNovelty (with as many components as were saved)."""
+    model = PhaseNovelty(len(state["mean"])) if frontend == "phase" else VoiceNet(width, frontend, head)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def save_weights(model: nn.Module, path: Path, meta: dict) -> None:
@@ -324,6 +332,5 @@ def load_weights(path: Path) -> tuple[nn.Module, dict]:
 
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["deepscreen"])
-    model = make_model(meta.get("frontend", "linear"), meta.get("width", 16), meta.get("head", "linear"))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval(), meta
+    return model_from_state(load_file(str(path)), meta.get("frontend", "linear"), meta.get("width", 16),
+                            meta.get("head", "linear")), meta

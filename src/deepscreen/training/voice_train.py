@@ -24,7 +24,7 @@ import torch
 
 from ..detectors.voice import cut_windows, speech_windows, utterance_logit
 from ..detectors.voicenet import (RATE, WINDOW_S, Branch, PhaseNovelty, VoiceNet, calibrated_logits, features,
-                                  load_weights, make_model, oc_softmax_loss, save_weights, score_windows)
+                                  load_weights, model_from_state, oc_softmax_loss, save_weights, score_windows)
 from ..media.speech import SpeechFinder
 from ..synthesis.voice import GENERATORS, OPTIONAL, UNSEEN, codec_roundtrip
 from .metrics import auc, eer, fit_platt, sigmoid
@@ -100,6 +100,10 @@ def model_scorer(model: torch.nn.Module, frontend: str) -> Scorer:
 
 
 Scores = dict[str, dict[str, list[float]]]  # source -> channel -> utterance logits
+VERSION = "1.2"  # of the recipe; written into the weights' metadata
+# The models the scanner combines (`train-voice --ensemble`). The waveform model of v1.1 is left out since v1.2:
+# the phase model catches what it caught without training on it, and it pulled held-out rows the wrong way.
+ENSEMBLE = ("linear", "phase")
 CHANNELS = ("clean", "mp3_64k", "opus_24k")  # the test and calibration channels: as recorded, and two codecs
 NOVELTY_QUANTILE = 0.999  # PhaseNovelty: p = 0.5 this far out in new speakers' real speech (`_fit_novelty`)
 
@@ -209,8 +213,9 @@ def _finish(model: torch.nn.Module, cfg: VoiceTrainConfig, cache: Path, work: Pa
         report.update(score_test_split(calibrated(model_scorer(model, cfg.frontend), (a, b)), cfg, data))
     if out is not None:
         name = "voice" if cfg.frontend == "linear" else f"voice_{cfg.frontend}"  # voice_wave, voice_phase
-        meta = {"name": name, "version": "1.1", "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
-                "frontend": cfg.frontend, "head": cfg.head, "generators": gens, "steps": cfg.steps}
+        meta = {"name": name, "version": VERSION, "width": cfg.width, "platt": [a, b], "window_s": WINDOW_S,
+                "frontend": cfg.frontend, "head": cfg.head, "steps": cfg.steps,
+                "generators": [] if cfg.frontend == "phase" else gens}  # PhaseNovelty: real speech only
         save_weights(model, out, meta)
     (work / "report.json").write_text(json.dumps(report, indent=1))
     return report
@@ -219,8 +224,9 @@ def _finish(model: torch.nn.Module, cfg: VoiceTrainConfig, cache: Path, work: Pa
 def _fit_novelty(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None, data: dict[str, Clips],
                  channels: dict[str, Clips], test: bool = True) -> dict:
     """PhaseNovelty: no optimiser, no forgery. Its statistics of real speech come from the scanner's own windows
-    (speech segments, 2 s, 1 s apart) over the training speakers' utterances: as recorded, through MP3 64k and
-    Opus 24k, and through the cached random channels, so codecs are part of what real speech looks like.
+    (speech segments, 2 s, 1 s apart) over the training speakers' utterances, one group per channel (its
+    components): as recorded, through MP3 64k, through Opus 24k, and through the cached random channels, so codecs
+    are part of what real speech looks like.
 
     Its calibration uses no forgery either. A model that has seen no fake cannot know how far out fakes lie, only
     how rarely real speech of a *new* speaker gets this far: p = 0.01 at the median distance of real windows and
@@ -242,22 +248,22 @@ def _fit_novelty(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | Non
                 speakers += [str(clips.speakers[i])] * len(w)
         return torch.cat(stats), np.array(speakers)
 
-    coded, coded_speakers = windows(data["real"], "train", CHANNELS)
-    varied, varied_speakers = windows(channels["real"], "train", ("clean",))  # the cached random channels
-    train_stats, speakers = torch.cat([coded, varied]), np.r_[coded_speakers, varied_speakers]
-    fold = np.array([zlib.crc32(f"fold:{s}".encode()) % 5 for s in speakers])
+    groups = [windows(data["real"], "train", (ch,)) for ch in CHANNELS]  # one component each
+    groups.append(windows(channels["real"], "train", ("clean",)))  # the random channels: calibration only
+    folds = [np.array([zlib.crc32(f"fold:{s}".encode()) % 5 for s in speakers]) for _, speakers in groups]
     unseen = []  # distances of real windows from a model fitted without their speaker
     with torch.no_grad():
         for k in range(5):
-            inside = torch.from_numpy(fold == k)
-            unseen.append(PhaseNovelty().fit(train_stats[~inside])(train_stats[inside]).numpy())
-        model = PhaseNovelty().fit(train_stats).eval()
-        unseen.append(model(windows(data["real"], "val", CHANNELS)[0]).numpy())
+            model = PhaseNovelty().fit([stats[torch.from_numpy(f != k)] for (stats, _), f in zip(groups[:-1], folds)])
+            unseen += [model(stats[torch.from_numpy(f == k)]).numpy() for (stats, _), f in zip(groups, folds)]
+        model = PhaseNovelty().fit([stats for stats, _ in groups[:-1]]).eval()
+        val = [windows(data["real"], "val", CHANNELS), windows(channels["real"], "val", ("clean",))]
+        unseen += [model(stats).numpy() for stats, _ in val]
     d = np.concatenate(unseen)
     mid, high = np.quantile(d, [0.5, NOVELTY_QUANTILE])
     a = float(np.log(99) / (high - mid))
     log.info("phase novelty: %d real training windows; new speakers' distances: median %.3f, q%g %.3f",
-             len(train_stats), mid, NOVELTY_QUANTILE, high)
+             sum(len(stats) for stats, _ in groups), mid, NOVELTY_QUANTILE, high)
     work.mkdir(parents=True, exist_ok=True)
     torch.save({"config": asdict(cfg), "model": model.state_dict(), "step": cfg.steps,
                 "train_s": time.time() - started}, work / "checkpoint.pt")
@@ -291,12 +297,12 @@ def calibrated(scorer: Scorer, platt: tuple[float, float]) -> Scorer:
 
 def score_test_split(scorer: Scorer, cfg: VoiceTrainConfig, data: dict[str, Clips]) -> dict:
     """The test table of one scorer of calibrated log-odds (`calibrated`, or the scanner's `calibrated_max`)."""
-    return test_table(evaluate(scorer, data, "test", tested_generators(cfg), CHANNELS), cfg)
+    return table_of(evaluate(scorer, data, "test", tested_generators(cfg), CHANNELS), cfg)
 
 
-def test_table(test: Scores, cfg: VoiceTrainConfig) -> dict:
-    """Calibrated utterance log-odds of the test speakers -> per generator EER/AUC (clean, and pooled with MP3/Opus copies of both classes), the detection
-    rate and the real-speech false-positive rate at p = 0.5. Generators in cfg.exclude are marked held out;
+def table_of(test: Scores, cfg: VoiceTrainConfig) -> dict:
+    """Calibrated utterance log-odds of the test speakers -> per generator EER/AUC (clean, and pooled with MP3/Opus
+    copies of both classes), the detection rate and the real-speech false-positive rate at p = 0.5. Generators in cfg.exclude are marked held out;
     UNSEEN ones (never trained on by any recipe) are marked unseen."""
     names = tested_generators(cfg)
     report = {"generators": {}}
@@ -320,7 +326,7 @@ def test_table(test: Scores, cfg: VoiceTrainConfig) -> dict:
 
 def assess(weights: list[Path], cache: Path) -> dict[str, dict]:
     """The test tables of committed weights, with the calibration they carry (`train-voice --eval-only`): each model
-    alone and, for several files, as the scanner combines them (`calibrated_max`), under the key "pair"."""
+    alone and, for several files, as the scanner combines them (`calibrated_max`), under the key "combined"."""
     torch.set_num_threads(2)
     loaded = [load_weights(w) for w in weights]
     branches = [Branch.of(m, meta) for m, meta in loaded]
@@ -329,16 +335,16 @@ def assess(weights: list[Path], cache: Path) -> dict[str, dict]:
 
 def assess_runs(runs: list[Path], cache: Path) -> dict[str, dict]:
     """The same for training runs (their last checkpoint and the calibration in their report), e.g. the filterbank
-    and the waveform model trained without the same generator: one row of the pair's leave-one-out table."""
+    waveform and phase models trained without the same generator: one row of the combination's leave-one-out
+    table."""
     torch.set_num_threads(2)
     branches, cfgs, times = [], [], []
     for run in runs:
         state = torch.load(run / "checkpoint.pt", weights_only=False)
         cfg = VoiceTrainConfig(**{**asdict(VoiceTrainConfig()), **state["config"]})
-        model = make_model(cfg.frontend, cfg.width, cfg.head)
-        model.load_state_dict(state["model"])
+        model = model_from_state(state["model"], cfg.frontend, cfg.width, cfg.head)
         report = json.loads((run / "report.json").read_text())
-        branches.append(Branch(model.eval(), cfg.frontend, tuple(report["platt"])))
+        branches.append(Branch(model, cfg.frontend, tuple(report["platt"])))
         cfgs.append(cfg)
         times.append(report["train_s"])
     return _assess_branches(branches, cfgs, times, cache)
@@ -347,17 +353,17 @@ def assess_runs(runs: list[Path], cache: Path) -> dict[str, dict]:
 def _assess_branches(branches: list[Branch], cfgs: list[VoiceTrainConfig], times: list[float],
                      cache: Path) -> dict[str, dict]:
     trained = {g for c in cfgs for g in trained_generators(c)}
-    pair = VoiceTrainConfig(steps=cfgs[0].steps, exclude=[g for g in GENERATORS if g not in trained],
+    combined = VoiceTrainConfig(steps=cfgs[0].steps, exclude=[g for g in GENERATORS if g not in trained],
                             add=sorted({g for c in cfgs for g in c.add}), frontend="+".join(c.frontend for c in cfgs))
-    data = build(cache, tested_generators(pair))
+    data = build(cache, tested_generators(combined))
     views = {c.frontend: (lambda z, i=i: z[i]) for i, c in enumerate(cfgs)}
     if len(branches) > 1:
-        views["pair"] = lambda z: z.max(axis=0)  # calibrated_max, as the scanner scores
-    test = evaluate_views(lambda w: calibrated_logits(branches, w), views, data, "test", tested_generators(pair),
+        views["combined"] = lambda z: z.max(axis=0)  # calibrated_max, as the scanner scores
+    test = evaluate_views(lambda w: calibrated_logits(branches, w), views, data, "test", tested_generators(combined),
                           CHANNELS)
-    settings = {**{c.frontend: (c, t) for c, t in zip(cfgs, times)}, "pair": (pair, sum(times))}
+    settings = {**{c.frontend: (c, t) for c, t in zip(cfgs, times)}, "combined": (combined, sum(times))}
     return {name: {"config": asdict(settings[name][0]), "train_s": settings[name][1],
-                   **test_table(test[name], settings[name][0])} for name in views}
+                   **table_of(test[name], settings[name][0])} for name in views}
 
 
 def config_of(meta: dict) -> VoiceTrainConfig:
@@ -373,8 +379,11 @@ def format_report(report: dict) -> str:
     held = [g for g, r in report["generators"].items() if r["held_out"]]
     trained = f"{report['config']['steps']} steps"
     trained += f", {report['train_s'] / 60:.1f} min" if report["train_s"] else ""
-    lines = [f"voice detector, {'trained on all generators' if not held else 'held out: ' + ', '.join(held)}"
-             f" ({trained})",
+    what = "trained on all generators" if not held else "held out: " + ", ".join(held)
+    if report["config"].get("frontend") == "phase":  # PhaseNovelty: no generator is ever trained on
+        what = "phase novelty, fitted on real speech only"
+        trained = f"{report['train_s'] / 60:.1f} min" if report["train_s"] else "no training steps"
+    lines = [f"voice detector, {what} ({trained})",
              f"{'generator':<13} {'EER':>7} {'AUC':>7} {'EER coded':>10} {'TPR@0.5':>8}"]
     for g, r in report["generators"].items():
         mark = "  (held out)" if r["held_out"] else "  (never trained on)" if r.get("unseen") else ""
@@ -391,7 +400,7 @@ def format_report(report: dict) -> str:
 
 def format_logo(reports: list[dict]) -> str:
     """Leave-one-generator-out: each row is a model trained without one generator, tested on that generator."""
-    model = reports[0]["config"]["frontend"] if reports else ""  # "linear+wave": the pair
+    model = reports[0]["config"]["frontend"] if reports else ""  # "linear+wave+phase": combined
     lines = [f"leave-one-generator-out, {model} (train without X, test on X; held-out speakers)",
              f"{'held out':<12} {'EER':>7} {'AUC':>7} {'EER coded':>10} {'TPR@0.5':>8} {'real FPR':>9}"]
     eers, coded = [], []
