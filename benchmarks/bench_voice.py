@@ -4,7 +4,8 @@
 
 A 60-second MP3 of real speech (LibriSpeech utterances end to end, with pauses) is scanned the way
 `deepscreen scan` does it (goal: <= 2 s on 2 cores), with the stages broken down: decode + resample to 16 kHz,
-speech finding (silero-vad on onnxruntime), and the voice models on the 2 s windows (all, then each). Baseline: the decode alone.
+speech finding (silero-vad on onnxruntime), and the voice models on the 2 s windows (together, then
+each). Baseline: the decode alone.
 Models are loaded once before timing (as a service or batch job does).
 """
 

@@ -16,7 +16,9 @@ Front ends (numbers in models/voice.md):
   (Tak et al. 2021). Its first filters span 2 ms, so unlike any magnitude spectrum it can see phase. With
   Griffin-Lim held out it ranks it far better than any spectrum (AUC 0.77 vs 0.53), but it misses held-out HiFi-GAN
   (0.40) and Piper TTS: it learns rebuilt phase, not neural vocoders. So it is not used alone but beside the
-  linear model (v1.1: `calibrated_max` of the two; models/voice.md).
+  linear model (v1.1: `calibrated_max` of the two; models/voice.md). Retired in v1.2.
+- phase: no network. `phase_stats` (16 numbers per window on how the phase of spectral peaks moves) for
+  `PhaseNovelty`, a one-class model of real speech fitted on real speech only (v1.2, beside the linear model).
 """
 
 from __future__ import annotations
@@ -128,9 +130,9 @@ def phase_stats(windows: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 class PhaseNovelty(nn.Module):
     """One-class model of real speech: how far a window's `phase_stats` lie from real speech, as log(1 + squared
-    Mahalanobis distance) to the nearest of a few Gaussians, one per channel real speech arrives through (as
-    recorded, MP3, Opus, a pool of random channels). One Gaussian over all channels would stretch to cover the
-    codecs' damage and take clean neural-vocoder copies in with it (HiFi-GAN EER 26 % instead of 3 % in a probe).
+    Mahalanobis distance) to the nearest of a few Gaussians, one per channel real speech arrives through (shipped:
+    as recorded, MP3 64k, Opus 24k). One Gaussian over all channels stretches to cover the codecs' damage and takes
+    clean neural-vocoder copies in with it (held-out HiFi-GAN EER 29-35 % instead of 6.5 %, models/voice.md).
     It never sees a forgery, so whatever it catches is caught without training on it; the ridge keeps a direction
     where real speech hardly varies from dominating the distance."""
 
@@ -221,9 +223,9 @@ def calibrated_logits(branches: list[Branch], windows: np.ndarray, chunk: int = 
 
 def calibrated_max(branches: list[Branch], windows: np.ndarray, chunk: int = 32) -> np.ndarray:
     """Window scores of one or more models, calibrated (`calibrated_logits`), the highest kept. The models are
-    experts on different traces (the filterbank: neural vocoders and TTS; the waveform: phase rebuilt from a
-    magnitude, models/voice.md), so a window is as suspicious as the expert that finds it most suspicious. One
-    model: just its calibrated logits."""
+    experts on different traces (the filterbank: neural vocoders and TTS; the phase model: harmonics whose phase
+    moves unlike a recorded voice's; models/voice.md), so a window is as suspicious as the expert that finds it
+    most suspicious. One model: just its calibrated logits."""
     return calibrated_logits(branches, windows, chunk).max(axis=0)
 
 

@@ -302,8 +302,8 @@ def score_test_split(scorer: Scorer, cfg: VoiceTrainConfig, data: dict[str, Clip
 
 def table_of(test: Scores, cfg: VoiceTrainConfig) -> dict:
     """Calibrated utterance log-odds of the test speakers -> per generator EER/AUC (clean, and pooled with MP3/Opus
-    copies of both classes), the detection rate and the real-speech false-positive rate at p = 0.5. Generators in cfg.exclude are marked held out;
-    UNSEEN ones (never trained on by any recipe) are marked unseen."""
+    copies of both classes), the detection rate and the real-speech false-positive rate at p = 0.5. Generators in
+    cfg.exclude are marked held out; UNSEEN ones (never trained on by any recipe) are marked unseen."""
     names = tested_generators(cfg)
     report = {"generators": {}}
     p = lambda zs: sigmoid(np.asarray(zs))  # noqa: E731
@@ -335,8 +335,7 @@ def assess(weights: list[Path], cache: Path) -> dict[str, dict]:
 
 def assess_runs(runs: list[Path], cache: Path) -> dict[str, dict]:
     """The same for training runs (their last checkpoint and the calibration in their report), e.g. the filterbank
-    waveform and phase models trained without the same generator: one row of the combination's leave-one-out
-    table."""
+    model trained without a generator and the phase model: one row of the combination's leave-one-out table."""
     torch.set_num_threads(2)
     branches, cfgs, times = [], [], []
     for run in runs:
@@ -354,7 +353,8 @@ def _assess_branches(branches: list[Branch], cfgs: list[VoiceTrainConfig], times
                      cache: Path) -> dict[str, dict]:
     trained = {g for c in cfgs for g in trained_generators(c)}
     combined = VoiceTrainConfig(steps=cfgs[0].steps, exclude=[g for g in GENERATORS if g not in trained],
-                            add=sorted({g for c in cfgs for g in c.add}), frontend="+".join(c.frontend for c in cfgs))
+                                add=sorted({g for c in cfgs for g in c.add}),
+                                frontend="+".join(c.frontend for c in cfgs))
     data = build(cache, tested_generators(combined))
     views = {c.frontend: (lambda z, i=i: z[i]) for i, c in enumerate(cfgs)}
     if len(branches) > 1:
