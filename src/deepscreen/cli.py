@@ -135,6 +135,7 @@ def train_voice(
         build_channels(cache, name, clips, progress=show_build)
     runs = [[g] for g in GENERATORS] if logo else [exclude]
     reports: dict[str, list[dict]] = {}  # per model (front end, or all combined): one report per run
+    extra = {"wave": WAVE_WEIGHTS, "phase": PHASE_WEIGHTS}  # where --ensemble writes the models beside OUT
     for held_out in runs:
         dirs = []
         for fe in ENSEMBLE if ensemble else (frontend,):
@@ -146,7 +147,6 @@ def train_voice(
             cfg = VoiceTrainConfig(steps=steps, exclude=list(held_out), add=list(add), seed=seed, frontend=fe,
                                    head=head, augment=augment)
             # Only models trained on every generator are shipped; leave-one-out models are for the table.
-            extra = {"wave": WAVE_WEIGHTS, "phase": PHASE_WEIGHTS}
             dest = None if held_out else (out.with_name(extra[fe]) if ensemble and fe in extra else out)
             report = run(cfg, cache, work / name, dest, progress=show_step, test=not ensemble)
             dirs.append(work / name)

@@ -108,6 +108,15 @@ CHANNELS = ("clean", "mp3_64k", "opus_24k")  # the test and calibration channels
 NOVELTY_QUANTILE = 0.999  # PhaseNovelty: p = 0.5 this far out in new speakers' real speech (`_fit_novelty`)
 
 
+def scanner_windows(x: np.ndarray, channel: str, finder: SpeechFinder) -> np.ndarray:
+    """An utterance's first 8 s through `channel` ("clean" or a codec), cut as the scanner cuts it: 2 s windows over
+    the speech silero-vad finds (the start, when it finds none)."""
+    x = x[: int(8 * RATE)]
+    if channel != "clean":
+        x = codec_roundtrip(x, channel)
+    return cut_windows(x, speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), WIN))])
+
+
 def evaluate_views(scorer: Callable[[np.ndarray], np.ndarray], views: dict[str, Callable[[np.ndarray], np.ndarray]],
                    data: dict[str, Clips], split: str, sources: list[str],
                    channels: tuple[str, ...] = ("clean",)) -> dict[str, Scores]:
@@ -123,11 +132,7 @@ def evaluate_views(scorer: Callable[[np.ndarray], np.ndarray], views: dict[str, 
         for ch in channels:
             logits: dict[str, list[float]] = {name: [] for name in views}
             for i in clips.subset(split):
-                x = clips.clip(i)[: int(8 * RATE)]
-                if ch != "clean":
-                    x = codec_roundtrip(x, ch)
-                spans = speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), WIN))]
-                z = scorer(cut_windows(x, spans))
+                z = scorer(scanner_windows(clips.clip(i), ch, finder))
                 for name, view in views.items():
                     logits[name].append(utterance_logit(view(z)))
             for name in views:
@@ -156,10 +161,10 @@ def train(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | None = Non
     gens = trained_generators(cfg)
     data = build(cache, gens)  # normally made by the caller (with progress); here loaded
     channels = {name: build_channels(cache, name, data[name]) for name in ["real", *gens]}
-    idx = {("clean", name): data[name].subset("train") for name in channels}
-    idx.update({("channel", name): clips.subset("train") for name, clips in channels.items()})
     if cfg.frontend == "phase":
         return _fit_novelty(cfg, cache, work, out, data, channels, test)
+    idx = {("clean", name): data[name].subset("train") for name in channels}
+    idx.update({("channel", name): clips.subset("train") for name, clips in channels.items()})
     model = VoiceNet(cfg.width, cfg.frontend, cfg.head)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -241,9 +246,7 @@ def _fit_novelty(cfg: VoiceTrainConfig, cache: Path, work: Path, out: Path | Non
         stats, speakers = [], []
         for i in clips.subset(split):
             for ch in chans:
-                x = clips.clip(i)[: int(8 * RATE)]
-                x = x if ch == "clean" else codec_roundtrip(x, ch)
-                w = cut_windows(x, speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), WIN))])
+                w = scanner_windows(clips.clip(i), ch, finder)
                 stats.append(features(w, "phase"))
                 speakers += [str(clips.speakers[i])] * len(w)
         return torch.cat(stats), np.array(speakers)
