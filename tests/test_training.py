@@ -11,7 +11,7 @@ from deepscreen.detectors.face_blend import FaceBlendDetector
 from deepscreen.faces.align import CROP_SIZE
 from deepscreen.training.data import split_of
 from deepscreen.training.evaluate import evaluate_folder, format_metrics, write_sbi_folder
-from deepscreen.training.train import TrainConfig, train
+from deepscreen.training.train import TrainConfig, train, train_recipe
 
 from conftest import LFW_DIR
 
@@ -80,6 +80,48 @@ def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
     res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--init", str(tmp_path / "none.st")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stderr.strip() == f"deepscreen: error: {tmp_path / 'none.st'}: no such weights file"
+
+
+def test_recipe_runs_both_stages_and_resumes(small_lfw, tmp_path):
+    """The committed recipe in one call: stage 1 from ImageNet, stage 2 from stage 1's weights with composites from
+    other people; the final weights count both stages, and a second call redoes nothing."""
+    logs: list[str] = []
+    small = dict(pairs_per_batch=2, val_every=1, val_images=4, precision="float32")
+    out, work = tmp_path / "w.safetensors", tmp_path / "work"
+    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=2, stage2_steps=1, **small)
+    first = FaceBlendDetector(weights=work / "stage1" / "face_blend.safetensors").meta
+    meta = FaceBlendDetector(weights=out).meta
+    assert first["trained_steps"] == 2 and first["config"]["donor_p"] == 0.0
+    assert meta["trained_steps"] == 1 and meta["prior_steps"] == 2 and meta["config"]["donor_p"] == 0.3
+    assert meta["config"]["lr_scale"] == 0.3 and meta["init_sha256"] is not None
+    assert (work / "lfw_landmarks.npz").exists() and not (work / "stage1" / "lfw_landmarks.npz").exists()
+    logs.clear()
+    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=2, stage2_steps=1, **small)
+    assert any("stage 1 already done" in line for line in logs)
+    assert not any(line.startswith("step ") and " val AUC " not in line for line in logs)
+    assert FaceBlendDetector(weights=out).meta["trained_steps"] == 1
+
+
+def test_cli_train_defaults_are_the_committed_recipe(tmp_path):
+    """`deepscreen train` with no options runs train_recipe's stages; `--init` runs stage 2 alone and refuses
+    `--steps` (stage 1's length), which it would otherwise ignore."""
+    import inspect
+    import subprocess
+    import sys
+
+    from deepscreen import cli
+    from deepscreen.training import train as recipe
+
+    opts = inspect.signature(cli.train).parameters
+    assert opts["stage2_steps"].default.default == recipe.STAGE2_STEPS
+    assert opts["donor_p"].default.default == recipe.STAGE2_DONOR_P
+    assert opts["lr_scale"].default.default == recipe.STAGE2_LR_SCALE
+    assert "6000" in opts["steps"].default.help and recipe.STAGE1_STEPS == 6000
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--init", str(weights), "--steps", "5"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "--init runs stage 2 only" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_bfloat16_training_step(small_lfw, tmp_path):

@@ -25,26 +25,33 @@ def train(
     data: Path = typer.Option(SHARED_DIR / "data/faces/lfw", help="Real faces, one folder per person."),
     out: Path = typer.Option(MODELS_DIR / "face_blend.safetensors", help="Where to write the weights."),
     work: Path = typer.Option(PROJECT_ROOT / ".cache/train", help="Checkpoints, logs, landmark cache."),
-    steps: int = typer.Option(6000, help="Optimiser steps of 32 crops (16 real + 16 self-blended); 6000 is the "
-                              "committed recipe."),
+    steps: Optional[int] = typer.Option(None, help="Stage 1: optimiser steps of 32 crops (16 real + 16 "
+                                        "self-blended) from ImageNet weights [default: 6000]."),
+    stage2_steps: int = typer.Option(1200, help="Stage 2: steps of a second, lower cycle with composites from "
+                                     "other people; 0 stops after stage 1."),
     seed: int = typer.Option(0),
-    init: Path = typer.Option(None, help="Start from these weights instead of ImageNet (a second training cycle)."),
-    lr_scale: float = typer.Option(1.0, help="Multiply the learning rates (a second cycle starts lower)."),
+    init: Path = typer.Option(None, help="Skip stage 1: run stage 2 from these weights."),
+    lr_scale: float = typer.Option(0.3, help="Stage 2's learning rates, as a multiple of stage 1's."),
     precision: str = typer.Option("bfloat16", help="bfloat16 (the committed recipe: autocast, 1.2x faster steps on "
                                   "CPUs with native bfloat16) or float32."),
-    donor_p: float = typer.Option(0.0, help="Share of forgeries with a region from another person's face instead "
-                                  "of a self-blend (0 in the committed recipe)."),
+    donor_p: float = typer.Option(0.3, help="Stage 2: share of forgeries with a region from another person's face "
+                                  "instead of a self-blend."),
     grade_p: float = typer.Option(0.0, help="Chance that each training crop, real or fake, gets a random global "
                                   "colour grade (0 in the committed recipe)."),
 ):
-    """Train the face-blend detector on self-blended images of real faces (resumes from WORK if interrupted)."""
-    from .training.train import PRECISIONS, TrainConfig, train as run
+    """Train the face-blend detector on forgeries made from real faces: the committed two-stage recipe by default
+    (models/face_blend.md); each stage resumes from WORK if interrupted."""
+    from .training.train import PRECISIONS, STAGE1_STEPS, train_recipe
 
     if precision not in PRECISIONS:
         print(f"deepscreen: error: --precision {precision!r}: use one of {', '.join(PRECISIONS)}", file=sys.stderr)
         raise typer.Exit(2)
     if init is not None and not init.is_file():
         print(f"deepscreen: error: {init}: no such weights file", file=sys.stderr)
+        raise typer.Exit(2)
+    if init is not None and (stage2_steps == 0 or steps is not None):
+        print("deepscreen: error: --init runs stage 2 only, from those weights: set its length with --stage2-steps "
+              "(not 0), not --steps", file=sys.stderr)
         raise typer.Exit(2)
     for flag, p in (("--donor-p", donor_p), ("--grade-p", grade_p)):
         if not 0.0 <= p <= 1.0:
@@ -58,8 +65,8 @@ def train(
         log_file.write(msg + "\n")
         log_file.flush()
 
-    run(TrainConfig(data=data, out=out, work=work, steps=steps, seed=seed, init=init, lr_scale=lr_scale,
-                    precision=precision, donor_p=donor_p, grade_p=grade_p), log=log)
+    train_recipe(data, out, work, log=log, stage1_steps=steps or STAGE1_STEPS, stage2_steps=stage2_steps, donor_p=donor_p,
+                 lr_scale=lr_scale, init=init, seed=seed, precision=precision, grade_p=grade_p)
 
 
 @app.command("train-voice")
