@@ -26,7 +26,7 @@ def train(
     out: Path = typer.Option(MODELS_DIR / "face_blend.safetensors", help="Where to write the weights."),
     work: Path = typer.Option(PROJECT_ROOT / ".cache/train", help="Checkpoints, logs, landmark cache."),
     steps: Optional[int] = typer.Option(None, help="Stage 1: optimiser steps of 32 crops (16 real + 16 "
-                                        "self-blended) from ImageNet weights [default: 6000]."),
+                                        "self-blended) from ImageNet weights; 6000 if not given."),
     stage2_steps: int = typer.Option(1200, help="Stage 2: steps of a second, lower cycle with composites from "
                                      "other people; 0 stops after stage 1."),
     seed: int = typer.Option(0),
