@@ -65,8 +65,9 @@ def train(
         log_file.write(msg + "\n")
         log_file.flush()
 
-    train_recipe(data, out, work, log=log, stage1_steps=steps or STAGE1_STEPS, stage2_steps=stage2_steps, donor_p=donor_p,
-                 lr_scale=lr_scale, init=init, seed=seed, precision=precision, grade_p=grade_p)
+    train_recipe(data, out, work, log=log, stage1_steps=STAGE1_STEPS if steps is None else steps,
+                 stage2_steps=stage2_steps, donor_p=donor_p, lr_scale=lr_scale, init=init, seed=seed,
+                 precision=precision, grade_p=grade_p)
 
 
 @app.command("train-voice")
