@@ -124,6 +124,47 @@ def test_cli_train_defaults_are_the_committed_recipe(tmp_path):
     assert res.returncode == 2 and "--init runs stage 2 only" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_frozen_early_blocks_stay_fixed_in_training(small_lfw, tmp_path):
+    """`frozen_blocks`: the stem and the first blocks keep their weights and batch-norm statistics through a training
+    step (a fixed feature extractor, in eval mode even while the model trains); the next block learns."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from deepscreen.detectors.blendnet import BlendNet
+
+    torch.manual_seed(0)
+    model = BlendNet().freeze_early(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    assert not model.backbone._blocks[2].training and not model.backbone._bn0.training
+    assert model.backbone._blocks[3].training and model.training
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    logit, boundary = model(torch.randn(4, 3, CROP_SIZE, CROP_SIZE))
+    (logit.sum() + boundary.sum()).backward()
+    opt.step()
+    after = model.state_dict()
+    fixed = ("backbone._conv_stem.", "backbone._bn0.", "backbone._blocks.0.", "backbone._blocks.1.",
+             "backbone._blocks.2.")
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(fixed))
+    assert not torch.equal(before["backbone._blocks.3._project_conv.weight"],
+                           after["backbone._blocks.3._project_conv.weight"])
+    stats = "backbone._blocks.3._bn2.running_mean"
+    assert not torch.equal(before[stats], after[stats])
+    assert all(p.requires_grad for p in BlendNet().freeze_early(0).parameters())
+
+    cfg = TrainConfig(data=small_lfw, out=tmp_path / "w.safetensors", work=tmp_path / "work", steps=1,
+                      pairs_per_batch=2, val_every=1, val_images=4, frozen_blocks=3)
+    train(cfg, log=lambda _: None)
+    assert FaceBlendDetector(weights=cfg.out).meta["config"]["frozen_blocks"] == 3
+
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--frozen-blocks", "17"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip() == \
+        "deepscreen: error: --frozen-blocks 17: the backbone has 16 blocks"
+
+
 def test_bfloat16_training_step(small_lfw, tmp_path):
     """`train --precision bfloat16`: steps under autocast give finite losses, the weights load and score, and the
     metadata says how they were trained; an unknown precision is a one-line error."""

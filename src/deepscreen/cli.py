@@ -38,6 +38,8 @@ def train(
                                   "instead of a self-blend."),
     grade_p: float = typer.Option(0.0, help="Chance that each training crop, real or fake, gets a random global "
                                   "colour grade (0 in the committed recipe)."),
+    frozen_blocks: int = typer.Option(0, help="Keep the stem and this many leading blocks of the backbone at their "
+                                      "starting weights: cheaper steps (0 trains every layer)."),
 ):
     """Train the face-blend detector on forgeries made from real faces: the committed two-stage recipe by default
     (models/face_blend.md); each stage resumes from WORK if interrupted."""
@@ -57,6 +59,9 @@ def train(
         if not 0.0 <= p <= 1.0:
             print(f"deepscreen: error: {flag} {p}: must be between 0 and 1", file=sys.stderr)
             raise typer.Exit(2)
+    if not 0 <= frozen_blocks <= 16:
+        print(f"deepscreen: error: --frozen-blocks {frozen_blocks}: the backbone has 16 blocks", file=sys.stderr)
+        raise typer.Exit(2)
     work.mkdir(parents=True, exist_ok=True)
     log_file = open(work / "train.log", "a")
 
@@ -67,7 +72,7 @@ def train(
 
     train_recipe(data, out, work, log=log, stage1_steps=STAGE1_STEPS if steps is None else steps,
                  stage2_steps=stage2_steps, donor_p=donor_p, lr_scale=lr_scale, init=init, seed=seed,
-                 precision=precision, grade_p=grade_p)
+                 precision=precision, grade_p=grade_p, frozen_blocks=frozen_blocks)
 
 
 @app.command("train-voice")

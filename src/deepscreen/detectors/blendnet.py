@@ -38,6 +38,23 @@ class BlendNet(nn.Module):
         self.classifier = nn.Linear(1280, 1)
         self.reduce_top = nn.Conv2d(1280, 64, 1)
         self.boundary = nn.Sequential(nn.Conv2d(112 + 64, 64, 3, padding=1), nn.ReLU6(inplace=True), nn.Conv2d(64, 1, 1))
+        self.frozen: list[nn.Module] = []
+
+    def freeze_early(self, blocks: int) -> "BlendNet":
+        """Fix the stem and the first `blocks` MBConv blocks (their weights and batch-norm statistics) for
+        training. These layers work at 80x80 and 40x40, where a training step spends most of its time, so a step is
+        cheaper (training.train.TrainConfig.frozen_blocks); 0 trains everything."""
+        b = self.backbone
+        self.frozen = [b._conv_stem, b._bn0, *b._blocks[:blocks]] if blocks > 0 else []
+        for module in self.frozen:
+            module.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "BlendNet":
+        super().train(mode)
+        for module in self.frozen:  # a fixed feature extractor: running statistics, not the batch's
+            module.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B,3,160,160) normalised. Returns (logit (B,), boundary logits (B,1,10,10))."""
