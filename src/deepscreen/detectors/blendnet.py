@@ -42,7 +42,7 @@ class BlendNet(nn.Module):
 
     def freeze_early(self, blocks: int) -> "BlendNet":
         """Fix the stem and the first `blocks` MBConv blocks (their weights and batch-norm statistics) for
-        training. These layers work at 80x80 and 40x40, where a training step spends most of its time, so a step is
+        training. These layers work at 80x80 and 40x40, where a training step spends much of its time, so a step is
         cheaper (training.train.TrainConfig.frozen_blocks); 0 trains everything."""
         b = self.backbone
         self.frozen = [b._conv_stem, b._bn0, *b._blocks[:blocks]] if blocks > 0 else []
