@@ -43,6 +43,7 @@ def train(
 ):
     """Train the face-blend detector on forgeries made from real faces: the committed two-stage recipe by default
     (models/face_blend.md); each stage resumes from WORK if interrupted."""
+    from .detectors.blendnet import BACKBONE_BLOCKS
     from .training.train import PRECISIONS, STAGE1_STEPS, train_recipe
 
     if precision not in PRECISIONS:
@@ -59,8 +60,9 @@ def train(
         if not 0.0 <= p <= 1.0:
             print(f"deepscreen: error: {flag} {p}: must be between 0 and 1", file=sys.stderr)
             raise typer.Exit(2)
-    if not 0 <= frozen_blocks <= 16:
-        print(f"deepscreen: error: --frozen-blocks {frozen_blocks}: the backbone has 16 blocks", file=sys.stderr)
+    if not 0 <= frozen_blocks <= BACKBONE_BLOCKS:
+        print(f"deepscreen: error: --frozen-blocks {frozen_blocks}: the backbone has {BACKBONE_BLOCKS} blocks",
+              file=sys.stderr)
         raise typer.Exit(2)
     work.mkdir(parents=True, exist_ok=True)
     log_file = open(work / "train.log", "a")

@@ -18,6 +18,7 @@ from ..media.sniff import file_sha256
 
 INPUT_SIZE = 160
 _MID_BLOCK = 10  # output of block 10: 112 channels at stride 16 (10x10 for a 160 crop)
+BACKBONE_BLOCKS = 16  # MBConv blocks in EfficientNet-Lite0
 
 
 class BlendNet(nn.Module):
@@ -44,6 +45,8 @@ class BlendNet(nn.Module):
         """Fix the stem and the first `blocks` MBConv blocks (their weights and batch-norm statistics) for
         training. These layers work at 80x80 and 40x40, where a training step spends much of its time, so a step is
         cheaper (training.train.TrainConfig.frozen_blocks); 0 trains everything."""
+        if not 0 <= blocks <= BACKBONE_BLOCKS:
+            raise ValueError(f"frozen blocks {blocks}: the backbone has {BACKBONE_BLOCKS} blocks")
         b = self.backbone
         self.frozen = [b._conv_stem, b._bn0, *b._blocks[:blocks]] if blocks > 0 else []
         for module in self.frozen:
