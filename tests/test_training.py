@@ -84,22 +84,98 @@ def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
 
 def test_recipe_runs_both_stages_and_resumes(small_lfw, tmp_path):
     """The committed recipe in one call: stage 1 from ImageNet, stage 2 from stage 1's weights with composites from
-    other people; the final weights count both stages, and a second call redoes nothing."""
+    other people; the final weights count both stages, and a second call redoes nothing. `stop_early` stops each
+    stage part way through its cycle (11/15 and 1/2) and keeps stage 2's last weights."""
     logs: list[str] = []
     small = dict(pairs_per_batch=2, val_every=1, val_images=4, precision="float32")
     out, work = tmp_path / "w.safetensors", tmp_path / "work"
-    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=2, stage2_steps=1, **small)
+    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=3, stage2_steps=2, **small)
     first = FaceBlendDetector(weights=work / "stage1" / "face_blend.safetensors").meta
     meta = FaceBlendDetector(weights=out).meta
-    assert first["trained_steps"] == 2 and first["config"]["donor_p"] == 0.0
-    assert meta["trained_steps"] == 1 and meta["prior_steps"] == 2 and meta["config"]["donor_p"] == 0.3
+    assert first["trained_steps"] == 3 and first["config"]["donor_p"] == 0.0 and first["config"]["keep"] == "best"
+    assert meta["trained_steps"] == 2 and meta["prior_steps"] == 3 and meta["config"]["donor_p"] == 0.3
+    assert meta["config"]["keep"] == "best"
     assert meta["config"]["lr_scale"] == 0.3 and meta["init_sha256"] is not None
     assert (work / "lfw_landmarks.npz").exists() and not (work / "stage1" / "lfw_landmarks.npz").exists()
     logs.clear()
-    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=2, stage2_steps=1, **small)
+    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=3, stage2_steps=2, **small)
     assert any("stage 1 already done" in line for line in logs)
     assert not any(line.startswith("step ") and " val AUC " not in line for line in logs)
-    assert FaceBlendDetector(weights=out).meta["trained_steps"] == 1
+    assert FaceBlendDetector(weights=out).meta["trained_steps"] == 2
+    short = tmp_path / "short.safetensors"
+    train_recipe(small_lfw, short, tmp_path / "short", log=logs.append, stage1_steps=15, stage2_steps=2,
+                 stop_early=True, **small)
+    meta = FaceBlendDetector(weights=short).meta
+    assert meta["prior_steps"] == 11 and meta["trained_steps"] == 1 and meta["config"]["keep"] == "last"
+    assert meta["config"]["steps"] == 2 and meta["config"]["stop_at"] == 0.5
+
+
+def test_stopped_cycle_keeps_the_whole_cycles_learning_rate(small_lfw, tmp_path):
+    """`stop_at`: training ends after that share of the cycle, with the learning rate where the whole cycle's
+    cosine has it at that step (not a shorter cycle's, which would have decayed to zero)."""
+    import math
+
+    import torch
+
+    from deepscreen.training.train import stop_step
+
+    cfg = TrainConfig(data=small_lfw, out=tmp_path / "w.safetensors", work=tmp_path / "work", steps=8,
+                      stop_at=0.5, pairs_per_batch=2, val_every=100, val_images=4, precision="float32")
+    train(cfg, log=lambda _: None)
+    ck = torch.load(cfg.work / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 4 and FaceBlendDetector(weights=cfg.out).meta["trained_steps"] == 4
+    last = 3  # the learning rate of the last step run: warm-up share x the 8-step cosine at step 3
+    want = cfg.lr * (last + 1) / 100 * 0.5 * (1 + math.cos(math.pi * last / 8))
+    assert ck["opt"]["param_groups"][0]["lr"] == pytest.approx(want, rel=1e-9)
+    assert stop_step(6000, 4400 / 6000) == 4400 and stop_step(1, 0.5) == 1
+    with pytest.raises(ValueError, match="must be in"):
+        stop_step(10, 0.0)
+
+
+def test_keep_last_writes_the_final_weights_not_the_best(small_lfw, tmp_path):
+    """`keep="last"` (stage 2 of the recipe) writes the weights of the last step; "best" those of the best
+    validation check. Validating after every step of a short run, the two differ unless the last step was best."""
+    import torch
+
+    from deepscreen.detectors.blendnet import load_weights
+
+    written = {}
+    for keep in ("best", "last"):
+        cfg = TrainConfig(data=small_lfw, out=tmp_path / f"{keep}.safetensors", work=tmp_path / keep, steps=4,
+                          pairs_per_batch=2, val_every=1, val_images=4, precision="float32", keep=keep)
+        train(cfg, log=lambda _: None)
+        written[keep] = load_weights(cfg.out)[0].state_dict()
+        ck = torch.load(cfg.work / "checkpoint.pt", weights_only=False)["model"]
+        best = torch.load(cfg.work / "best.pt")
+        want = ck if keep == "last" else best
+        key = "classifier.weight"  # float16 on disk: compare at that precision
+        assert torch.allclose(written[keep][key], want[key].to(torch.float16).float())
+    with pytest.raises(ValueError, match="keep='first'"):
+        train(TrainConfig(data=small_lfw, out=tmp_path / "x.safetensors", work=tmp_path / "x", keep="first"))
+
+
+def test_training_model_runs_depthwise_convolutions_in_float32():
+    """The training step's speed-up (BlendNet.depthwise_in_float32 + channels-last layout) keeps the weights, their
+    names and, to bfloat16's precision, the outputs; under bfloat16 autocast the depthwise layers give float32."""
+    import copy
+
+    import torch
+
+    from deepscreen.detectors.blendnet import BlendNet
+
+    torch.manual_seed(0)
+    plain = BlendNet().eval()
+    fast = copy.deepcopy(plain).depthwise_in_float32().to(memory_format=torch.channels_last)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 3, CROP_SIZE, CROP_SIZE)
+    seen = []
+    fast.backbone._blocks[5]._depthwise_conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.no_grad():
+        reference = plain(x)[0]
+        with torch.autocast("cpu", torch.bfloat16):
+            out = fast(x)[0]
+    assert seen == [torch.float32]
+    assert torch.allclose(out.float(), reference, atol=0.05)
 
 
 def test_cli_train_defaults_are_the_committed_recipe(tmp_path):
@@ -116,6 +192,9 @@ def test_cli_train_defaults_are_the_committed_recipe(tmp_path):
     assert opts["stage2_steps"].default.default == recipe.STAGE2_STEPS
     assert opts["donor_p"].default.default == recipe.STAGE2_DONOR_P
     assert opts["lr_scale"].default.default == recipe.STAGE2_LR_SCALE
+    assert opts["stop_early"].default.default is False
+    assert recipe.stop_step(recipe.STAGE1_STEPS, recipe.STAGE1_STOP_AT) == 4400  # short recipe: v1.3's kept steps
+    assert recipe.stop_step(recipe.STAGE2_STEPS, recipe.STAGE2_STOP_AT) == 600
     assert f"; {recipe.STAGE1_STEPS} if not given" in opts["steps"].default.help
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"x")
