@@ -133,8 +133,8 @@ def test_stopped_cycle_keeps_the_whole_cycles_learning_rate(small_lfw, tmp_path)
 
 
 def test_keep_last_writes_the_final_weights_not_the_best(small_lfw, tmp_path):
-    """`keep="last"` (stage 2 of the recipe) writes the weights of the last step; "best" those of the best
-    validation check. Validating after every step of a short run, the two differ unless the last step was best."""
+    """`keep="last"` (stage 2 of the short recipe) writes the weights of the last step; "best" those of the best
+    validation check. Both runs take the same path (same seed); on it the best check is not the last step."""
     import torch
 
     from deepscreen.detectors.blendnet import load_weights
@@ -149,7 +149,9 @@ def test_keep_last_writes_the_final_weights_not_the_best(small_lfw, tmp_path):
         best = torch.load(cfg.work / "best.pt")
         want = ck if keep == "last" else best
         key = "classifier.weight"  # float16 on disk: compare at that precision
+        assert not torch.equal(best[key], ck[key])  # else the two choices could not be told apart
         assert torch.allclose(written[keep][key], want[key].to(torch.float16).float())
+    assert not torch.allclose(written["best"][key], written["last"][key])
     with pytest.raises(ValueError, match="keep='first'"):
         train(TrainConfig(data=small_lfw, out=tmp_path / "x.safetensors", work=tmp_path / "x", keep="first"))
 
