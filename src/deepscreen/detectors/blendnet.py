@@ -57,7 +57,7 @@ class BlendNet(nn.Module):
     def depthwise_in_float32(self) -> "BlendNet":
         """Run the depthwise convolutions in float32 even under bfloat16 autocast, for training. On this CPU (torch
         2.13's oneDNN) their backward pass in bfloat16 takes a slow path: ~60 % of a training step, and single
-        layers ran 3-15x slower than in float32 with channels-last layout (a one-off timing), while the 1x1
+        layers ran 3-15x slower than in float32 with channels-last layout (a one-off profile), while the 1x1
         convolutions gain from bfloat16. With the model in channels-last layout a whole training step is 1.3x
         faster (benchmarks/bench_train_step.py). Only the forward methods change: the weights and their names stay."""
         for block in self.backbone._blocks:
