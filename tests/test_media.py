@@ -388,6 +388,31 @@ def test_seeking_gives_the_same_frames(ten_s_clip, monkeypatch, caplog):
     assert all(abs(i - 10 * t) <= 0.5 + 1e-6 and i == n for (i, _, n), t in zip(seeking, [1.25, 3.75, 6.25, 8.75]))
 
 
+@pytest.mark.parametrize("options", [{"preset": "medium"}, {"x264-params": "bframes=16:b-pyramid=normal:b-adapt=0"}])
+def test_dropping_unreferenced_frames_keeps_the_nearest_ones(tmp_path, monkeypatch, options):
+    """Between sampling targets the decoder drops B-frames no other frame refers to, chosen per packet by the time
+    it will be shown, so even long runs of B-frames (decoded up to 16 frames ahead of display) give the same
+    frames as decoding everything."""
+    clip = write_video(tmp_path / "b.mp4", level_frames(300), fps=30, options=options)
+    info, decoded = probe(clip), []
+    real_decode = media_video._decode
+
+    def counting(*args):
+        for frame in real_decode(*args):
+            decoded.append(frame)
+            yield frame
+
+    monkeypatch.setattr(media_video, "_decode", counting)
+    chosen = [(f.index, f.time_s, _level(f)) for f in iter_frames(clip, info)]
+    dropping = len(decoded)
+    decoded.clear()
+    monkeypatch.setattr(media_video, "_NEAR_TARGET_FRAMES", 1e9)  # every frame is near a target: none dropped
+    assert [(f.index, f.time_s, _level(f)) for f in iter_frames(clip, info)] == chosen
+    assert dropping < 0.85 * len(decoded)
+    targets = sample_times(info.duration_s, Sampling())
+    assert all(abs(t - target) <= 0.5 / 30 + 1e-6 and i % 100 == n for (i, t, n), target in zip(chosen, targets))
+
+
 def test_rate_cap_on_short_clip(face_video):
     info = probe(face_video)
     frames = list(iter_frames(face_video, info))  # 16 wanted, 4/s allowed: 8

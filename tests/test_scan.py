@@ -127,6 +127,50 @@ def test_following_faces_matches_detecting_every_frame(twin):
         assert a.label == b.label
 
 
+def test_batch_size_does_not_change_a_video_verdict(scanner, twin):
+    """Crops are scored in batches of `batch_size` across frames (8 in float32, 16 in bfloat16); how they are cut
+    into batches must not change any number of the verdict."""
+    _, paths = twin
+    det = scanner.face_detectors[0]
+    before = det.batch_size
+    try:
+        runs = {}
+        for size in (1, 3, 16):
+            det.batch_size = size
+            v = scanner.scan(paths["fake"])
+            runs[size] = [o.probability for o in v.faces[0].observations] + [v.probability]
+    finally:
+        det.batch_size = before
+    assert len(runs[1]) == 9
+    assert np.allclose(runs[1], runs[3], atol=1e-5) and np.allclose(runs[1], runs[16], atol=1e-5)
+
+
+def test_inference_build_matches_the_trained_network(scanner, twin):
+    """`BlendNet.for_inference` (batch norms folded, stride-1 padding moved into the convolutions, ReLU6 in place,
+    channels-last) gives the outputs of the network as trained, on real faces and their self-blends."""
+    import torch
+
+    from deepscreen.config import MODELS_DIR
+    from deepscreen.detectors.blendnet import load_weights, preprocess
+    from deepscreen.faces.align import align_face
+
+    rng = np.random.default_rng(5)
+    crops = []
+    for path in _test_people(3):
+        face = np.asarray(Image.open(path).convert("RGB"))
+        lms = scanner.analyzer(face)[0].landmarks
+        crops += [align_face(face, lms)[0], align_face(self_blend(face, lms, rng).image, lms)[0]]
+    x = preprocess(np.stack(crops))
+    plain = load_weights(MODELS_DIR / "face_blend.safetensors")[0].eval()
+    built = load_weights(MODELS_DIR / "face_blend.safetensors")[0].for_inference()
+    pads = [m for m in built.modules() if isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d)]
+    assert pads and all(tuple(m.stride) == (2, 2) for m in pads)  # only the asymmetric stride-2 paddings remain
+    with torch.inference_mode():
+        (logit_a, map_a), (logit_b, map_b) = plain(x), built(x)
+    assert torch.allclose(logit_a, logit_b, atol=1e-4) and torch.allclose(map_a, map_b, atol=1e-4)
+    assert (logit_a[1::2] > logit_a[0::2]).sum() >= 2  # real network outputs, not a constant
+
+
 def test_face_that_appears_later_is_found(scanner, tmp_path):
     """A second person walks in after the first full detection: found no later than the next one."""
     a, b = (np.asarray(Image.open(p).convert("RGB")) for p in _test_people(3)[1:3])

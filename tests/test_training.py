@@ -257,7 +257,8 @@ def test_bfloat16_training_step(small_lfw, tmp_path):
     logs: list[str] = []
     train(cfg, log=logs.append)
     det = FaceBlendDetector(weights=cfg.out)
-    assert det.meta["config"]["precision"] == "bfloat16" and det.meta["trained_steps"] == 3
+    assert det.meta["config"]["precision"] == det.meta["precision"] == "bfloat16" and det.meta["trained_steps"] == 3
+    assert "arithmetic: bfloat16" in logs
     assert all(np.isfinite(v).all() for v in det.model.state_dict().values() if v.is_floating_point())
     crops = np.random.default_rng(0).integers(0, 256, (2, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
     assert np.isfinite(det.score_faces(crops).logits).all()
@@ -265,7 +266,23 @@ def test_bfloat16_training_step(small_lfw, tmp_path):
     res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--precision", "half"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stderr.strip() == \
-        "deepscreen: error: --precision 'half': use one of float32, bfloat16"
+        "deepscreen: error: --precision 'half': use one of auto, float32, bfloat16"
+
+
+def test_training_arithmetic_follows_the_cpu(small_lfw, tmp_path):
+    """The default, `auto`, trains in bfloat16 only where this CPU multiplies it natively (elsewhere it is
+    emulated, ~5x slower than float32), and the weights' metadata says which arithmetic made them."""
+    from deepscreen.detectors.blendnet import native_bfloat16
+
+    assert TrainConfig(data=small_lfw, out=tmp_path, work=tmp_path).precision == "auto"
+    cfg = TrainConfig(data=small_lfw, out=tmp_path / "w.safetensors", work=tmp_path / "work", steps=2,
+                      pairs_per_batch=2, val_every=2, val_images=4)
+    logs: list[str] = []
+    train(cfg, log=logs.append)
+    meta = FaceBlendDetector(weights=cfg.out).meta
+    expected = "bfloat16" if native_bfloat16() else "float32"
+    assert meta["config"]["precision"] == "auto" and meta["precision"] == expected
+    assert any(line.startswith(f"arithmetic: {expected}") for line in logs)
 
 
 def test_donor_forgeries_in_batches(small_lfw, tmp_path):

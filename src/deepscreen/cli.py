@@ -33,8 +33,9 @@ def train(
     seed: int = typer.Option(0),
     init: Path = typer.Option(None, help="Skip stage 1: run stage 2 from these weights."),
     lr_scale: float = typer.Option(0.3, help="Stage 2's learning rates, as a multiple of stage 1's."),
-    precision: str = typer.Option("bfloat16", help="bfloat16 (the committed recipe: autocast, 1.2x faster steps on "
-                                  "CPUs with native bfloat16) or float32."),
+    precision: str = typer.Option("auto", help="auto: bfloat16 where the CPU has it natively (AVX512-BF16, AMX; "
+                                  "autocast, how the committed weights were made), float32 elsewhere (emulated "
+                                  "bfloat16 is ~5x slower); or bfloat16 / float32."),
     donor_p: float = typer.Option(0.3, help="Stage 2: share of forgeries with a region from another person's face "
                                   "instead of a self-blend."),
     grade_p: float = typer.Option(0.0, help="Chance that each training crop, real or fake, gets a random global "
@@ -43,7 +44,7 @@ def train(
                                       "starting weights: cheaper steps (0 trains every layer)."),
     stop_early: bool = typer.Option(False, "--stop-early", help="The short recipe: stop each cycle where v1.3's "
                                     "run kept its weights (11/15 of stage 1, half of stage 2; 4400 + 600 steps, "
-                                    "81 min here) and keep stage 2's last weights."),
+                                    "81 min on a CPU with native bfloat16) and keep stage 2's last weights."),
 ):
     """Train the face-blend detector on forgeries made from real faces: the committed two-stage recipe by default
     (models/face_blend.md); each stage resumes from WORK if interrupted."""

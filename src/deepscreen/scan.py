@@ -87,6 +87,8 @@ class Scanner:
         sampled: list[tuple[int, float]] = []
         expected = (info.frame_count or 1) if cfg.sampling.all_frames or info.kind == "image" else \
             len(sample_times(info.duration_s or 0.0, cfg.sampling))
+        # Crops wait for one CNN call per `detector.batch_size` of them: cheaper per crop than one call each, and
+        # the wait is bounded (memory in --all-frames scans of long videos).
         pending: list[_Pending] = []
         mirror = info.kind == "image"  # one look at each face: score its mirror image too (FaceDetector.score_mirrored)
         for frame in prefetched(iter_frames(path, info, cfg.sampling, cfg.limits)):
@@ -95,7 +97,7 @@ class Scanner:
             sampled.append((frame.index, frame.time_s))
             faces, crops = self._analyse_frame(frame, tracker, follow)
             pending += crops
-            if len(pending) >= _BATCH:
+            if len(pending) >= detector.batch_size:
                 results += _score(pending, detector, mirror)
                 pending = []
             if on_frame:
@@ -177,10 +179,6 @@ class _Pending:
     landmarks: np.ndarray  # in crop pixels
 
 
-# One CNN call per batch of crops: on 2 cores with bfloat16, a batch of 16 costs half as much per crop as 16
-# single calls (in float32, ~20 % less).
-# Crops wait at most this long, which bounds memory in --all-frames scans of long videos (16 x 77 KB).
-_BATCH = 16
 
 
 def _score(pending: list[_Pending], detector: FaceDetector, mirror: bool) -> list[fusion.CropResult]:

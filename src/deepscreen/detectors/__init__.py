@@ -65,6 +65,7 @@ class Detector(ABC):
 
 class FaceDetector(Detector):
     modality = "face"
+    batch_size = 16  # crops per `score_faces` call in a video scan (the scan core batches them across frames)
 
     @abstractmethod
     def score_faces(self, crops: np.ndarray) -> FaceScores:

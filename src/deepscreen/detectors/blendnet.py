@@ -89,9 +89,11 @@ class BlendNet(nn.Module):
 
 
     def for_inference(self) -> "BlendNet":
-        """This model, eval mode, with every batch norm folded into the convolution before it and weights in
-        channels-last layout: the same outputs (to ~1e-6) in about half the CPU time, since the depthwise
-        convolutions of EfficientNet are memory-bound and both changes cut memory traffic. Not for training."""
+        """This model, eval mode, with every batch norm folded into the convolution before it, the zero padding
+        of stride-1 convolutions done by the convolution instead of a padded copy of its input, and ReLU6 in
+        place, and the weights in channels-last layout: the same outputs (to ~1e-5) with less memory traffic,
+        which is what EfficientNet's depthwise convolutions are bound by (benchmarks/bench_blendnet.py). Not for
+        training."""
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
         self.eval()
@@ -103,6 +105,14 @@ class BlendNet(nn.Module):
                 if hasattr(block, conv):
                     setattr(block, conv, fuse_conv_bn_eval(getattr(block, conv), getattr(block, bn)))
                     setattr(block, bn, nn.Identity())
+        for m in self.modules():
+            if isinstance(m, nn.ReLU6):  # every ReLU6 here acts on a fresh convolution output
+                m.inplace = True
+            pad = getattr(m, "static_padding", None)
+            if isinstance(pad, nn.ZeroPad2d) and tuple(m.stride) == (1, 1):
+                left, right, top, bottom = pad.padding
+                if left == right and top == bottom:  # TF "same" padding at stride 1 is symmetric: let the conv pad
+                    m.padding, m.static_padding = (top, left), nn.Identity()
         return self.to(memory_format=torch.channels_last)
 
 
@@ -112,6 +122,12 @@ def _float32_forward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16, AMX). Elsewhere torch emulates it, many times
+    slower than float32 (a training step: 7.4 s instead of 1.5 s on an AVX2-only CPU, 2026-12-02)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def inference_precision(setting: str | None = None) -> str:
@@ -125,8 +141,7 @@ def inference_precision(setting: str | None = None) -> str:
     if setting not in PRECISIONS:
         raise ValueError(f"DEEPSCREEN_PRECISION={setting!r}: use one of {', '.join(PRECISIONS)}")
     if setting == "auto":
-        return "bfloat16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
-            else "float32"
+        return "bfloat16" if native_bfloat16() else "float32"
     return setting
 
 

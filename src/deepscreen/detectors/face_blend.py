@@ -35,6 +35,18 @@ class FaceBlendDetector(FaceDetector):
         if self.meta["input_size"] != CROP_SIZE:
             raise DetectorUnavailable(f"{path}: trained for {self.meta['input_size']} px crops, scanner uses {CROP_SIZE}")
 
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        """The arithmetic of the CNN, and the batch size that suits it (benchmarks/bench_blendnet.py): bfloat16
+        is cheapest per crop in batches of 16 on the CPUs with native support seen here; float32 on an AVX2 CPU
+        in batches of 8 (there, 16 cost ~25 % more per crop than 8)."""
+        self._precision = value
+        self.batch_size = 16 if value == "bfloat16" else 8
+
     def models(self):
         return [replace(m, precision=self.precision) for m in super().models()]  # the arithmetic in use now
 

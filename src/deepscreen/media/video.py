@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
+import bisect
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 SEEK_GAP_S = 30.0
 _MAX_BAD_PACKETS = 100  # a stream whose packets keep failing is not worth decoding to the end
 _FALLBACK_FPS = 25.0  # to time frames that carry no timestamp, in files that state no rate
-# Sampling needs a few frames, not all: far from the next target the decoder may drop frames no other frame refers
-# to (most B-frames of x264 and phone encoders: half the frames, a fifth to a third of the decode time). Dropping
-# them never damages other frames. Near a target every frame is decoded so the nearest one is still exact; the
-# margin covers the frames already inside the decoder (B-frame reordering + frame threads) when we switch back.
-_NEAR_TARGET_FRAMES = 10
+# Sampling needs a few frames, not all: the decoder may drop frames that no other frame refers to (most B-frames of
+# x264 and phone encoders: half the frames, a third of the decode time) unless they are shown within this many
+# frame intervals of a target, so the nearest frame to each target is still exact. Dropping them never damages
+# other frames. The choice is made per packet, from the time it will be shown: packets reach the decoder in
+# decoding order, up to a run of B-frames (and frame threads) ahead of the frames coming out.
+_NEAR_TARGET_FRAMES = 2.5
 
 
 def sample_times(duration_s: float, sampling: Sampling) -> list[float]:
@@ -90,16 +91,16 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
         last_out = d
         return Frame(d.index, d.t, _to_rgb(path, d.frame))
 
-    skipping = False
+    near_s = _NEAR_TARGET_FRAMES / fps
 
-    def skip_unreferenced(on: bool) -> None:
-        nonlocal skipping
-        if on != skipping:
-            with contextlib.suppress(AttributeError, ValueError, *AV_ERRORS):  # decoders without the option
-                vs.codec_context.skip_frame = "NONREF" if on else "DEFAULT"
-                skipping = on
+    def needed(t_abs: float) -> bool:
+        """Whether a frame shown at this stream time must be decoded even if no other frame refers to it."""
+        if t0 is None:  # before the first frame, times are not yet relative
+            return True
+        k = bisect.bisect_left(targets, t_abs - t0 - near_s)
+        return k < len(targets) and targets[k] <= t_abs - t0 + near_s
 
-    frames = _decode(container, vs)
+    frames = _decode(container, vs, needed if targets is not None else None)
     while (f := next(frames, None)) is not None:
         count += 1
         if count > limits.max_frames_decoded:
@@ -143,9 +144,7 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
         if ti == len(targets):
             return  # nothing left to look for: stop decoding
         prev = cur
-        skip_unreferenced(targets[ti] - t > _NEAR_TARGET_FRAMES / fps)
         if can_seek and targets[ti] - t > SEEK_GAP_S:
-            skip_unreferenced(False)  # the frames right after the landing keyframe may be the nearest ones
             try:
                 container.seek(int((t0 + targets[ti]) / vs.time_base), stream=vs, backward=True)
             except AV_ERRORS as exc:  # unindexed or unseekable file: keep decoding in order
@@ -154,7 +153,7 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
             else:
                 log.debug("%s: seeked from %.2f s to %.2f s", path.name, t, targets[ti])
                 frames.close()
-                frames = _decode(container, vs)
+                frames = _decode(container, vs, needed)
                 skip_through, landing = t, True
 
     # The stream ended before the last targets (short or truncated): the last frame is the nearest one.
@@ -164,11 +163,23 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
         raise media_error(path, "no decodable video frames (truncated or corrupt?)")
 
 
-def _decode(container, vs) -> Iterator[av.VideoFrame]:
-    """Decoded frames in presentation order; skips packets that fail, ends quietly where the file gives out."""
+def _decode(container, vs, needed: Callable[[float], bool] | None = None) -> Iterator[av.VideoFrame]:
+    """Decoded frames in presentation order; skips packets that fail, ends quietly where the file gives out.
+    `needed(t)`: whether the frame of a packet shown at stream time t must be decoded; where it says no, frames
+    that no other frame refers to are dropped. Packets with no timestamp are decoded."""
     bad = 0
+    skipping = None  # unknown: a decoder reused after a seek may still be dropping frames
     try:
         for packet in container.demux(vs):
+            if needed is not None:
+                t = None if packet.pts is None or vs.time_base is None else float(packet.pts * vs.time_base)
+                skip = t is not None and not needed(t)
+                if skip != skipping:
+                    try:
+                        vs.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+                        skipping = skip
+                    except (AttributeError, ValueError, *AV_ERRORS):  # a decoder without the option
+                        needed = None
             try:
                 decoded = packet.decode()
             except AV_ERRORS:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import PROJECT_ROOT
-from ..detectors.blendnet import BlendNet, load_weights, preprocess, save_weights
+from ..detectors.blendnet import BlendNet, load_weights, native_bfloat16, preprocess, save_weights
 from ..media.sniff import file_sha256
 from . import metrics
 from .data import FaceSet, heldout_pairs, load_faceset, make_pair
@@ -52,8 +52,9 @@ class TrainConfig:
     init: Path | None = None  # start from these weights (a second cosine cycle) instead of ImageNet
     lr_scale: float = 1.0  # multiplies both learning rates (a second cycle starts lower)
     # "bfloat16": forward/backward under CPU autocast (weights and optimiser stay float32); 1.2x faster steps
-    # (1.3x on the network's share) where the CPU has native bfloat16 (AVX512-BF16, AMX), slower where emulated.
-    precision: str = "bfloat16"
+    # (1.3x on the network's share) where the CPU has native bfloat16 (AVX512-BF16, AMX), ~5x slower where it is
+    # emulated. "auto": bfloat16 where native (how the committed weights were made), float32 elsewhere.
+    precision: str = "auto"
     # Share of forgeries with a region pasted from another training person (synthesis.sbi.donor_blend) instead
     # of a self-blend; 0 in the committed recipe.
     donor_p: float = 0.0
@@ -108,7 +109,7 @@ def _portable(path: Path) -> str:
     return os.path.relpath(Path(path).resolve(), PROJECT_ROOT)
 
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def stop_step(steps: int, stop_at: float) -> int:
@@ -123,6 +124,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
         raise ValueError(f"unknown training precision {cfg.precision!r}; known: {', '.join(PRECISIONS)}")
     if cfg.keep not in ("best", "last"):
         raise ValueError(f"keep={cfg.keep!r}: use 'best' or 'last'")
+    precision = cfg.precision if cfg.precision != "auto" else "bfloat16" if native_bfloat16() else "float32"
+    log(f"arithmetic: {precision}" + (" (this CPU has no native bfloat16)" if cfg.precision == "auto" and
+                                      precision == "float32" else ""))
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     cfg.work.mkdir(parents=True, exist_ok=True)
@@ -168,7 +172,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * warm * decay
         x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch, cfg.donor_p, cfg.grade_p)
-        with torch.autocast("cpu", torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bfloat16"):
             logit, map_logit = model(x)
         loss_cls = bce(logit.float(), y)
         loss_map = bce(map_logit.float(), maps)
@@ -204,7 +208,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     }
     meta = {
         "name": "face_blend", "version": MODEL_VERSION, "input_size": 160, "platt": [a, b],
-        "trained_steps": step, "train_minutes": round(report["minutes"], 1),
+        "trained_steps": step, "train_minutes": round(report["minutes"], 1), "precision": precision,
         "prior_steps": prior_steps, "prior_minutes": round(prior_minutes, 1),
         "init_sha256": file_sha256(cfg.init) if cfg.init is not None else None,
         "config": {k: _portable(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},

@@ -1,0 +1,97 @@
+"""Inference speed of the face-blend CNN by arithmetic and batch size, as a table of medians.
+
+  .venv/bin/python benchmarks/bench_blendnet.py [--repeats 5] [--rounds 4]
+
+BlendNet on batches of 1-16 random 160x160 crops (the cost does not depend on the pixels), milliseconds per crop,
+in float32 and, where the CPU multiplies it natively, in bfloat16 (elsewhere bfloat16 is emulated and many times
+slower, so the scanner never uses it there). Two builds of the same weights: as the scanner runs them
+(`BlendNet.for_inference`: batch norms folded, stride-1 padding done by the convolutions, ReLU6 in place,
+channels-last), and the baseline with batch norms folded and channels-last only (how v1.3 shipped until
+2026-12-02). Configurations alternate within each round, so a drift in this shared machine's speed hits all
+alike. The scanner's batch for each arithmetic (`FaceBlendDetector.precision` sets `batch_size`) is marked; a
+photo's one face is a batch of 2 (the face and its mirror image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from deepscreen.config import MODELS_DIR
+from deepscreen.detectors.blendnet import inference_precision, load_weights, preprocess
+from deepscreen.detectors.face_blend import WEIGHTS, FaceBlendDetector
+
+from _table import print_table, timed  # benchmarks/ is on sys.path when run as a script
+
+BATCHES = (1, 2, 4, 8, 16)
+
+
+def folded_only(model):
+    """The baseline build: batch norms folded, channels-last, nothing else."""
+    model.eval()
+    b = model.backbone
+    b._conv_stem, b._bn0 = fuse_conv_bn_eval(b._conv_stem, b._bn0), nn.Identity()
+    b._conv_head, b._bn1 = fuse_conv_bn_eval(b._conv_head, b._bn1), nn.Identity()
+    for block in b._blocks:
+        for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")):
+            if hasattr(block, conv):
+                setattr(block, conv, fuse_conv_bn_eval(getattr(block, conv), getattr(block, bn)))
+                setattr(block, bn, nn.Identity())
+    return model.to(memory_format=torch.channels_last)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per configuration and round")
+    ap.add_argument("--rounds", type=int, default=4)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    det = FaceBlendDetector()
+    builds = {"scanner": det.model, "baseline": folded_only(load_weights(MODELS_DIR / WEIGHTS)[0])}
+    native = inference_precision("auto") == "bfloat16"
+    precisions = ["float32"] + (["bfloat16"] if native else [])
+    crops = np.random.default_rng(0).integers(0, 256, (max(BATCHES), 160, 160, 3), dtype=np.uint8)
+    inputs = {n: preprocess(crops[:n]) for n in BATCHES}
+    with torch.inference_mode():
+        outs = [m(inputs[8]) for m in builds.values()]
+    gap = max(float((a - b).abs().max()) for a, b in zip(*outs))
+    configs = [(p, build, n) for p in precisions for build in builds for n in BATCHES]
+
+    def call(p: str, build: str, n: int):
+        model, x = builds[build], inputs[n]
+
+        def run():
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=p == "bfloat16"):
+                model(x)
+        run()  # warm-up: first calls pick kernels and allocate
+        return run
+
+    per_crop: dict[tuple, list[float]] = {c: [] for c in configs}
+    for _ in range(args.rounds):
+        for c in configs:
+            per_crop[c] += [s / c[2] for s in timed(call(*c), args.repeats)]
+
+    med = {c: statistics.median(v) * 1000 for c, v in per_crop.items()}
+    rows = []
+    for p in precisions:
+        det.precision = p  # what the scanner picks for this arithmetic
+        for n in BATCHES:
+            use = {det.batch_size: "scanner: video batches", 2: "scanner: a photo's face + mirror"}.get(n, "")
+            rows.append((f"{p}, batch {n:2d}: ms per crop, scanner build", f"{med[(p, 'scanner', n)]:.1f}", use))
+            rows.append((f"{p}, batch {n:2d}: ms per crop, baseline build", f"{med[(p, 'baseline', n)]:.1f}", ""))
+        for n in (2, det.batch_size):
+            rows.append((f"{p}, batch {n:2d}: speed-up of the scanner build",
+                         f"{med[(p, 'baseline', n)] / med[(p, 'scanner', n)]:.2f}x", ""))
+    if not native:
+        rows.append(("bfloat16: not native on this CPU (emulated), not timed", "-", ""))
+    rows.append(("largest output difference, scanner vs baseline build", f"{gap:.1e}", ""))
+    print_table(rows, value_width=8)
+
+
+if __name__ == "__main__":
+    main()
