@@ -179,8 +179,6 @@ class _Pending:
     landmarks: np.ndarray  # in crop pixels
 
 
-
-
 def _score(pending: list[_Pending], detector: FaceDetector, mirror: bool) -> list[fusion.CropResult]:
     if not pending:
         return []

@@ -126,7 +126,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 def native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16, AMX). Elsewhere torch emulates it, many times
-    slower than float32 (a training step: 7.4 s instead of 1.5 s on an AVX2-only CPU, 2026-12-02)."""
+    slower than float32 (a training step: 7.4 s instead of 1.5–1.9 s on an AVX2-only CPU, 2026-12-02)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
