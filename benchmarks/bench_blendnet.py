@@ -19,8 +19,6 @@ import statistics
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from deepscreen.config import MODELS_DIR
 from deepscreen.detectors.blendnet import inference_precision, load_weights, preprocess
@@ -31,20 +29,6 @@ from _table import print_table, timed  # benchmarks/ is on sys.path when run as 
 BATCHES = (1, 2, 4, 8, 16)
 
 
-def folded_only(model):
-    """The baseline build: batch norms folded, channels-last, nothing else."""
-    model.eval()
-    b = model.backbone
-    b._conv_stem, b._bn0 = fuse_conv_bn_eval(b._conv_stem, b._bn0), nn.Identity()
-    b._conv_head, b._bn1 = fuse_conv_bn_eval(b._conv_head, b._bn1), nn.Identity()
-    for block in b._blocks:
-        for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")):
-            if hasattr(block, conv):
-                setattr(block, conv, fuse_conv_bn_eval(getattr(block, conv), getattr(block, bn)))
-                setattr(block, bn, nn.Identity())
-    return model.to(memory_format=torch.channels_last)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per configuration and round")
@@ -52,7 +36,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     det = FaceBlendDetector()
-    builds = {"scanner": det.model, "baseline": folded_only(load_weights(MODELS_DIR / WEIGHTS)[0])}
+    baseline = load_weights(MODELS_DIR / WEIGHTS)[0].fold_batch_norms().to(memory_format=torch.channels_last)
+    builds = {"scanner": det.model, "baseline": baseline}
     native = inference_precision("auto") == "bfloat16"
     precisions = ["float32"] + (["bfloat16"] if native else [])
     crops = np.random.default_rng(0).integers(0, 256, (max(BATCHES), 160, 160, 3), dtype=np.uint8)

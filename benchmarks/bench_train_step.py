@@ -4,7 +4,7 @@
 
 One step of `deepscreen train` = making a batch (16 LFW faces and their self-blends, `training.train._batch`) plus
 forward, backward and an AdamW update, in the arithmetic `deepscreen train` picks here: bfloat16 autocast where
-the CPU has native bfloat16, float32 elsewhere (emulated bfloat16 is ~5x slower and is not timed). Timed three
+the CPU has native bfloat16, float32 elsewhere (emulated bfloat16 is ~4x slower and is not timed). Timed three
 ways, in alternating rounds so that a drift in the host's speed hits all alike (the ratios are measured in the
 same run): every layer trained as `deepscreen train` does (channels-last layout and, in bfloat16, depthwise
 convolutions in float32: `BlendNet.depthwise_in_float32`); the same in the default layout (and plain bfloat16:

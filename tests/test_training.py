@@ -271,7 +271,7 @@ def test_bfloat16_training_step(small_lfw, tmp_path):
 
 def test_training_arithmetic_follows_the_cpu(small_lfw, tmp_path):
     """The default, `auto`, trains in bfloat16 only where this CPU multiplies it natively (elsewhere it is
-    emulated, ~5x slower than float32), and the weights' metadata says which arithmetic made them."""
+    emulated, ~4x slower than float32), and the weights' metadata says which arithmetic made them."""
     from deepscreen.detectors.blendnet import native_bfloat16
 
     assert TrainConfig(data=small_lfw, out=tmp_path, work=tmp_path).precision == "auto"

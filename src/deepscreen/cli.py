@@ -35,7 +35,7 @@ def train(
     lr_scale: float = typer.Option(0.3, help="Stage 2's learning rates, as a multiple of stage 1's."),
     precision: str = typer.Option("auto", help="auto: bfloat16 where the CPU has it natively (AVX512-BF16, AMX; "
                                   "autocast, how the committed weights were made), float32 elsewhere (emulated "
-                                  "bfloat16 is ~5x slower); or bfloat16 / float32."),
+                                  "bfloat16 is ~4x slower); or bfloat16 / float32."),
     donor_p: float = typer.Option(0.3, help="Stage 2: share of forgeries with a region from another person's face "
                                   "instead of a self-blend."),
     grade_p: float = typer.Option(0.0, help="Chance that each training crop, real or fake, gets a random global "

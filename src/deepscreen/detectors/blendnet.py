@@ -94,6 +94,19 @@ class BlendNet(nn.Module):
         place, and the weights in channels-last layout: the same outputs (to ~1e-5) with less memory traffic,
         which is what EfficientNet's depthwise convolutions are bound by (benchmarks/bench_blendnet.py). Not for
         training."""
+        self.fold_batch_norms()
+        for m in self.modules():
+            if isinstance(m, nn.ReLU6):  # every ReLU6 here acts on a fresh convolution output
+                m.inplace = True
+            pad = getattr(m, "static_padding", None)
+            if isinstance(pad, nn.ZeroPad2d) and tuple(m.stride) == (1, 1):
+                left, right, top, bottom = pad.padding
+                if left == right and top == bottom:  # TF "same" padding at stride 1 is symmetric: let the conv pad
+                    m.padding, m.static_padding = (top, left), nn.Identity()
+        return self.to(memory_format=torch.channels_last)
+
+    def fold_batch_norms(self) -> "BlendNet":
+        """Eval mode, each batch norm folded into the convolution before it (the first step of `for_inference`)."""
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
         self.eval()
@@ -105,15 +118,7 @@ class BlendNet(nn.Module):
                 if hasattr(block, conv):
                     setattr(block, conv, fuse_conv_bn_eval(getattr(block, conv), getattr(block, bn)))
                     setattr(block, bn, nn.Identity())
-        for m in self.modules():
-            if isinstance(m, nn.ReLU6):  # every ReLU6 here acts on a fresh convolution output
-                m.inplace = True
-            pad = getattr(m, "static_padding", None)
-            if isinstance(pad, nn.ZeroPad2d) and tuple(m.stride) == (1, 1):
-                left, right, top, bottom = pad.padding
-                if left == right and top == bottom:  # TF "same" padding at stride 1 is symmetric: let the conv pad
-                    m.padding, m.static_padding = (top, left), nn.Identity()
-        return self.to(memory_format=torch.channels_last)
+        return self
 
 
 def _float32_forward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

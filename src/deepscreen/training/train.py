@@ -52,7 +52,7 @@ class TrainConfig:
     init: Path | None = None  # start from these weights (a second cosine cycle) instead of ImageNet
     lr_scale: float = 1.0  # multiplies both learning rates (a second cycle starts lower)
     # "bfloat16": forward/backward under CPU autocast (weights and optimiser stay float32); 1.2x faster steps
-    # (1.3x on the network's share) where the CPU has native bfloat16 (AVX512-BF16, AMX), ~5x slower where it is
+    # (1.3x on the network's share) where the CPU has native bfloat16 (AVX512-BF16, AMX), ~4x slower where it is
     # emulated. "auto": bfloat16 where native (how the committed weights were made), float32 elsewhere.
     precision: str = "auto"
     # Share of forgeries with a region pasted from another training person (synthesis.sbi.donor_blend) instead
