@@ -4,9 +4,10 @@
 
 BlendNet on batches of 1-16 random 160x160 crops (the cost does not depend on the pixels), milliseconds per crop,
 in float32 and, where the CPU multiplies it natively, in bfloat16 (elsewhere bfloat16 is emulated and many times
-slower, so the scanner never uses it there). Two builds of the same weights: as the scanner runs them
+slower, so the scanner never uses it there). Three builds of the same weights: onnxruntime (float32 only: how the
+scanner runs float32 since 2026-12-02, session 15), torch as the scanner runs it in bfloat16
 (`BlendNet.for_inference`: batch norms folded, stride-1 padding done by the convolutions, ReLU6 in place,
-channels-last), and the baseline with batch norms folded and channels-last only (how v1.3 shipped until
+channels-last), and the torch baseline with batch norms folded and channels-last only (how v1.3 shipped until
 2026-12-02). Configurations alternate within each round, so a drift in this shared machine's speed hits all
 alike. The scanner's batch for each arithmetic (`FaceBlendDetector.precision` sets `batch_size`) is marked; a
 photo's one face is a batch of 2 (the face and its mirror image).
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from deepscreen.config import MODELS_DIR
-from deepscreen.detectors.blendnet import inference_precision, load_weights, preprocess
+from deepscreen.detectors.blendnet import OnnxBlendNet, inference_precision, load_weights, preprocess
 from deepscreen.detectors.face_blend import WEIGHTS, FaceBlendDetector
 
 from _table import print_table, timed  # benchmarks/ is on sys.path when run as a script
@@ -37,15 +38,16 @@ def main() -> None:
     torch.set_num_threads(2)
     det = FaceBlendDetector()
     baseline = load_weights(MODELS_DIR / WEIGHTS)[0].fold_batch_norms().to(memory_format=torch.channels_last)
-    builds = {"scanner": det.model, "baseline": baseline}
+    builds = {"onnxruntime": OnnxBlendNet(det.model, 2), "inference build": det.model, "baseline": baseline}
     native = inference_precision("auto") == "bfloat16"
     precisions = ["float32"] + (["bfloat16"] if native else [])
     crops = np.random.default_rng(0).integers(0, 256, (max(BATCHES), 160, 160, 3), dtype=np.uint8)
     inputs = {n: preprocess(crops[:n]) for n in BATCHES}
     with torch.inference_mode():
         outs = [m(inputs[8]) for m in builds.values()]
-    gap = max(float((a - b).abs().max()) for a, b in zip(*outs))
-    configs = [(p, build, n) for p in precisions for build in builds for n in BATCHES]
+    gaps = {b: max(float((x - y).abs().max()) for x, y in zip(out, outs[-1])) for b, out in zip(builds, outs)}
+    configs = [(p, build, n) for p in precisions for build in builds for n in BATCHES
+               if not (p == "bfloat16" and build == "onnxruntime")]
 
     def call(p: str, build: str, n: int):
         model, x = builds[build], inputs[n]
@@ -65,16 +67,19 @@ def main() -> None:
     rows = []
     for p in precisions:
         det.precision = p  # what the scanner picks for this arithmetic
+        used = "onnxruntime" if det.runtime == "onnxruntime" else "inference build"
         for n in BATCHES:
             use = {det.batch_size: "scanner: video batches", 2: "scanner: a photo's face + mirror"}.get(n, "")
-            rows.append((f"{p}, batch {n:2d}: ms per crop, scanner build", f"{med[(p, 'scanner', n)]:.1f}", use))
-            rows.append((f"{p}, batch {n:2d}: ms per crop, baseline build", f"{med[(p, 'baseline', n)]:.1f}", ""))
+            for b in builds:
+                if (p, b, n) in med:
+                    rows.append((f"{p}, batch {n:2d}: ms per crop, {b}", f"{med[(p, b, n)]:.1f}", use * (b == used)))
         for n in (2, det.batch_size):
-            rows.append((f"{p}, batch {n:2d}: speed-up of the scanner build",
-                         f"{med[(p, 'baseline', n)] / med[(p, 'scanner', n)]:.2f}x", ""))
+            rows.append((f"{p}, batch {n:2d}: speed-up of the scanner's build ({used}) over the baseline",
+                         f"{med[(p, 'baseline', n)] / med[(p, used, n)]:.2f}x", ""))
     if not native:
         rows.append(("bfloat16: not native on this CPU (emulated), not timed", "-", ""))
-    rows.append(("largest output difference, scanner vs baseline build", f"{gap:.1e}", ""))
+    for b in list(builds)[:2]:
+        rows.append((f"largest output difference, {b} vs baseline", f"{gaps[b]:.1e}", ""))
     print_table(rows, value_width=8)
 
 

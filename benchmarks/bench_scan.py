@@ -6,9 +6,11 @@
    stages broken down (decode, face detection + landmarks, alignment + CNN on the face and its mirror image, as
    still photos are scored).
 2. A 10 s 1280x720 30 fps H.264 clip with a moving face, at the default sampling: scan time divided by the time
-   PyAV needs just to decode every frame of it, both measured here in the same run (goal: <= 1.5x). The CNN
-   runs in bfloat16 where the CPU has it natively; the same pairs are then also timed with it in float32.
+   PyAV needs just to decode every frame of it, both measured here in the same run (goal: <= 1.5x).
 3. Peak resident memory of the process (goal: <= 1.5 GB).
+The CNN runs as the scanner picks: in bfloat16 (torch) where the CPU has it natively, else in float32 run by
+onnxruntime. The photo and video measures alternate that with the other setups (float32 in onnxruntime, float32 in
+torch), for the gain of each in the same run.
 Models are loaded once before timing (as a service or batch job does); the load time is reported separately.
 """
 
@@ -84,46 +86,66 @@ def main() -> None:
         scanner.scan(photo)  # warm-up: first calls allocate and pick kernels
         scanner.scan(clip)
 
-        image_total = timed(lambda: scanner.scan(photo), args.repeats * 4)
+        # Each measure alternates the scanner's CNN setup with the others (torch float32 was the runtime before
+        # 2026-12-02, session 15): this shared 2-core machine drifts by 20-30 % over a minute, and separate
+        # medians of two long blocks of runs would fold that drift into the comparison. Photo measures alternate
+        # short blocks after a discarded call, as a runtime's idle threads may spin for a while after a call and
+        # slow whatever runs next; videos are long enough for that not to matter.
+        det = scanner.face_detectors[0]
+        ours = (det.precision, det.runtime)
+        setups = [ours] + [s for s in (("float32", "onnxruntime"), ("float32", "torch")) if s != ours]
+
+        def each(measure, repeats, rounds=4):
+            runs = {s: [] for s in setups}
+            for _ in range(rounds):
+                for s in setups:
+                    det.precision, det.runtime = s
+                    measure()
+                    runs[s] += timed(measure, repeats)
+            det.precision, det.runtime = setups[0]
+            return runs
+
+        image_total = each(lambda: scanner.scan(photo), args.repeats)
         info = probe(photo)
         frame = next(iter_frames(photo, info)).rgb
         decode = timed(lambda: next(iter_frames(photo, probe(photo))), args.repeats * 4)
         faces = scanner.analyzer(frame)
         detect = timed(lambda: scanner.analyzer(frame), args.repeats * 4)
-        det = scanner.face_detectors[0]
-        cnn = timed(lambda: det.score_mirrored(align_face(frame, faces[0].landmarks)[0][None]), args.repeats * 4)
         crop = align_face(frame, faces[0].landmarks)[0][None]
-        one_view = timed(lambda: det.score_faces(crop), args.repeats * 4)  # what the mirror image adds
+        cnn = each(lambda: det.score_mirrored(align_face(frame, faces[0].landmarks)[0][None]), args.repeats)
+        one_view = each(lambda: det.score_faces(crop), args.repeats)  # what the mirror image adds
 
-        # Decode and scan alternate, and the ratio is taken per pair: this shared 2-core machine drifts by 20-30 %
-        # over a minute, and separate medians of two blocks of runs would fold that drift into the ratio.
-        # The same pairs with the CNN in float32, for the gain of bfloat16 (where the CPU has it) in this run.
-        det = scanner.face_detectors[0]
-        precisions = [det.precision] + (["float32"] if det.precision != "float32" else [])
-        base, video, ratios = [], {p: [] for p in precisions}, {p: [] for p in precisions}
+        base, video, ratios = [], {s: [] for s in setups}, {s: [] for s in setups}
         for _ in range(args.repeats * 2):
             base += timed(lambda: decode_only(clip), 1)
-            for p in precisions:
-                det.precision = p
-                video[p] += timed(lambda: scanner.scan(clip), 1)
-                ratios[p].append(video[p][-1] / base[-1])
-        det.precision = precisions[0]
+            for s in setups:
+                det.precision, det.runtime = s
+                video[s] += timed(lambda: scanner.scan(clip), 1)
+                ratios[s].append(video[s][-1] / base[-1])
+        det.precision, det.runtime = setups[0]
         v = scanner.scan(clip)
 
     med = lambda xs: statistics.median(xs)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    others = setups[1:]
+    name = lambda s: f"{s[0]} in {s[1]}"
     rows = [
         ("model + face graph load (once per process)", f"{load_s * 1000:.0f} ms", ""),
-        ("image, 1 face, 640x480: total scan", f"{med(image_total) * 1000:.1f} ms", "goal <= 60 ms"),
+        (f"image, 1 face, 640x480: total scan, CNN {name(ours)}", f"{med(image_total[ours]) * 1000:.1f} ms",
+         "goal <= 60 ms"),
         ("  decode + checks", f"{med(decode) * 1000:.1f} ms", ""),
         ("  face detection + 468 landmarks", f"{med(detect) * 1000:.1f} ms", ""),
-        ("  alignment + BlendNet (face and its mirror)", f"{med(cnn) * 1000:.1f} ms", ""),
-        ("    for comparison, BlendNet on the face alone", f"{med(one_view) * 1000:.1f} ms", ""),
+        ("  alignment + BlendNet (face and its mirror)", f"{med(cnn[ours]) * 1000:.1f} ms", ""),
+        ("    for comparison, BlendNet on the face alone", f"{med(one_view[ours]) * 1000:.1f} ms", ""),
+        *[row for s in others for row in (
+            (f"  for comparison, CNN {name(s)}: total scan", f"{med(image_total[s]) * 1000:.1f} ms", ""),
+            ("    alignment + BlendNet (face and its mirror)", f"{med(cnn[s]) * 1000:.1f} ms", ""),
+            ("    BlendNet on the face alone", f"{med(one_view[s]) * 1000:.1f} ms", ""))],
         ("video 10 s 720p30 H.264: PyAV decode only (baseline)", f"{med(base):.2f} s", ""),
-        (f"video scan, default sampling ({v.media['frames_analysed']} frames), CNN in {precisions[0]}",
-         f"{med(video[precisions[0]]):.2f} s", ""),
-        ("  ratio scan / decode (median of paired runs)", f"{med(ratios[precisions[0]]):.2f}x", "goal <= 1.5x"),
-        *[(f"  for comparison, CNN in {p}: ratio", f"{med(ratios[p]):.2f}x", "") for p in precisions[1:]],
+        (f"video scan, default sampling ({v.media['frames_analysed']} frames), CNN {name(ours)}",
+         f"{med(video[ours]):.2f} s", ""),
+        ("  ratio scan / decode (median of paired runs)", f"{med(ratios[ours]):.2f}x", "goal <= 1.5x"),
+        *[(f"  for comparison, CNN {name(s)}: ratio", f"{med(ratios[s]):.2f}x", "") for s in others],
         ("peak resident memory", f"{peak_mb:.0f} MB", "goal <= 1536 MB"),
     ]
     print_table(rows)

@@ -187,7 +187,7 @@ def test_facts_evidence_models(page, verdicts):
     assert f'title="{verdicts[3].sha256}"' in video and "c0ffeec0ffeec0ff…" in video
     assert "abstained" in video and "Blending boundary around the jaw" in video
     assert "blendnet" in video and "abababababab" in video and "3.2 s" in video
-    assert "<td>bfloat16</td>" in video  # the arithmetic the scores were computed in
+    assert "<td>bfloat16 (torch)</td>" in video  # the arithmetic the scores were computed in, and by what
     assert "MANIPULATED" in video and "#d93025" in video
 
 
@@ -211,7 +211,8 @@ def test_json_line(verdicts):
     for face in d["faces"]:
         assert "peak_crop" not in face and "peak_heatmap" not in face
     assert d["faces"][1]["box"] == [100, 80, 260, 240]
-    assert d["models"] == [{"name": "blendnet", "version": "0.1.0", "sha256": "ab" * 32, "precision": "bfloat16"}]
+    assert d["models"] == [{"name": "blendnet", "version": "0.1.0", "sha256": "ab" * 32, "precision": "bfloat16",
+                            "runtime": "torch"}]
     assert len(line) < 5000  # no arrays sneaked in
 
 

@@ -171,6 +171,37 @@ def test_inference_build_matches_the_trained_network(scanner, twin):
     assert (logit_a[1::2] > logit_a[0::2]).sum() >= 2  # real network outputs, not a constant
 
 
+def test_onnxruntime_scores_match_torch(scanner):
+    """Float32 runs in onnxruntime (a graph exported from the weights at load): the same logits and boundary maps
+    as torch on real held-out faces and their self-blends, and the verdict's `models` entry names the runtime."""
+    from deepscreen.faces.align import align_face
+
+    det = scanner.face_detectors[0]
+    rng = np.random.default_rng(7)
+    crops = []
+    for path in _test_people(4):
+        face = np.asarray(Image.open(path).convert("RGB"))
+        lms = scanner.analyzer(face)[0].landmarks
+        crops += [align_face(face, lms)[0], align_face(self_blend(face, lms, rng).image, lms)[0]]
+    crops = np.stack(crops)
+    before = det.precision, det.runtime
+    try:
+        det.precision = "float32"
+        assert det.runtime == "onnxruntime" and det.models()[0].runtime == "onnxruntime"
+        ours = det.score_faces(crops)
+        det.runtime = "torch"
+        assert det.models()[0].runtime == "torch"
+        ref = det.score_faces(crops)
+        det.precision = "bfloat16"
+        assert det.runtime == "torch"
+        with pytest.raises(ValueError, match="float32 only"):
+            det.runtime = "onnxruntime"
+    finally:
+        det.precision, det.runtime = before
+    assert np.abs(ours.logits - ref.logits).max() < 1e-4 and np.abs(ours.heatmaps - ref.heatmaps).max() < 1e-4
+    assert np.ptp(ours.logits) > 0.5 and ours.heatmaps.max() > 0.2  # real network outputs, not a constant
+
+
 def test_face_that_appears_later_is_found(scanner, tmp_path):
     """A second person walks in after the first full detection: found no later than the next one."""
     a, b = (np.asarray(Image.open(p).convert("RGB")) for p in _test_people(3)[1:3])
@@ -230,9 +261,27 @@ def test_precision_setting(monkeypatch):
     monkeypatch.setenv("DEEPSCREEN_PRECISION", "float32")
     det = FaceBlendDetector()
     assert det.precision == "float32" and det.models()[0].precision == "float32"
+    assert det.runtime == "onnxruntime" and det.models()[0].runtime == "onnxruntime"
     monkeypatch.setenv("DEEPSCREEN_PRECISION", "half")
     with pytest.raises(DetectorUnavailable, match="DEEPSCREEN_PRECISION='half'"):
         FaceBlendDetector()
+
+
+def test_float32_falls_back_to_torch_when_onnxruntime_fails(monkeypatch, caplog):
+    """Should the ONNX export or onnxruntime fail, the detector still scores (in torch), says so in the log and
+    names torch in the verdict's `models` entry."""
+    from deepscreen.detectors import face_blend
+
+    def broken(*args):
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setenv("DEEPSCREEN_PRECISION", "float32")
+    monkeypatch.setattr(face_blend, "OnnxBlendNet", broken)
+    det = face_blend.FaceBlendDetector()
+    assert det.runtime == "torch" and det.models()[0].runtime == "torch"
+    assert "onnxruntime unavailable (no exporter here)" in caplog.text
+    crops = np.random.default_rng(0).integers(0, 256, (2, 160, 160, 3), dtype=np.uint8)
+    assert np.isfinite(det.score_faces(crops).logits).all()
 
 
 def test_a_photo_is_scored_with_its_mirror_image(scanner, twin, tmp_path, monkeypatch):

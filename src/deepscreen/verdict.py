@@ -90,6 +90,7 @@ class ModelInfo:
     version: str
     sha256: str  # hash of the weight file, so a verdict can be traced to exact weights
     precision: str = "float32"  # arithmetic the scores were computed in (bfloat16 on CPUs with native support)
+    runtime: str = "torch"  # what ran the network: torch or onnxruntime
 
 
 @dataclass

@@ -309,9 +309,9 @@ def _file_section(v: Verdict, th: Thresholds) -> str:
     if v.models:
         rows = "".join(f'<tr><td>{_e(m.name)}</td><td>{_e(m.version)}</td>'
                        f'<td><span title="{_e(m.sha256)}">{_e(m.sha256[:12])}</span></td>'
-                       f'<td>{_e(m.precision)}</td></tr>' for m in v.models)
+                       f'<td>{_e(m.precision)} ({_e(m.runtime)})</td></tr>' for m in v.models)
         o.append('<h3>Models used</h3><div class="scroll"><table><tr><th>model</th><th>version</th>'
-                 f"<th>weights sha256</th><th>arithmetic</th></tr>{rows}</table></div>")
+                 f"<th>weights sha256</th><th>arithmetic (runtime)</th></tr>{rows}</table></div>")
     o.append("</section>")
     return "".join(o)
 
