@@ -22,6 +22,19 @@ def _test_people(n: int) -> list:
     return [LFW_DIR / name / f"{name}_0001.jpg" for name in people[:n]]
 
 
+def _crop_pairs(scanner, people: int, seed: int, **blend) -> np.ndarray:
+    """Aligned crops of held-out people, each followed by its self-blend (`synthesis.sbi.self_blend(**blend)`)."""
+    from deepscreen.faces.align import align_face
+
+    rng = np.random.default_rng(seed)
+    crops = []
+    for path in _test_people(people):
+        face = np.asarray(Image.open(path).convert("RGB"))
+        lms = scanner.analyzer(face)[0].landmarks
+        crops += [align_face(face, lms)[0], align_face(self_blend(face, lms, rng, **blend).image, lms)[0]]
+    return np.stack(crops)
+
+
 @pytest.fixture(scope="module")
 def scanner():
     return deepscreen.Scanner()
@@ -152,15 +165,8 @@ def test_inference_build_matches_the_trained_network(scanner, twin):
 
     from deepscreen.config import MODELS_DIR
     from deepscreen.detectors.blendnet import load_weights, preprocess
-    from deepscreen.faces.align import align_face
 
-    rng = np.random.default_rng(5)
-    crops = []
-    for path in _test_people(3):
-        face = np.asarray(Image.open(path).convert("RGB"))
-        lms = scanner.analyzer(face)[0].landmarks
-        crops += [align_face(face, lms)[0], align_face(self_blend(face, lms, rng).image, lms)[0]]
-    x = preprocess(np.stack(crops))
+    x = preprocess(_crop_pairs(scanner, 3, seed=5))
     plain = load_weights(MODELS_DIR / "face_blend.safetensors")[0].eval()
     built = load_weights(MODELS_DIR / "face_blend.safetensors")[0].for_inference()
     pads = [m for m in built.modules() if isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d)]
@@ -174,16 +180,8 @@ def test_inference_build_matches_the_trained_network(scanner, twin):
 def test_onnxruntime_scores_match_torch(scanner):
     """Float32 runs in onnxruntime (a graph exported from the weights at load): the same logits and boundary maps
     as torch on real held-out faces and their self-blends, and the verdict's `models` entry names the runtime."""
-    from deepscreen.faces.align import align_face
-
     det = scanner.face_detectors[0]
-    rng = np.random.default_rng(7)
-    crops = []
-    for path in _test_people(4):
-        face = np.asarray(Image.open(path).convert("RGB"))
-        lms = scanner.analyzer(face)[0].landmarks
-        crops += [align_face(face, lms)[0], align_face(self_blend(face, lms, rng).image, lms)[0]]
-    crops = np.stack(crops)
+    crops = _crop_pairs(scanner, 4, seed=7)
     before = det.precision, det.runtime
     try:
         det.precision = "float32"
@@ -227,17 +225,8 @@ def test_redetect_every_must_be_positive():
 def test_bfloat16_scores_match_float32(scanner):
     """bfloat16 inference (the default where the CPU has native support) ranks and calibrates like float32 on real
     held-out faces and their self-blends: probabilities within 0.05, and the same real/fake separation."""
-    from deepscreen.faces.align import align_face
-
     det = scanner.face_detectors[0]
-    rng = np.random.default_rng(3)
-    crops = []
-    for path in _test_people(6):
-        face = np.asarray(Image.open(path).convert("RGB"))
-        lms = scanner.analyzer(face)[0].landmarks
-        fake = self_blend(face, lms, rng, family="face", ratio=1.0).image
-        crops += [align_face(face, lms)[0], align_face(fake, lms)[0]]
-    crops = np.stack(crops)
+    crops = _crop_pairs(scanner, 6, seed=3, family="face", ratio=1.0)
     before = det.precision
     try:
         probs = {}
