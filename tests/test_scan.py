@@ -304,3 +304,23 @@ def test_a_photo_is_scored_with_its_mirror_image(scanner, twin, tmp_path, monkey
         det, crops))
     assert scanner.scan(twin[1]["real"]).kind == "video" and calls == []
     assert scanner.scan(twin[0] / "real.jpg").kind == "image" and calls == [1]
+
+
+def test_face_swaps_it_never_trained_on_are_flagged(scanner, tmp_path):
+    """Classic landmark face swaps with Poisson blending (synthesis.faceswap; training only sees alpha blends):
+    held-out people, each given the next one's face, scanned as photos, score above their own originals."""
+    from deepscreen.synthesis.faceswap import face_swap
+
+    rng = np.random.default_rng(11)
+    faces = [np.asarray(Image.open(p).convert("RGB")) for p in _test_people(6)]
+    lms = [scanner.analyzer(f)[0].landmarks for f in faces]
+    real, fake = [], []
+    for k in range(len(faces)):
+        j = (k + 1) % len(faces)
+        swapped = face_swap(faces[k], lms[k], faces[j], lms[j], rng, region="face").image
+        for name, img, out in (("real", faces[k], real), ("fake", swapped, fake)):
+            path = tmp_path / f"{name}{k}.jpg"
+            Image.fromarray(img).save(path, quality=95)
+            out.append(scanner.scan(path).probability)
+    assert sum(f > r for f, r in zip(fake, real)) >= 5, (real, fake)
+    assert np.median(fake) >= 0.5 > np.median(real), (real, fake)

@@ -8,6 +8,7 @@ import pytest
 
 from deepscreen.faces.align import CROP_SIZE, align_face
 from deepscreen.faces.detect import FaceAnalyzer
+from deepscreen.synthesis.faceswap import face_swap, mesh_triangles, pick_donor, shape_misfit, warp_piecewise
 from deepscreen.synthesis.sbi import (boundary, degrade, donor_blend, grade, make_mask, self_blend,
                                      similarity_transform)
 from deepscreen.training.data import MAP_SIZE, make_pair, split_of
@@ -84,6 +85,57 @@ def test_donor_blend_pastes_the_other_face_inside_the_mask_only(face, donor):
     assert np.median(np.linalg.norm(moved - lms, axis=1)) < 0.1 * np.ptp(lms, axis=0).max()
     again = donor_blend(rgb, lms, other, other_lms, np.random.default_rng(4), family="face")
     assert np.array_equal(again.image, blend.image), "same seed, same forgery"
+
+
+def test_piecewise_warp_of_a_face_onto_itself_is_the_face(face):
+    """Every triangle of the mesh is carried onto itself: the warp is the identity on the face."""
+    rgb, lms = face
+    hull = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(lms.astype(np.int32)), 1)
+    blank = np.zeros_like(rgb)
+    warped = warp_piecewise(rgb, lms, lms, blank, mesh_triangles(lms))
+    inside = cv2.erode(hull, np.ones((3, 3), np.uint8)) > 0
+    assert np.abs(warped[inside] - rgb[inside]).mean() < 1.0
+    outside = cv2.dilate(hull, np.ones((5, 5), np.uint8)) == 0
+    assert np.all(warped[outside] == 0)  # the base image stays outside the triangulated face
+
+
+def _high_pass(img: np.ndarray) -> np.ndarray:
+    return cv2.Laplacian(cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY), cv2.CV_32F)
+
+
+@pytest.mark.parametrize("region", ["face", "inner"])
+def test_face_swap_puts_the_donor_face_into_this_face(face, donor, region):
+    rgb, lms = face
+    other, other_lms = donor
+    blend = face_swap(rgb, lms, other, other_lms, np.random.default_rng(5), region=region)
+    assert blend.image.shape == rgb.shape and blend.image.dtype == np.uint8 and blend.kind == f"faceswap:{region}"
+    diff = np.abs(blend.image.astype(int) - rgb).max(2)
+    ys, xs = np.nonzero(blend.mask)
+    box = np.zeros_like(diff, bool)
+    box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    assert diff[~box].max() == 0  # Poisson editing only solves inside the mask's box
+    inside = blend.mask > 0.5
+    assert diff[inside].mean() > 8
+    # The fine detail inside is the donor's, warped into place, not this face's.
+    warped = warp_piecewise(other, other_lms, lms, rgb, mesh_triangles(lms))
+    detail = _high_pass(blend.image)[inside]
+    from_donor = np.corrcoef(detail, _high_pass(warped)[inside])[0, 1]
+    from_self = np.corrcoef(detail, _high_pass(rgb)[inside])[0, 1]
+    assert from_donor > 0.5 and from_donor > from_self + 0.3, (from_donor, from_self)
+    again = face_swap(rgb, lms, other, other_lms, np.random.default_rng(5), region=region)
+    assert np.array_equal(again.image, blend.image), "same seed, same forgery"
+
+
+def test_donor_is_the_face_in_the_closest_pose(face):
+    _, lms = face
+    rng = np.random.default_rng(0)
+    angle = 0.2
+    rot = 1.3 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    same_shape = lms @ rot.T + [40.0, -7.0]  # the same face, moved and scaled: a perfect fit
+    other_shape = lms + rng.normal(0, 4.0, lms.shape)
+    assert shape_misfit(lms, same_shape) < 1e-4 < shape_misfit(lms, other_shape)
+    assert pick_donor(lms, [0, 1], np.stack([other_shape, same_shape])) == 1
 
 
 def test_region_masks_are_smaller_than_face_masks(face):

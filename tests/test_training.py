@@ -10,7 +10,7 @@ import pytest
 from deepscreen.detectors.face_blend import FaceBlendDetector
 from deepscreen.faces.align import CROP_SIZE
 from deepscreen.training.data import split_of
-from deepscreen.training.evaluate import evaluate_folder, format_metrics, write_sbi_folder
+from deepscreen.training.evaluate import evaluate_folder, format_metrics, write_forgery_folder
 from deepscreen.training.train import TrainConfig, train, train_recipe
 
 from conftest import LFW_DIR
@@ -314,7 +314,7 @@ def test_donor_forgeries_in_batches(small_lfw, tmp_path):
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):
     import deepscreen
 
-    n = write_sbi_folder(small_lfw, tmp_path / "sbi", "test", limit=0, seed=2, cache=tmp_path / "lms.npz")
+    n = write_forgery_folder(small_lfw, tmp_path / "sbi", "test", limit=0, seed=2, cache=tmp_path / "lms.npz")
     assert n >= 3
     assert len(list((tmp_path / "sbi" / "fake").iterdir())) == n
     result = evaluate_folder(deepscreen.Scanner(), tmp_path / "sbi", scores_csv=tmp_path / "scores.csv")
@@ -322,3 +322,27 @@ def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):
     assert result["n_real"] + result["n_fake"] + result["abstained_no_face"] == 2 * n
     assert 0 <= result["auc"] <= 1 and "AUC" in format_metrics(result)
     assert len((tmp_path / "scores.csv").read_text().splitlines()) == 2 * n + 1
+
+
+def test_face_swap_folder_names_its_donors_and_the_cli_checks_the_method(small_lfw, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    out = tmp_path / "swaps"
+    n = write_forgery_folder(small_lfw, out, "test", limit=0, seed=2, cache=tmp_path / "lms.npz", method="faceswap")
+    assert n >= 3 and len(list((out / "fake").iterdir())) == len(list((out / "real").iterdir())) == n
+    rows = (out / "forgeries.csv").read_text().splitlines()[1:]
+    assert len(rows) == n
+    for row in rows:
+        name, kind, donor = row.split(",")
+        assert kind in ("faceswap:face", "faceswap:inner")
+        assert donor.split("/")[0] != name.split("__")[0]  # always another person's face
+        real, fake = (np.asarray(Image.open(out / sub / name), dtype=int) for sub in ("real", "fake"))
+        assert np.abs(real - fake).mean() > 1  # a changed face, not a re-save
+
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "synthesize", str(tmp_path / "x"), "--method",
+                          "gan"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --method 'gan': use one of sbi, faceswap"
+    assert not (tmp_path / "x").exists()

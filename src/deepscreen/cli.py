@@ -256,12 +256,23 @@ def synthesize(
     split: str = typer.Option("test", help="Which people: train, val or test (split by person)."),
     limit: int = typer.Option(0, help="At most this many source images (0: all of the split)."),
     seed: int = typer.Option(2),
+    method: str = typer.Option("sbi", help="sbi: self-blends (the kind the detector trains on); faceswap: classic "
+                               "landmark face swaps with Poisson blending, a kind it never trains on."),
 ):
-    """Write held-out self-blended forgeries and their real originals, for `deepscreen evaluate`."""
-    from .training.evaluate import write_sbi_folder
+    """Write held-out forgeries and their real originals, for `deepscreen evaluate`."""
+    from .training.evaluate import METHODS, write_forgery_folder
 
-    n = write_sbi_folder(data, out, split, limit, seed, cache=PROJECT_ROOT / ".cache/train/lfw_landmarks.npz")
-    print(f"wrote {n} real and {n} self-blended images to {out}")
+    if method not in METHODS:
+        print(f"deepscreen: error: --method {method!r}: use one of {', '.join(METHODS)}", file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        n = write_forgery_folder(data, out, split, limit, seed, cache=PROJECT_ROOT / ".cache/train/lfw_landmarks.npz",
+                                 method=method)
+    except ValueError as err:
+        print(f"deepscreen: error: {err}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    kind = "self-blended" if method == "sbi" else "face-swapped"
+    print(f"wrote {n} real and {n} {kind} images to {out}")
 
 
 def _load_scanner(config):

@@ -74,23 +74,48 @@ def format_metrics(r: dict) -> str:
     return "\n".join(lines)
 
 
-def write_sbi_folder(data: Path, out: Path, split: str, limit: int, seed: int, cache: Path) -> int:
-    """Held-out self-blends at the source images' own resolution. Real and fake are both re-saved as JPEG
-    quality 95, so the file format cannot tell them apart."""
+METHODS = ("sbi", "faceswap")
+
+
+def write_forgery_folder(data: Path, out: Path, split: str, limit: int, seed: int, cache: Path,
+                         method: str = "sbi", candidates: int = 16) -> int:
+    """Held-out forgeries and their real originals at the source images' own resolution, for `evaluate`.
+
+    method 'sbi': self-blends (synthesis.sbi, what the detector is trained on, from other people). 'faceswap':
+    classic landmark face swaps with Poisson blending (synthesis.faceswap, a method it never sees in training),
+    each face swapped with the best-fitting of `candidates` random faces of other people of the same split.
+    Real and fake are both re-saved as JPEG quality 95, so the file format cannot tell them apart. `forgeries.csv`
+    beside real/ and fake/ says how each forgery was made (for scores per kind)."""
     from .data import load_faceset
+    from ..synthesis.faceswap import face_swap, pick_donor
     from ..synthesis.sbi import self_blend
 
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
     faces = load_faceset(data, cache).split(split)
+    people = np.array([p.split("/")[0] for p in faces.paths])
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(faces.paths))
     if limit:
         order = order[:limit]
     for sub in ("real", "fake"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    manifest = [("file", "kind", "donor")]
     for i in order:
         rgb = faces.image(i)
-        fake = self_blend(rgb, faces.landmarks[i], rng).image
+        if method == "sbi":
+            blend, donor = self_blend(rgb, faces.landmarks[i], rng), ""
+        else:
+            others = np.flatnonzero(people != people[i])
+            if not len(others):
+                raise ValueError(f"{data}: face swaps need faces of at least two people in the {split} split")
+            j = pick_donor(faces.landmarks[i], list(rng.choice(others, min(candidates, len(others)), replace=False)),
+                           faces.landmarks)
+            blend, donor = face_swap(rgb, faces.landmarks[i], faces.image(j), faces.landmarks[j], rng), faces.paths[j]
         name = faces.paths[i].replace("/", "__")
-        for sub, img in (("real", rgb), ("fake", fake)):
+        for sub, img in (("real", rgb), ("fake", blend.image)):
             cv2.imwrite(str(out / sub / name), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        manifest.append((name, blend.kind, donor))
+    with open(out / "forgeries.csv", "w", newline="") as f:
+        csv.writer(f).writerows(manifest)
     return len(order)
