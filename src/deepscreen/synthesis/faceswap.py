@@ -11,27 +11,19 @@ faceswap`; models/face_blend.md, set (c)). Our own implementation of that public
 
 from __future__ import annotations
 
-import functools
-
 import cv2
 import numpy as np
 
-from .sbi import INNER_FACE, Blend
+from .sbi import INNER_FACE, Blend, _face_size, similarity_transform
 
 
-@functools.lru_cache(maxsize=4)
-def _triangles(n_points: int, key: bytes) -> np.ndarray:
+def mesh_triangles(points: np.ndarray) -> np.ndarray:
+    """(T, 3) landmark indices: a Delaunay triangulation of this face's landmarks. Mesh landmarks correspond from
+    face to face, so the same index triples on the donor are the same patches of skin; triangulating the target's
+    own points keeps its triangles from overlapping."""
     from scipy.spatial import Delaunay
 
-    pts = np.frombuffer(key, np.float32).reshape(n_points, 2)
-    return Delaunay(pts).simplices
-
-
-def mesh_triangles(reference: np.ndarray) -> np.ndarray:
-    """(T, 3) landmark indices: a Delaunay triangulation of one face's landmarks, used for every face (the mesh
-    points correspond from face to face, so the same index triples are the same patches of skin)."""
-    ref = np.ascontiguousarray(reference, np.float32)
-    return _triangles(len(ref), ref.tobytes())
+    return Delaunay(np.asarray(points, np.float64)).simplices
 
 
 def warp_piecewise(donor: np.ndarray, donor_lms: np.ndarray, lms: np.ndarray, base: np.ndarray,
@@ -80,6 +72,7 @@ def face_swap(rgb: np.ndarray, lms: np.ndarray, donor: np.ndarray, donor_lms: np
     # seamlessClone centres the mask's bounding box on `centre`: give it the box's own centre so nothing moves.
     centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
     src = np.clip(warped + 0.5, 0, 255).astype(np.uint8)
+    # (seamlessClone writes into the mask it is given: it gets a copy, so the returned mask is the one used)
     out = cv2.seamlessClone(src[..., ::-1].copy(), rgb[..., ::-1].copy(), mask.copy(), centre,
                           cv2.NORMAL_CLONE)[..., ::-1]
     return Blend(np.ascontiguousarray(out), mask.astype(np.float32) / 255.0, f"faceswap:{region}")
@@ -88,8 +81,6 @@ def face_swap(rgb: np.ndarray, lms: np.ndarray, donor: np.ndarray, donor_lms: np
 def shape_misfit(lms: np.ndarray, other: np.ndarray) -> float:
     """How badly `other`'s landmarks fit `lms` after the best similarity transform (RMS residual / face size):
     low for faces in the same pose with the same expression."""
-    from .sbi import _face_size, similarity_transform
-
     m = similarity_transform(other, lms)
     moved = other @ m[:, :2].T + m[:, 2]
     return float(np.sqrt(((moved - lms) ** 2).sum(1).mean()) / _face_size(lms))
