@@ -11,7 +11,7 @@ from deepscreen.faces.detect import FaceAnalyzer
 from deepscreen.synthesis.faceswap import face_swap, mesh_triangles, pick_donor, shape_misfit, warp_piecewise
 from deepscreen.synthesis.sbi import (boundary, degrade, donor_blend, grade, make_mask, self_blend,
                                      similarity_transform)
-from deepscreen.training.data import MAP_SIZE, make_pair, split_of
+from deepscreen.training.data import MAP_SIZE, make_pair, small_copy, split_of
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,31 @@ def test_grading_is_drawn_only_when_asked(face):
     assert all(np.array_equal(x, y) for x, y in zip(plain, zero))
     assert not np.array_equal(plain[0], graded[0]) and not np.array_equal(plain[1], graded[1])
     assert np.array_equal(plain[2], graded[2])  # the boundary map does not depend on the look
+
+
+def test_small_copy_moves_the_landmarks_with_the_face(face):
+    """A shrunk, recompressed copy aligns to the same crop as the photo, only softer: the landmarks were moved."""
+    rgb, lms = face
+    small, small_lms = small_copy(rgb, lms, 0.4, np.random.default_rng(0))
+    assert small.shape == (round(rgb.shape[0] * 0.4), round(rgb.shape[1] * 0.4), 3) and small.dtype == np.uint8
+    big, low = align_face(rgb, lms)[0], align_face(small, small_lms)[0]
+    grey = [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY).astype(np.float32) for c in (big, low)]
+    assert np.corrcoef(cv2.GaussianBlur(grey[0], (0, 0), 2).ravel(), grey[1].ravel())[0, 1] > 0.99
+    off = align_face(small, small_lms * 1.05)[0]  # landmarks 5 % off: a visibly worse match
+    off_grey = cv2.cvtColor(off, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    assert np.corrcoef(cv2.GaussianBlur(grey[0], (0, 0), 2).ravel(), off_grey.ravel())[0, 1] < 0.97
+    detail = [np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean() for g in grey]
+    assert detail[1] < 0.8 * detail[0]  # the enlarged small face has lost its fine texture
+
+
+def test_low_resolution_pairs_are_drawn_only_when_asked(face):
+    rgb, lms = face
+    plain = make_pair(rgb, lms, np.random.default_rng(4))
+    zero = make_pair(rgb, lms, np.random.default_rng(4), lowres_p=0.0)
+    assert all(np.array_equal(x, y) for x, y in zip(plain, zero))
+    real, fake, fmap = make_pair(rgb, lms, np.random.default_rng(4), lowres_p=1.0)
+    assert real.shape == fake.shape == (CROP_SIZE, CROP_SIZE, 3) and fmap.shape == (MAP_SIZE, MAP_SIZE)
+    assert fmap.max() > 0.2 and not np.array_equal(real, plain[0])
 
 
 def test_degrade_keeps_shape_and_type(face):

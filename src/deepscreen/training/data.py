@@ -64,25 +64,46 @@ def load_faceset(root: Path, cache: Path, progress=None) -> FaceSet:
 
 
 def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter: bool = True, donor=None,
-              grade_p: float = 0.0):
+              grade_p: float = 0.0, lowres_p: float = 0.0):
     """One real crop and its self-blended twin, each post-processed independently, plus the fake's boundary map.
     With `donor` = (rgb, landmarks) of another person, the twin has a region of the donor's face instead.
     `grade_p`: chance that each crop gets a random global colour grade (synthesis.sbi.grade).
+    `lowres_p`: chance that the pair is cut from small copies of the two photos (`small_copy`).
 
     Returns (real, fake, fake_map) with crops (S,S,3) uint8 and map (MAP_SIZE, MAP_SIZE) float32.
     """
     framing = dict(shift=rng.uniform(-0.04, 0.04, 2), angle_jitter=rng.uniform(-8, 8),
                    margin=rng.uniform(1.15, 1.4)) if jitter else {}
     blend = self_blend(rgb, lms, rng) if donor is None else donor_blend(rgb, lms, *donor, rng)
-    real, m = align_face(rgb, lms, **framing)
-    fake, _ = align_face(blend.image, lms, **framing)
-    fmap = cv2.warpAffine(boundary(blend.mask), m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR)
+    real_src, fake_src, mask = rgb, blend.image, blend.mask
+    if lowres_p > 0 and rng.random() < lowres_p:  # (no draw at 0: the recipes without it keep their random stream)
+        f = rng.uniform(0.3, 0.7)
+        (real_src, small_lms), (fake_src, _) = small_copy(rgb, lms, f, rng), small_copy(blend.image, lms, f, rng)
+        mask, lms = cv2.resize(mask, real_src.shape[1::-1], interpolation=cv2.INTER_AREA), small_lms
+    real, m = align_face(real_src, lms, **framing)
+    fake, _ = align_face(fake_src, lms, **framing)
+    fmap = cv2.warpAffine(boundary(mask), m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR)
     fmap = cv2.resize(fmap, (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:  # mirror the pair together so the map still matches the fake
         real, fake, fmap = real[:, ::-1], fake[:, ::-1], fmap[:, ::-1]
-    if grade_p > 0:  # (no draw at 0: the recipes without grading keep their random stream)
+    if grade_p > 0:
         real, fake = (grade(c, rng) if rng.random() < grade_p else c for c in (real, fake))
     return degrade(real, rng), degrade(fake, rng), np.ascontiguousarray(fmap, dtype=np.float32)
+
+
+def small_copy(rgb: np.ndarray, lms: np.ndarray, f: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The photo shrunk by f (area filter) and, 70 % of the time, saved as JPEG at quality 50-95 at that size, with
+    its landmarks moved along: a thumbnail or shared copy, whose face the aligner must then enlarge to the crop.
+    Why: v1.3, never trained on such faces, flags 13 % of real LFW faces given half size and JPEG 75
+    (benchmarks/eval_robustness.py)."""
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.7:
+        ok, buf = cv2.imencode(".jpg", small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(50, 96))])
+        small = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    scale = np.array([size[0] / w, size[1] / h], np.float32)
+    return np.ascontiguousarray(small), (lms + 0.5) * scale - 0.5  # pixel centres, as the resize maps them
 
 
 def heldout_pairs(faces: FaceSet, seed: int, limit: int | None = None):

@@ -60,6 +60,8 @@ class TrainConfig:
     donor_p: float = 0.0
     # Chance that each training crop (real or fake) gets a random global colour grade (synthesis.sbi.grade).
     grade_p: float = 0.0
+    # Chance that a training pair is cut from small (30-70 %), recompressed copies of its photos (data.small_copy).
+    lowres_p: float = 0.0
     # Where the LFW landmarks are cached (default: WORK/lfw_landmarks.npz); the recipe's two stages share one.
     landmark_cache: Path | None = None
     # Stem + this many leading MBConv blocks keep their starting weights (BlendNet.freeze_early): 1.19x faster
@@ -67,7 +69,8 @@ class TrainConfig:
     frozen_blocks: int = 0
 
 
-def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float = 0.0, grade_p: float = 0.0):
+def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float = 0.0, grade_p: float = 0.0,
+           lowres_p: float = 0.0):
     idx = rng.integers(0, len(faces.paths), pairs)
     crops, maps = [], []
     for i in idx:
@@ -75,7 +78,8 @@ def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float 
         if donor_p > 0 and rng.random() < donor_p:
             j = _other_person(faces, i, rng)
             donor = (faces.image(j), faces.landmarks[j])
-        real, fake, fmap = make_pair(faces.image(i), faces.landmarks[i], rng, donor=donor, grade_p=grade_p)
+        real, fake, fmap = make_pair(faces.image(i), faces.landmarks[i], rng, donor=donor, grade_p=grade_p,
+                                     lowres_p=lowres_p)
         crops += [real, fake]
         maps += [np.zeros_like(fmap), fmap]
     labels = torch.tensor([0.0, 1.0] * pairs)
@@ -171,7 +175,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         decay = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * warm * decay
-        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch, cfg.donor_p, cfg.grade_p)
+        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch, cfg.donor_p, cfg.grade_p, cfg.lowres_p)
         with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bfloat16"):
             logit, map_logit = model(x)
         loss_cls = bce(logit.float(), y)
