@@ -11,7 +11,7 @@ from deepscreen.detectors.face_blend import FaceBlendDetector
 from deepscreen.faces.align import CROP_SIZE
 from deepscreen.training.data import split_of
 from deepscreen.training.evaluate import evaluate_folder, format_metrics, write_forgery_folder
-from deepscreen.training.train import TrainConfig, train, train_recipe
+from deepscreen.training.train import STAGE2_LOWRES_P, TrainConfig, train, train_recipe
 
 from conftest import LFW_DIR
 
@@ -94,6 +94,7 @@ def test_recipe_runs_both_stages_and_resumes(small_lfw, tmp_path):
     meta = FaceBlendDetector(weights=out).meta
     assert first["trained_steps"] == 3 and first["config"]["donor_p"] == 0.0 and first["config"]["keep"] == "best"
     assert meta["trained_steps"] == 2 and meta["prior_steps"] == 3 and meta["config"]["donor_p"] == 0.3
+    assert first["config"]["lowres_p"] == 0.0 and meta["config"]["lowres_p"] == STAGE2_LOWRES_P  # stage 2 only
     assert meta["config"]["keep"] == "best"
     assert meta["config"]["lr_scale"] == 0.3 and meta["init_sha256"] is not None
     assert (work / "lfw_landmarks.npz").exists() and not (work / "stage1" / "lfw_landmarks.npz").exists()
@@ -104,9 +105,11 @@ def test_recipe_runs_both_stages_and_resumes(small_lfw, tmp_path):
     assert FaceBlendDetector(weights=out).meta["trained_steps"] == 2
     short = tmp_path / "short.safetensors"
     train_recipe(small_lfw, short, tmp_path / "short", log=logs.append, stage1_steps=15, stage2_steps=2,
-                 stop_early=True, **small)
+                 stop_early=True, lowres_p=0.5, **small)
     meta = FaceBlendDetector(weights=short).meta
     assert meta["prior_steps"] == 11 and meta["trained_steps"] == 1 and meta["config"]["keep"] == "last"
+    first = FaceBlendDetector(weights=tmp_path / "short" / "stage1" / "face_blend.safetensors").meta
+    assert meta["config"]["lowres_p"] == 0.5 and first["config"]["lowres_p"] == 0.0  # small copies: stage 2 only
     assert meta["config"]["steps"] == 2 and meta["config"]["stop_at"] == 0.5
 
 
@@ -309,6 +312,9 @@ def test_donor_forgeries_in_batches(small_lfw, tmp_path):
     res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--donor-p", "1.5"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --donor-p 1.5: must be between 0 and 1"
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--lowres-p", "-0.1"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --lowres-p -0.1: must be between 0 and 1"
 
 
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):

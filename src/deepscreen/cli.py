@@ -40,6 +40,8 @@ def train(
                                   "instead of a self-blend."),
     grade_p: float = typer.Option(0.0, help="Chance that each training crop, real or fake, gets a random global "
                                   "colour grade (0 in the committed recipe)."),
+    lowres_p: Optional[float] = typer.Option(None, help="Stage 2: share of training pairs cut from small (30-70 %), "
+                                             "recompressed copies of their photos; the recipe's value if not given."),
     frozen_blocks: int = typer.Option(0, help="Keep the stem and this many leading blocks of the backbone at their "
                                       "starting weights: cheaper steps (0 trains every layer)."),
     stop_early: bool = typer.Option(False, "--stop-early", help="The short recipe: stop each cycle where v1.3's "
@@ -49,7 +51,7 @@ def train(
     """Train the face-blend detector on forgeries made from real faces: the committed two-stage recipe by default
     (models/face_blend.md); each stage resumes from WORK if interrupted."""
     from .detectors.blendnet import BACKBONE_BLOCKS
-    from .training.train import PRECISIONS, STAGE1_STEPS, train_recipe
+    from .training.train import PRECISIONS, STAGE1_STEPS, STAGE2_LOWRES_P, train_recipe
 
     if precision not in PRECISIONS:
         print(f"deepscreen: error: --precision {precision!r}: use one of {', '.join(PRECISIONS)}", file=sys.stderr)
@@ -61,7 +63,8 @@ def train(
         print("deepscreen: error: --init runs stage 2 only, from those weights: set its length with --stage2-steps "
               "(not 0), not --steps", file=sys.stderr)
         raise typer.Exit(2)
-    for flag, p in (("--donor-p", donor_p), ("--grade-p", grade_p)):
+    lowres_p = STAGE2_LOWRES_P if lowres_p is None else lowres_p
+    for flag, p in (("--donor-p", donor_p), ("--grade-p", grade_p), ("--lowres-p", lowres_p)):
         if not 0.0 <= p <= 1.0:
             print(f"deepscreen: error: {flag} {p}: must be between 0 and 1", file=sys.stderr)
             raise typer.Exit(2)
@@ -79,7 +82,8 @@ def train(
 
     train_recipe(data, out, work, log=log, stage1_steps=STAGE1_STEPS if steps is None else steps,
                  stage2_steps=stage2_steps, donor_p=donor_p, lr_scale=lr_scale, init=init, seed=seed,
-                 precision=precision, grade_p=grade_p, frozen_blocks=frozen_blocks, stop_early=stop_early)
+                 precision=precision, grade_p=grade_p, frozen_blocks=frozen_blocks, stop_early=stop_early,
+                 lowres_p=lowres_p)
 
 
 @app.command("train-voice")

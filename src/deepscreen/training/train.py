@@ -229,6 +229,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
 # face (Face X-ray-style composites, which is what helps on human-made forgeries). Both cycles run to their end and
 # each keeps its best validation checkpoint: how v1.3 was made.
 STAGE1_STEPS, STAGE2_STEPS, STAGE2_LR_SCALE, STAGE2_DONOR_P = 6000, 1200, 0.3, 0.3
+STAGE2_LOWRES_P = 0.0  # share of stage 2's pairs cut from small copies of their photos (data.small_copy)
 # `stop_early`: v1.3's run kept step 4400 of stage 1 and step 600 of stage 2, so the short recipe stops there (the
 # learning rate still follows the whole cycles) and stage 2 keeps its last weights: 5000 steps, 81 min end to end
 # on 2026-12-02; (a) 0.950 / 0.962 / 0.945 on the three held-out draws, (b) 0.589 (v1.3: 0.951 / 0.960 / 0.949,
@@ -239,7 +240,7 @@ STAGE1_STOP_AT, STAGE2_STOP_AT = 4400 / 6000, 600 / 1200
 def train_recipe(data: Path, out: Path, work: Path, log=print, stage1_steps: int = STAGE1_STEPS,
                  stage2_steps: int = STAGE2_STEPS, donor_p: float = STAGE2_DONOR_P,
                  lr_scale: float = STAGE2_LR_SCALE, init: Path | None = None, stop_early: bool = False,
-                 **common) -> dict:
+                 lowres_p: float = STAGE2_LOWRES_P, **common) -> dict:
     """Both stages in one call, each resumable: stage 1 (skipped when `init` weights are given, or when its
     work folder already holds a finished run) writes WORK/stage1/face_blend.safetensors, stage 2 starts from it and
     writes OUT. `stage2_steps=0` stops after stage 1 and writes OUT from it. `stop_early` stops each stage where
@@ -259,6 +260,8 @@ def train_recipe(data: Path, out: Path, work: Path, log=print, stage1_steps: int
                 return report
         init = first_out
     log(f"stage 2: {stop_step(stage2_steps, stop2)} steps of a {stage2_steps}-step cycle from {init}, "
-        f"{donor_p:.0%} of forgeries from another person, learning rates x{lr_scale}")
+        f"{donor_p:.0%} of forgeries from another person, {lowres_p:.0%} of pairs from small copies, "
+        f"learning rates x{lr_scale}")
     return train(TrainConfig(data=data, out=out, work=work / "stage2", steps=stage2_steps, stop_at=stop2, init=init,
-                             keep=keep2, lr_scale=lr_scale, donor_p=donor_p, landmark_cache=cache, **common), log=log)
+                             keep=keep2, lr_scale=lr_scale, donor_p=donor_p, lowres_p=lowres_p, landmark_cache=cache,
+                             **common), log=log)
