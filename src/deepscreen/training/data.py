@@ -86,7 +86,7 @@ def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter
     fmap = cv2.resize(fmap, (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:  # mirror the pair together so the map still matches the fake
         real, fake, fmap = real[:, ::-1], fake[:, ::-1], fmap[:, ::-1]
-    if grade_p > 0:
+    if grade_p > 0:  # (likewise)
         real, fake = (grade(c, rng) if rng.random() < grade_p else c for c in (real, fake))
     return degrade(real, rng), degrade(fake, rng), np.ascontiguousarray(fmap, dtype=np.float32)
 
@@ -95,7 +95,8 @@ def small_copy(rgb: np.ndarray, lms: np.ndarray, f: float, rng: np.random.Genera
     """The photo shrunk by f (area filter) and, 70 % of the time, saved as JPEG at quality 50-95 at that size, with
     its landmarks moved along: a thumbnail or shared copy, whose face the aligner must then enlarge to the crop.
     Why: v1.3, never trained on such faces, flags 13 % of real LFW faces given half size and JPEG 75
-    (benchmarks/eval_robustness.py)."""
+    (benchmarks/eval_robustness.py). A quarter of stage 2's pairs made this way did not lower that
+    (models/face_blend.md), so the recipe does not use it."""
     h, w = rgb.shape[:2]
     size = (max(1, round(w * f)), max(1, round(h * f)))
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)

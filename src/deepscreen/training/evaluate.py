@@ -81,9 +81,10 @@ def write_forgery_folder(data: Path, out: Path, split: str, limit: int, seed: in
                          method: str = "sbi", candidates: int = 16) -> int:
     """Held-out forgeries and their real originals at the source images' own resolution, for `evaluate`.
 
-    method 'sbi': self-blends (synthesis.sbi, what the detector is trained on, from other people). 'faceswap':
-    classic landmark face swaps with Poisson blending (synthesis.faceswap, a method it never sees in training),
-    each face swapped with the best-fitting of `candidates` random faces of other people of the same split.
+    method 'sbi': self-blends of the split's people (synthesis.sbi: the kind the detector is trained on).
+    'faceswap': classic landmark face swaps with Poisson blending (synthesis.faceswap, a method it never sees in
+    training), each face given the best-fitting of `candidates` random faces of other people of the same split; a
+    face too small to swap is left out, with its real original. Returns the number of pairs written.
     Real and fake are both re-saved as JPEG quality 95, so the file format cannot tell them apart. `forgeries.csv`
     beside real/ and fake/ says how each forgery was made (for scores per kind)."""
     from .data import load_faceset
@@ -111,11 +112,15 @@ def write_forgery_folder(data: Path, out: Path, split: str, limit: int, seed: in
                 raise ValueError(f"{data}: face swaps need faces of at least two people in the {split} split")
             j = pick_donor(faces.landmarks[i], list(rng.choice(others, min(candidates, len(others)), replace=False)),
                            faces.landmarks)
-            blend, donor = face_swap(rgb, faces.landmarks[i], faces.image(j), faces.landmarks[j], rng), faces.paths[j]
+            try:
+                blend = face_swap(rgb, faces.landmarks[i], faces.image(j), faces.landmarks[j], rng)
+            except ValueError:  # too small to swap
+                continue
+            donor = faces.paths[j]
         name = faces.paths[i].replace("/", "__")
         for sub, img in (("real", rgb), ("fake", blend.image)):
             cv2.imwrite(str(out / sub / name), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
         manifest.append((name, blend.kind, donor))
     with open(out / "forgeries.csv", "w", newline="") as f:
         csv.writer(f).writerows(manifest)
-    return len(order)
+    return len(manifest) - 1

@@ -260,8 +260,8 @@ def train_recipe(data: Path, out: Path, work: Path, log=print, stage1_steps: int
                 return report
         init = first_out
     log(f"stage 2: {stop_step(stage2_steps, stop2)} steps of a {stage2_steps}-step cycle from {init}, "
-        f"{donor_p:.0%} of forgeries from another person, {lowres_p:.0%} of pairs from small copies, "
-        f"learning rates x{lr_scale}")
+        f"{donor_p:.0%} of forgeries from another person, learning rates x{lr_scale}"
+        + (f", {lowres_p:.0%} of pairs from small copies" if lowres_p else ""))
     return train(TrainConfig(data=data, out=out, work=work / "stage2", steps=stage2_steps, stop_at=stop2, init=init,
                              keep=keep2, lr_scale=lr_scale, donor_p=donor_p, lowres_p=lowres_p, landmark_cache=cache,
                              **common), log=log)
