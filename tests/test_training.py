@@ -94,7 +94,7 @@ def test_recipe_runs_both_stages_and_resumes(small_lfw, tmp_path):
     meta = FaceBlendDetector(weights=out).meta
     assert first["trained_steps"] == 3 and first["config"]["donor_p"] == 0.0 and first["config"]["keep"] == "best"
     assert meta["trained_steps"] == 2 and meta["prior_steps"] == 3 and meta["config"]["donor_p"] == 0.3
-    assert first["config"]["lowres_p"] == 0.0 and meta["config"]["lowres_p"] == STAGE2_LOWRES_P  # stage 2 only
+    assert first["config"]["lowres_p"] == 0.0 and meta["config"]["lowres_p"] == STAGE2_LOWRES_P  # the recipe's values
     assert meta["config"]["keep"] == "best"
     assert meta["config"]["lr_scale"] == 0.3 and meta["init_sha256"] is not None
     assert (work / "lfw_landmarks.npz").exists() and not (work / "stage1" / "lfw_landmarks.npz").exists()
