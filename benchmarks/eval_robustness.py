@@ -19,12 +19,8 @@ import cv2
 import numpy as np
 
 from deepscreen import Scanner
+from deepscreen.synthesis.sbi import jpeg_roundtrip
 from deepscreen.training.evaluate import evaluate_folder, labelled_files
-
-
-def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
 
 
 def _resize(img: np.ndarray, f: float) -> np.ndarray:
@@ -37,13 +33,13 @@ def _noise(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     return np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
 
 
-# name -> what happens to a BGR image (the copy is then saved as PNG, so no further loss is added)
+# name -> what happens to an RGB image (the copy is then saved as PNG, so no further loss is added)
 CONDITIONS = {
     "as made (JPEG 95)": lambda img, k: img,
-    "JPEG 75": lambda img, k: _jpeg(img, 75),
-    "JPEG 50": lambda img, k: _jpeg(img, 50),
-    "JPEG 30": lambda img, k: _jpeg(img, 30),
-    "half size, JPEG 75 (a shared copy)": lambda img, k: _jpeg(_resize(img, 0.5), 75),
+    "JPEG 75": lambda img, k: jpeg_roundtrip(img, 75),
+    "JPEG 50": lambda img, k: jpeg_roundtrip(img, 50),
+    "JPEG 30": lambda img, k: jpeg_roundtrip(img, 30),
+    "half size, JPEG 75 (a shared copy)": lambda img, k: jpeg_roundtrip(_resize(img, 0.5), 75),
     "blur (Gaussian, sigma 1 px)": lambda img, k: cv2.GaussianBlur(img, (0, 0), 1.0),
     "noise (sigma 6 grey levels)": lambda img, k: _noise(img, 6.0, k),
     "2x upscale (cubic)": lambda img, k: _resize(img, 2.0),
@@ -65,7 +61,7 @@ def main() -> None:
                 for k, (path, y) in enumerate(files):
                     out = Path(tmp) / ("real", "fake")[y] / f"{k:05d}.png"
                     out.parent.mkdir(exist_ok=True)
-                    cv2.imwrite(str(out), change(cv2.imread(str(path)), k))
+                    cv2.imwrite(str(out), change(cv2.imread(str(path))[..., ::-1], k)[..., ::-1])
                 r = evaluate_folder(scanner, Path(tmp))
             print(f"{name:36s} {r.get('auc', float('nan')):7.4f} {r.get('tpr', float('nan')):11.1%} "
                   f"{r.get('fpr', float('nan')):11.1%} {r['abstained_no_face']:8d}", flush=True)

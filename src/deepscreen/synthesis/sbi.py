@@ -232,6 +232,11 @@ def degrade(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.2:
         img = np.clip(img + rng.normal(0, rng.uniform(1, 5), img.shape), 0, 255).astype(np.uint8)
     if rng.random() < 0.7:
-        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 100))])
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        img = jpeg_roundtrip(img, int(rng.integers(40, 100)))
     return np.ascontiguousarray(img)
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """`rgb` (HxWx3 uint8) as it comes back from a JPEG file saved at `quality`."""
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..faces.align import CROP_SIZE, align_face
-from ..synthesis.sbi import boundary, degrade, donor_blend, grade, self_blend
+from ..synthesis.sbi import boundary, degrade, donor_blend, grade, jpeg_roundtrip, self_blend
 
 MAP_SIZE = CROP_SIZE // 16  # the boundary head's resolution
 
@@ -101,8 +101,7 @@ def small_copy(rgb: np.ndarray, lms: np.ndarray, f: float, rng: np.random.Genera
     size = (max(1, round(w * f)), max(1, round(h * f)))
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     if rng.random() < 0.7:
-        ok, buf = cv2.imencode(".jpg", small[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(50, 96))])
-        small = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        small = jpeg_roundtrip(small, int(rng.integers(50, 96)))
     scale = np.array([size[0] / w, size[1] / h], np.float32)
     return np.ascontiguousarray(small), (lms + 0.5) * scale - 0.5  # pixel centres, as the resize maps them
 
