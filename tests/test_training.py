@@ -183,6 +183,73 @@ def test_training_model_runs_depthwise_convolutions_in_float32():
     assert torch.allclose(out.float(), reference, atol=0.05)
 
 
+def test_lean_padding_trains_the_same_function():
+    """BlendNet.lean_padding (stride-1 convolutions pad themselves, ReLU6 in place), which `deepscreen train`
+    applies: the same outputs and the same gradients as the model as loaded, in training mode, to float32
+    rounding (in the same memory layout: channels-last alone reorders sums); the padded copies are gone from the
+    stride-1 layers only."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from deepscreen.detectors.blendnet import BlendNet
+
+    torch.manual_seed(0)
+    plain = BlendNet().train()
+    lean = copy.deepcopy(plain).lean_padding()
+    convs = [m for m in lean.modules() if hasattr(m, "static_padding")]
+    assert sum(isinstance(m.static_padding, nn.ZeroPad2d) for m in convs) == 5  # the stride-2 layers keep theirs
+    assert not any(isinstance(m.static_padding, nn.ZeroPad2d) and tuple(m.stride) == (1, 1) for m in convs)
+    x = torch.randn(4, 3, CROP_SIZE, CROP_SIZE)
+    grads, outs = [], []
+    for model in (plain, lean):
+        torch.manual_seed(1)  # the same dropout and drop-connect draws for both
+        logit, boundary = model(x)
+        loss = logit.square().mean() + boundary.sigmoid().mean()
+        loss.backward()
+        outs.append((logit.detach(), boundary.detach()))
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5) and torch.allclose(outs[0][1], outs[1][1], atol=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], rtol=1e-4, atol=1e-6), name
+    assert grads[0]["backbone._blocks.0._depthwise_conv.weight"].abs().sum() > 0  # the gradients reach the stem
+
+
+def test_keeping_freed_memory_stops_page_faults_for_reused_buffers(tmp_path):
+    """training.allocator.keep_freed_memory: a large buffer freed and allocated again is served from memory the
+    process kept, with no new page faults; under glibc's defaults every such buffer is faulted in afresh. In
+    child processes, since a malloc setting holds for the whole process."""
+    import subprocess
+    import sys
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import resource, sys\n"
+        "import torch\n"
+        "from deepscreen.training.allocator import keep_freed_memory\n"
+        "kept = keep_freed_memory() if sys.argv[1] == 'keep' else None\n"
+        "def faults():\n"
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "per_round = []\n"
+        "for i in range(10):  # 80 MB, like the largest activations of a training step\n"
+        "    before = faults(); a = torch.ones(20_000_000); a.sum(); del a\n"
+        "    per_round.append(faults() - before)\n"
+        "print(kept, *per_round)\n")
+    runs = {}
+    for mode in ("keep", "default"):
+        out = subprocess.run([sys.executable, str(probe), mode], capture_output=True, text=True, check=True)
+        kept, *faults = out.stdout.split()
+        runs[mode] = (kept, [int(f) for f in faults])
+    assert runs["keep"][0] == "True"  # glibc (this platform): the settings took effect
+    pages = 80_000_000 // 4096
+    # glibc's default: every round a fresh mapping, faulted in page by page
+    assert min(runs["default"][1]) > pages // 2, runs
+    # kept: after a few rounds (glibc grows its heap first) the buffer comes back without faults
+    assert min(runs["keep"][1][-3:]) < pages // 20, runs
+
+
 def test_cli_train_defaults_are_the_committed_recipe(tmp_path):
     """`deepscreen train` with no options runs train_recipe's stages; `--init` runs stage 2 alone and refuses
     `--steps` (stage 1's length), which it would otherwise ignore."""

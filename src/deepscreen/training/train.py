@@ -23,6 +23,7 @@ from ..config import PROJECT_ROOT
 from ..detectors.blendnet import BlendNet, load_weights, native_bfloat16, preprocess, save_weights
 from ..media.sniff import file_sha256
 from . import metrics
+from .allocator import keep_freed_memory
 from .data import FaceSet, heldout_pairs, load_faceset, make_pair
 
 MODEL_VERSION = "1.3"
@@ -132,6 +133,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     log(f"arithmetic: {precision}" + (" (this CPU has no native bfloat16)" if cfg.precision == "auto" and
                                       precision == "float32" else ""))
     torch.set_num_threads(cfg.threads)
+    if keep_freed_memory():  # a ~1.2x faster step (training/allocator.py)
+        log("malloc: keeping freed memory for reuse")
     torch.manual_seed(cfg.seed)
     cfg.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -148,8 +151,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
         log(f"starting from {cfg.init} ({prior_steps} steps already)")
     else:
         model, prior_steps, prior_minutes = BlendNet(imagenet_init=True), 0, 0.0
-    # Channels-last layout and float32 depthwise convolutions: a 1.3x faster step (BlendNet.depthwise_in_float32).
-    model = model.freeze_early(cfg.frozen_blocks).depthwise_in_float32().to(memory_format=torch.channels_last)
+    # Channels-last layout and float32 depthwise convolutions: a 1.3x faster step (BlendNet.depthwise_in_float32);
+    # lean padding: fewer copies, the same function (BlendNet.lean_padding).
+    model = model.freeze_early(cfg.frozen_blocks).depthwise_in_float32().lean_padding()
+    model = model.to(memory_format=torch.channels_last)
     heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
     opt = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr}, {"params": heads, "lr": cfg.head_lr}],
