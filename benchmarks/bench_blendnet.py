@@ -4,8 +4,8 @@
 
 BlendNet on batches of 1-16 random 160x160 crops (the cost does not depend on the pixels), milliseconds per crop,
 in float32 and, where the CPU multiplies it natively, in bfloat16 (elsewhere bfloat16 is emulated and many times
-slower, so the scanner never uses it there). Three builds of the same weights: onnxruntime (float32 only: how the
-scanner runs float32 since 2026-12-02, session 15), torch as the scanner runs it in bfloat16
+slower). Three builds of the same weights: onnxruntime (float32 only: how the scanner runs float32 since
+2026-12-02, session 15, and its default on every CPU since 2026-12-03), torch as the scanner runs it in bfloat16
 (`BlendNet.for_inference`: batch norms folded, stride-1 padding done by the convolutions, ReLU6 in place,
 channels-last), and the torch baseline with batch norms folded and channels-last only (how v1.3 shipped until
 2026-12-02). Configurations alternate within each round, so a drift in this shared machine's speed hits all
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from deepscreen.config import MODELS_DIR
-from deepscreen.detectors.blendnet import OnnxBlendNet, inference_precision, load_weights, preprocess
+from deepscreen.detectors.blendnet import OnnxBlendNet, load_weights, native_bfloat16, preprocess
 from deepscreen.detectors.face_blend import WEIGHTS, FaceBlendDetector
 
 from _table import print_table, timed  # benchmarks/ is on sys.path when run as a script
@@ -39,7 +39,7 @@ def main() -> None:
     det = FaceBlendDetector()
     baseline = load_weights(MODELS_DIR / WEIGHTS)[0].fold_batch_norms().to(memory_format=torch.channels_last)
     builds = {"onnxruntime": OnnxBlendNet(det.model, 2), "inference build": det.model, "baseline": baseline}
-    native = inference_precision("auto") == "bfloat16"
+    native = native_bfloat16()
     precisions = ["float32"] + (["bfloat16"] if native else [])
     crops = np.random.default_rng(0).integers(0, 256, (max(BATCHES), 160, 160, 3), dtype=np.uint8)
     inputs = {n: preprocess(crops[:n]) for n in BATCHES}

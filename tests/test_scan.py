@@ -246,8 +246,8 @@ def test_precision_setting(monkeypatch):
     from deepscreen.detectors.face_blend import FaceBlendDetector
 
     assert inference_precision("float32") == "float32" and inference_precision("bfloat16") == "bfloat16"
-    assert inference_precision("auto") in ("float32", "bfloat16")
-    monkeypatch.setenv("DEEPSCREEN_PRECISION", "float32")
+    assert inference_precision("auto") == "float32"  # on every CPU: the same scores everywhere
+    monkeypatch.delenv("DEEPSCREEN_PRECISION", raising=False)
     det = FaceBlendDetector()
     assert det.precision == "float32" and det.models()[0].precision == "float32"
     assert det.runtime == "onnxruntime" and det.models()[0].runtime == "onnxruntime"
