@@ -213,6 +213,33 @@ def test_low_resolution_pairs_are_drawn_only_when_asked(face):
     assert fmap.max() > 0.2 and not np.array_equal(real, plain[0])
 
 
+def test_blurred_pairs_are_softer_and_drawn_only_when_asked(face, monkeypatch):
+    """blur_p = 0 keeps the random stream of the recipes without blur; blur_p = 1 blurs the real photo and its
+    forgery alike (both crops lose fine detail) and leaves the seam where the boundary map says."""
+    from deepscreen.training import data
+
+    rgb, lms = face
+    plain = make_pair(rgb, lms, np.random.default_rng(4))
+    zero = make_pair(rgb, lms, np.random.default_rng(4), blur_p=0.0)
+    assert all(np.array_equal(x, y) for x, y in zip(plain, zero))
+
+    def detail(crop):
+        return np.abs(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)).mean()
+
+    # The post-processing (noise, JPEG) is drawn after the blur, so the two pairs would get different draws of it:
+    # off here, to see the blur alone.
+    monkeypatch.setattr(data, "degrade", lambda img, rng: np.ascontiguousarray(img))
+    for seed in range(3):
+        sharp = make_pair(rgb, lms, np.random.default_rng(seed))
+        soft = make_pair(rgb, lms, np.random.default_rng(seed), blur_p=1.0)
+        for k in (0, 1):  # real, fake
+            assert detail(soft[k]) < 0.8 * detail(sharp[k]), (seed, k, detail(soft[k]), detail(sharp[k]))
+        gap = [np.abs(pair[1].astype(np.float32) - pair[0]).mean() for pair in (sharp, soft)]
+        assert gap[1] > 0.5 * gap[0] > 0, gap  # still a forgery of that face, not its blurred copy
+        # Mirroring is among the later draws: the map is the plain pair's, or its mirror image.
+        assert np.allclose(soft[2], sharp[2]) or np.allclose(soft[2], sharp[2][:, ::-1])
+
+
 def test_degrade_keeps_shape_and_type(face):
     rgb, lms = face
     crop, _ = align_face(rgb, lms)

@@ -382,6 +382,9 @@ def test_donor_forgeries_in_batches(small_lfw, tmp_path):
     res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--lowres-p", "-0.1"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --lowres-p -0.1: must be between 0 and 1"
+    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--blur-p", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --blur-p 2.0: must be between 0 and 1"
 
 
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):

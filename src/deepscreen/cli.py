@@ -40,6 +40,8 @@ def train(
                                   "instead of a self-blend."),
     grade_p: float = typer.Option(0.0, help="Chance that each training crop, real or fake, gets a random global "
                                   "colour grade (0 in the committed recipe)."),
+    blur_p: float = typer.Option(0.0, help="Chance that a training pair is cut from its photos blurred alike "
+                                 "(sigma 0.5-1.5 px), in both stages (0 in the committed recipe)."),
     lowres_p: Optional[float] = typer.Option(None, help="Stage 2: share of training pairs cut from small (30-70 %), "
                                              "recompressed copies of their photos; the recipe's value if not given."),
     frozen_blocks: int = typer.Option(0, help="Keep the stem and this many leading blocks of the backbone at their "
@@ -64,7 +66,8 @@ def train(
               "(not 0), not --steps", file=sys.stderr)
         raise typer.Exit(2)
     lowres_p = STAGE2_LOWRES_P if lowres_p is None else lowres_p
-    for flag, p in (("--donor-p", donor_p), ("--grade-p", grade_p), ("--lowres-p", lowres_p)):
+    for flag, p in (("--donor-p", donor_p), ("--grade-p", grade_p), ("--lowres-p", lowres_p),
+                    ("--blur-p", blur_p)):
         if not 0.0 <= p <= 1.0:
             print(f"deepscreen: error: {flag} {p}: must be between 0 and 1", file=sys.stderr)
             raise typer.Exit(2)
@@ -83,7 +86,7 @@ def train(
     train_recipe(data, out, work, log=log, stage1_steps=STAGE1_STEPS if steps is None else steps,
                  stage2_steps=stage2_steps, donor_p=donor_p, lr_scale=lr_scale, init=init, seed=seed,
                  precision=precision, grade_p=grade_p, frozen_blocks=frozen_blocks, stop_early=stop_early,
-                 lowres_p=lowres_p)
+                 lowres_p=lowres_p, blur_p=blur_p)
 
 
 @app.command("train-voice")

@@ -64,11 +64,14 @@ def load_faceset(root: Path, cache: Path, progress=None) -> FaceSet:
 
 
 def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter: bool = True, donor=None,
-              grade_p: float = 0.0, lowres_p: float = 0.0):
+              grade_p: float = 0.0, lowres_p: float = 0.0, blur_p: float = 0.0):
     """One real crop and its self-blended twin, each post-processed independently, plus the fake's boundary map.
     With `donor` = (rgb, landmarks) of another person, the twin has a region of the donor's face instead.
     `grade_p`: chance that each crop gets a random global colour grade (synthesis.sbi.grade).
     `lowres_p`: chance that the pair is cut from small copies of the two photos (`small_copy`).
+    `blur_p`: chance that both photos are blurred alike (Gaussian, sigma 0.5-1.5 px) before the crop: a soft real
+    face is real. Why: v1.3 flags 16 % of real faces blurred by 1 px, its boundary map hottest on the face outline
+    (a soft outline looks like a feathered seam); blurred pairs in stage 2 alone cut that to 6 % (models/face_blend.md).
 
     Returns (real, fake, fake_map) with crops (S,S,3) uint8 and map (MAP_SIZE, MAP_SIZE) float32.
     """
@@ -80,6 +83,9 @@ def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter
         f = rng.uniform(0.3, 0.7)
         (real_src, small_lms), (fake_src, _) = small_copy(rgb, lms, f, rng), small_copy(blend.image, lms, f, rng)
         mask, lms = cv2.resize(mask, real_src.shape[1::-1], interpolation=cv2.INTER_AREA), small_lms
+    if blur_p > 0 and rng.random() < blur_p:  # (likewise; the seam is still where the map says, only softer)
+        sigma = rng.uniform(0.5, 1.5)
+        real_src, fake_src = (cv2.GaussianBlur(x, (0, 0), sigma) for x in (real_src, fake_src))
     real, m = align_face(real_src, lms, **framing)
     fake, _ = align_face(fake_src, lms, **framing)
     fmap = cv2.warpAffine(boundary(mask), m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR)

@@ -63,6 +63,8 @@ class TrainConfig:
     grade_p: float = 0.0
     # Chance that a training pair is cut from small (30-70 %), recompressed copies of its photos (data.small_copy).
     lowres_p: float = 0.0
+    # Chance that a training pair is cut from photos blurred alike, sigma 0.5-1.5 px (data.make_pair).
+    blur_p: float = 0.0
     # Where the LFW landmarks are cached (default: WORK/lfw_landmarks.npz); the recipe's two stages share one.
     landmark_cache: Path | None = None
     # Stem + this many leading MBConv blocks keep their starting weights (BlendNet.freeze_early): 1.19x faster
@@ -71,7 +73,7 @@ class TrainConfig:
 
 
 def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float = 0.0, grade_p: float = 0.0,
-           lowres_p: float = 0.0):
+           lowres_p: float = 0.0, blur_p: float = 0.0):
     idx = rng.integers(0, len(faces.paths), pairs)
     crops, maps = [], []
     for i in idx:
@@ -80,7 +82,7 @@ def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float 
             j = _other_person(faces, i, rng)
             donor = (faces.image(j), faces.landmarks[j])
         real, fake, fmap = make_pair(faces.image(i), faces.landmarks[i], rng, donor=donor, grade_p=grade_p,
-                                     lowres_p=lowres_p)
+                                     lowres_p=lowres_p, blur_p=blur_p)
         crops += [real, fake]
         maps += [np.zeros_like(fmap), fmap]
     labels = torch.tensor([0.0, 1.0] * pairs)
@@ -180,7 +182,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         decay = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * warm * decay
-        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch, cfg.donor_p, cfg.grade_p, cfg.lowres_p)
+        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch, cfg.donor_p, cfg.grade_p, cfg.lowres_p,
+                            cfg.blur_p)
         with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bfloat16"):
             logit, map_logit = model(x)
         loss_cls = bce(logit.float(), y)
@@ -258,7 +261,7 @@ def train_recipe(data: Path, out: Path, work: Path, log=print, stage1_steps: int
             log(f"stage 1 already done: {first_out}")
         else:
             log(f"stage 1: {stop_step(stage1_steps, stop1)} steps of a {stage1_steps}-step cycle, self-blends from "
-                "ImageNet weights")
+                "ImageNet weights" + (f", {common['blur_p']:.0%} of pairs blurred" if common.get("blur_p") else ""))
             report = train(TrainConfig(data=data, out=first_out, work=work / "stage1", steps=stage1_steps,
                                        stop_at=stop1, landmark_cache=cache, **common), log=log)
             if stage2_steps == 0:
@@ -266,7 +269,8 @@ def train_recipe(data: Path, out: Path, work: Path, log=print, stage1_steps: int
         init = first_out
     log(f"stage 2: {stop_step(stage2_steps, stop2)} steps of a {stage2_steps}-step cycle from {init}, "
         f"{donor_p:.0%} of forgeries from another person, learning rates x{lr_scale}"
-        + (f", {lowres_p:.0%} of pairs from small copies" if lowres_p else ""))
+        + (f", {lowres_p:.0%} of pairs from small copies" if lowres_p else "")
+        + (f", {common['blur_p']:.0%} of pairs blurred" if common.get("blur_p") else ""))
     return train(TrainConfig(data=data, out=out, work=work / "stage2", steps=stage2_steps, stop_at=stop2, init=init,
                              keep=keep2, lr_scale=lr_scale, donor_p=donor_p, lowres_p=lowres_p, landmark_cache=cache,
                              **common), log=log)
