@@ -181,9 +181,9 @@ def inference_precision(setting: str | None = None) -> str:
     """'bfloat16' or 'float32' for BlendNet inference. `auto` (default; `DEEPSCREEN_PRECISION` overrides it) is
     float32, run by onnxruntime, on every CPU: on an AVX2 CPU bfloat16 is emulated and slow, and on a CPU with
     native bfloat16 (AMX, 2026-12-03) float32 in onnxruntime still beat bfloat16 in torch: 3.2 vs 4.3 ms per crop
-    for a photo's face and its mirror, 2.4 vs 2.6 ms in video batches (benchmarks/bench_blendnet.py). So a verdict
-    is the same number on every machine. `bfloat16` (torch) stays on request: a logit moves by up to ~0.15 and a
-    calibrated probability by a few thousandths (at most 0.035 in the tests, near p = 0.3)."""
+    for a photo's face and its mirror, 2.4 vs 2.6 ms in video batches (benchmarks/bench_blendnet.py). So scores
+    no longer depend on whether the CPU has bfloat16. `bfloat16` (torch) stays on request: a logit moves by up to
+    ~0.15 and a calibrated probability by a few thousandths (at most 0.035 in the tests, near p = 0.3)."""
     import os
 
     setting = setting or os.environ.get("DEEPSCREEN_PRECISION", "auto")

@@ -71,7 +71,8 @@ def make_pair(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, jitter
     `lowres_p`: chance that the pair is cut from small copies of the two photos (`small_copy`).
     `blur_p`: chance that both photos are blurred alike (Gaussian, sigma 0.5-1.5 px) before the crop: a soft real
     face is real. Why: v1.3 flags 16 % of real faces blurred by 1 px, its boundary map hottest on the face outline
-    (a soft outline looks like a feathered seam); blurred pairs in stage 2 alone cut that to 6 % (models/face_blend.md).
+    (a soft outline looks like a feathered seam); blurred pairs in stage 2 alone cut that to 6 %, but
+    cost a little on every held-out set, and from stage 1 on they cost more (models/face_blend.md): 0 in the recipe.
 
     Returns (real, fake, fake_map) with crops (S,S,3) uint8 and map (MAP_SIZE, MAP_SIZE) float32.
     """

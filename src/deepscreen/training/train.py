@@ -255,13 +255,14 @@ def train_recipe(data: Path, out: Path, work: Path, log=print, stage1_steps: int
     v1.3's run kept its checkpoint (STAGE1_STOP_AT, STAGE2_STOP_AT), and stage 2 then keeps its last weights."""
     stop1, stop2, keep2 = (STAGE1_STOP_AT, STAGE2_STOP_AT, "last") if stop_early else (1.0, 1.0, "best")
     cache = work / "lfw_landmarks.npz"
+    blurred = f", {common['blur_p']:.0%} of pairs blurred" if common.get("blur_p") else ""
     if init is None:
         first_out = out if stage2_steps == 0 else work / "stage1" / "face_blend.safetensors"
         if stage2_steps and first_out.exists() and (work / "stage1" / "report.json").exists():
             log(f"stage 1 already done: {first_out}")
         else:
             log(f"stage 1: {stop_step(stage1_steps, stop1)} steps of a {stage1_steps}-step cycle, self-blends from "
-                "ImageNet weights" + (f", {common['blur_p']:.0%} of pairs blurred" if common.get("blur_p") else ""))
+                f"ImageNet weights{blurred}")
             report = train(TrainConfig(data=data, out=first_out, work=work / "stage1", steps=stage1_steps,
                                        stop_at=stop1, landmark_cache=cache, **common), log=log)
             if stage2_steps == 0:
@@ -269,8 +270,7 @@ def train_recipe(data: Path, out: Path, work: Path, log=print, stage1_steps: int
         init = first_out
     log(f"stage 2: {stop_step(stage2_steps, stop2)} steps of a {stage2_steps}-step cycle from {init}, "
         f"{donor_p:.0%} of forgeries from another person, learning rates x{lr_scale}"
-        + (f", {lowres_p:.0%} of pairs from small copies" if lowres_p else "")
-        + (f", {common['blur_p']:.0%} of pairs blurred" if common.get("blur_p") else ""))
+        + (f", {lowres_p:.0%} of pairs from small copies" if lowres_p else "") + blurred)
     return train(TrainConfig(data=data, out=out, work=work / "stage2", steps=stage2_steps, stop_at=stop2, init=init,
                              keep=keep2, lr_scale=lr_scale, donor_p=donor_p, lowres_p=lowres_p, landmark_cache=cache,
                              **common), log=log)
