@@ -54,12 +54,37 @@ def test_train_writes_loadable_calibrated_weights(small_lfw, tmp_path):
     assert FaceBlendDetector(weights=cfg.out).meta["trained_steps"] == 2 and report2["test_crops"]["n_real"] > 0
 
 
+def test_two_runs_of_one_config_write_the_same_weights(small_lfw, tmp_path):
+    """Training is deterministic on one machine: the same config in other folders reaches the same tensors, and the
+    metadata's `weights_sha256` (a digest of the tensors alone) says so although the files differ (minutes, paths)."""
+    from safetensors.torch import load_file
+
+    from deepscreen.detectors.blendnet import file_weights_digest, weights_digest
+
+    reports = []
+    for run in ("a", "b"):
+        cfg = TrainConfig(data=small_lfw, out=tmp_path / run / "w.safetensors", work=tmp_path / run / "work", steps=3,
+                          pairs_per_batch=2, val_every=2, val_images=4)
+        reports.append(train(cfg, log=lambda _: None))
+    a, b = (load_file(str(tmp_path / run / "w.safetensors")) for run in ("a", "b"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert reports[0]["weights_sha256"] == reports[1]["weights_sha256"] == weights_digest(a)
+    assert FaceBlendDetector(weights=tmp_path / "a" / "w.safetensors").meta["weights_sha256"] == weights_digest(b)
+    assert file_weights_digest(tmp_path / "b" / "w.safetensors") == reports[0]["weights_sha256"]
+    assert reports[0]["sha256"] != reports[1]["sha256"]  # the files carry their own work folders
+    name = next(k for k in a if a[k].is_floating_point())
+    a[name] = a[name].clone()
+    a[name].view(-1)[0] += 1
+    assert weights_digest(a) != weights_digest(b)
+
+
 def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
     """`train --init W --lr-scale s`: the run starts from W (not ImageNet) and its metadata counts W's steps."""
     import subprocess
     import sys
 
     from deepscreen.config import MODELS_DIR
+    from deepscreen.detectors.blendnet import file_weights_digest
     from deepscreen.media.sniff import file_sha256
 
     init = MODELS_DIR / "face_blend.safetensors"
@@ -71,6 +96,7 @@ def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
     prior = FaceBlendDetector(weights=init).meta
     assert meta["prior_steps"] == prior["trained_steps"] + prior.get("prior_steps", 0) and meta["trained_steps"] == 1
     assert meta["init_sha256"] == file_sha256(init) and any("starting from" in line for line in logs)
+    assert meta["init_weights_sha256"] == file_weights_digest(init)
     # With a vanishing learning rate the weights stay the committed ones: same scores on the same crops.
     crops = np.random.default_rng(1).integers(0, 256, (2, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
     a = FaceBlendDetector(weights=cfg.out).score_faces(crops).logits

@@ -8,6 +8,7 @@ it forces the features to look at boundaries rather than at identity or backgrou
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -199,12 +200,31 @@ def preprocess(crops: np.ndarray) -> torch.Tensor:
     return (x - 127.0) / 128.0
 
 
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of the tensors alone (names, dtypes, shapes, bytes), not of the file: two training runs that reach the
+    same weights agree on it even though their metadata (minutes taken, work folders) differs."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_weights_digest(path: Path) -> str:
+    from safetensors.torch import load_file
+
+    return weights_digest(load_file(str(path)))
+
+
 def save_weights(model: BlendNet, path: Path, meta: dict) -> str:
-    """Save as float16 safetensors (half the size; the scores differ by < 1e-3) with metadata. Returns sha256."""
+    """Save as float16 safetensors (half the size; the scores differ by < 1e-3) with metadata, which gains the
+    tensors' digest (`weights_sha256`). Returns the file's sha256."""
     from safetensors.torch import save_file
 
     state = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
              for k, v in model.state_dict().items()}
+    meta["weights_sha256"] = weights_digest(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={"deepscreen": json.dumps(meta)})
     return file_sha256(path)

@@ -20,13 +20,14 @@ import torch
 from torch import nn
 
 from ..config import PROJECT_ROOT
-from ..detectors.blendnet import BlendNet, load_weights, native_bfloat16, preprocess, save_weights
+from ..detectors.blendnet import (BlendNet, file_weights_digest, load_weights, native_bfloat16, preprocess,
+                                  save_weights)
 from ..media.sniff import file_sha256
 from . import metrics
 from .allocator import keep_freed_memory
 from .data import FaceSet, heldout_pairs, load_faceset, make_pair
 
-MODEL_VERSION = "1.3"
+MODEL_VERSION = "1.4"
 
 
 @dataclass
@@ -223,10 +224,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         "trained_steps": step, "train_minutes": round(report["minutes"], 1), "precision": precision,
         "prior_steps": prior_steps, "prior_minutes": round(prior_minutes, 1),
         "init_sha256": file_sha256(cfg.init) if cfg.init is not None else None,
+        "init_weights_sha256": file_weights_digest(cfg.init) if cfg.init is not None else None,
         "config": {k: _portable(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "val_auc": report["val"]["auc"], "test_crop_auc": report["test_crops"]["auc"],
     }
     report["sha256"] = save_weights(model, cfg.out, meta)
+    report["weights_sha256"] = meta["weights_sha256"]  # the tensors alone: equal for runs that reached equal weights
     (cfg.work / "report.json").write_text(json.dumps(report, indent=2))
     log(json.dumps(report, indent=2))
     return report
