@@ -225,7 +225,7 @@ def test_redetect_every_must_be_positive():
 def test_bfloat16_scores_match_float32(scanner):
     """bfloat16 inference (opt-in: DEEPSCREEN_PRECISION=bfloat16) ranks and calibrates like float32 on real held-out
     faces and their self-blends: logits within 0.5 (v1.4 moves one uncertain real face from p 0.417 to 0.345, a
-    logit 0.31 lower; why every CPU defaults to float32), and the same real/fake separation."""
+    logit 0.31 lower; the default, float32, is not affected), and the same real/fake separation."""
     det = scanner.face_detectors[0]
     crops = _crop_pairs(scanner, 6, seed=3, family="face", ratio=1.0)
     before = det.precision
