@@ -78,6 +78,8 @@ def test_video_twin_real_is_authentic_fake_is_flagged(scanner, twin):
     assert 40 <= x0 < x1 <= 430 and 60 <= y0 < y1 <= 250
     assert track.peak_crop.shape == (160, 160, 3) and track.peak_heatmap.shape == (10, 10)
     assert fake.evidence[0].detector == "face_blend" and "blend" in fake.evidence[0].explanation
+    # the evidence names the recipe of the weights that scored it (a class constant once said 1.3 under v1.4)
+    assert fake.evidence[0].version == fake.models[0].version
 
 
 def test_image_twin(scanner, twin):

@@ -51,6 +51,7 @@ class Detector(ABC):
         model, meta = loader(path)
         self.a, self.b = meta["platt"]
         self._info = ModelInfo(meta["name"], meta["version"], file_sha256(path))
+        self.version = meta["version"]  # the weights', so evidence never names a recipe that is not loaded
         return model, meta
 
     def models(self) -> list[ModelInfo]:

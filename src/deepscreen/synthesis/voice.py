@@ -109,8 +109,20 @@ def phase_vocoder(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return resample(stretched, len(x)).astype(np.float32)  # back to the original duration: pitch x factor
 
 
+def _pyworld():
+    """pyworld, imported without its `pkg_resources` deprecation warning (it still uses that API; the pin
+    setuptools<81 keeps it working), which would otherwise land in every sample-making run's output."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import pyworld
+
+    return pyworld
+
+
 def _world_analysis(x: np.ndarray):
-    import pyworld as pw
+    pw = _pyworld()
 
     x64 = x.astype(np.float64)
     f0, t = pw.dio(x64, RATE, frame_period=5.0)
@@ -119,7 +131,7 @@ def _world_analysis(x: np.ndarray):
 
 
 def world(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    import pyworld as pw
+    pw = _pyworld()
 
     f0, sp, ap = _world_analysis(x)
     return pw.synthesize(f0, sp, ap, RATE, frame_period=5.0)
@@ -127,7 +139,7 @@ def world(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def world_vc(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Pitch x0.75-1.35 and formants warped by 0.88-1.14 (frequency axis of the envelope), like a voice changer."""
-    import pyworld as pw
+    pw = _pyworld()
 
     f0, sp, ap = _world_analysis(x)
     pitch = rng.uniform(0.75, 1.35)
@@ -142,7 +154,7 @@ def world_hnm(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Harmonic plus noise (HNM, Stylianou 2001): harmonics only up to a maximum voiced frequency (2-5 kHz, drawn per
     utterance), shaped noise above it, as in HNM-based TTS and voice conversion. The other end of the excitation
     axis from the LPC vocoder's pulse train: high bands noisier than a real voice, not more periodic."""
-    import pyworld as pw
+    pw = _pyworld()
 
     f0, sp, ap = _world_analysis(x)
     fm = rng.uniform(2000, 5000)
