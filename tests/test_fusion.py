@@ -10,7 +10,7 @@ from deepscreen.config import Thresholds
 from deepscreen.faces.track import FaceTracker
 from deepscreen.fusion import track_logit
 from deepscreen.training import metrics
-from deepscreen.verdict import Verdict
+from deepscreen.verdict import Verdict, percent
 
 
 def test_tracker_follows_two_people_and_starts_a_third():
@@ -34,6 +34,18 @@ def test_threshold_bands():
     assert [t.label(p) for p in (None, 0.0, 0.249, 0.25, 0.49, 0.5, 1.0)] == [
         "inconclusive", "authentic", "authentic", "suspicious", "suspicious", "manipulated", "manipulated"]
 
+
+
+@pytest.mark.parametrize("suspicious, manipulated", [(0.6, 0.4), (0.0, 0.5), (0.25, 1.5), (float("nan"), 0.5)])
+def test_bands_out_of_order_are_refused(suspicious, manipulated):
+    with pytest.raises(ValueError, match="bands must satisfy"):
+        Thresholds(suspicious=suspicious, manipulated=manipulated)
+
+
+def test_percent_never_claims_certainty():
+    assert [percent(p) for p in (0.0, 0.005, 0.01, 0.015, 0.5, 0.99, 0.994, 1.0)] == [
+        "<1%", "<1%", "1%", "2%", "50%", "99%", ">99%", ">99%"]
+    assert percent(None) == percent(float("nan")) == "n/a"
 
 def test_exit_codes():
     v = lambda label: Verdict("x", "", "image", None, label, "")

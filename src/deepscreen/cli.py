@@ -9,14 +9,25 @@ from typing import Optional
 
 import typer
 
-from .config import MODELS_DIR, PROJECT_ROOT, SHARED_DIR, Sampling
+from .config import MODELS_DIR, PROJECT_ROOT, SHARED_DIR, Sampling, Thresholds
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Screen photos and videos for deepfakes: a calibrated probability, where, when and why.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"deepscreen {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
+def _group(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """deepscreen: screen media for deepfakes."""
 
 
@@ -197,13 +208,22 @@ def scan(
     max_fps: float = typer.Option(Sampling.max_fps, help="At most this many analysed frames per second of video."),
     all_frames: bool = typer.Option(False, "--all-frames", help="Forensic mode: analyse every frame (slow)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table; errors still go to stderr."),
+    threshold: float = typer.Option(Thresholds.manipulated, "--threshold", min=0.0, max=1.0,
+                                    help="Label a file manipulated from this probability on."),
+    suspicious_from: float = typer.Option(Thresholds.suspicious, "--suspicious-from", min=0.0, max=1.0,
+                                          help="Label it suspicious from this probability on, below --threshold."),
 ):
-    """Scan photos and videos. Exit code: 0 nothing suspicious, 1 something flagged, 2 a file could not be read."""
+    """Scan photos, videos and sound files. Exit code: 0 nothing suspicious, 1 something flagged, 2 a file could not
+    be read. Bands: docs/verdicts.md (on a stream where forgeries are rare, a higher --threshold flags fewer real files)."""
     from .config import ScanConfig
     from .report import to_json_line, write_html
     from .scan import expand_paths
 
-    config = ScanConfig(sampling=Sampling(frames=frames, max_fps=max_fps, all_frames=all_frames))
+    try:
+        bands = Thresholds(suspicious=suspicious_from, manipulated=threshold)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="'--suspicious-from' / '--threshold'") from None
+    config = ScanConfig(sampling=Sampling(frames=frames, max_fps=max_fps, all_frames=all_frames), thresholds=bands)
     files = list(expand_paths(paths))
     show_progress = not quiet and sys.stderr.isatty()
     scanner = _load_scanner(config)
@@ -228,7 +248,7 @@ def scan(
     if not json_lines and not quiet:
         _print_table(verdicts)
     if report:
-        write_html(verdicts, report)
+        write_html(verdicts, report, thresholds=bands)
         if not quiet:
             print(f"report written to {report}", file=sys.stderr)
     raise typer.Exit(exit_code(verdicts))
@@ -305,13 +325,15 @@ def _print_table(verdicts) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .verdict import percent
+
     colours = {"authentic": "green", "suspicious": "yellow", "manipulated": "red", "inconclusive": "dim",
                "error": "magenta"}
     table = Table(show_lines=False)
     for col in ("file", "verdict", "P(manipulated)", "why"):
         table.add_column(col)
     for v in verdicts:
-        p = "-" if v.probability is None else f"{v.probability:.0%}"
+        p = "-" if v.probability is None else percent(v.probability)
         table.add_row(v.path, f"[{colours[v.label]}]{v.label}[/]", p, v.summary)
     Console().print(table)
 

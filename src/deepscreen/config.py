@@ -51,6 +51,11 @@ class Thresholds:
     suspicious: float = 0.25
     manipulated: float = 0.5
 
+    def __post_init__(self):
+        if not 0.0 < self.suspicious <= self.manipulated <= 1.0:
+            raise ValueError(f"bands must satisfy 0 < suspicious ({self.suspicious:g}) <= manipulated "
+                             f"({self.manipulated:g}) <= 1")
+
     def label(self, p: float | None) -> str:
         if p is None:
             return "inconclusive"

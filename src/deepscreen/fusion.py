@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import Thresholds
 from .detectors import FaceDetector
-from .verdict import Evidence, FaceObservation, FaceTrack, TimelinePoint, VoiceAnalysis
+from .verdict import Evidence, FaceObservation, FaceTrack, TimelinePoint, VoiceAnalysis, percent
 
 
 @dataclass
@@ -79,9 +79,9 @@ def summarise(kind: str, probability: float | None, tracks: list[FaceTrack], thr
     worst = tracks[0]
     when = f" at {worst.peak_time_s:.1f} s" if kind == "video" else ""
     if label == "authentic":
-        return f"{people} analysed; no sign of manipulation (highest {probability:.0%})."
+        return f"{people} analysed; no sign of manipulation (highest {percent(probability)})."
     verb = "likely manipulated" if label == "manipulated" else "possibly manipulated"
-    return f"{people} analysed; face {worst.track_id + 1} is {verb} ({probability:.0%}){when}."
+    return f"{people} analysed; face {worst.track_id + 1} is {verb} ({percent(probability)}){when}."
 
 
 def combine(face_p: float | None, voice: VoiceAnalysis | None) -> float | None:
@@ -95,10 +95,10 @@ def cross_check(face_p: float | None, voice: VoiceAnalysis | None, thresholds: T
     if face_p is None or voice_p is None:
         return None
     if voice_p >= thresholds.manipulated and face_p < thresholds.suspicious:
-        return (f"the voice sounds synthetic ({voice_p:.0%}) while the face looks authentic ({face_p:.0%}): "
+        return (f"the voice sounds synthetic ({percent(voice_p)}) while the face looks authentic ({percent(face_p)}): "
                 "typical of a cloned or dubbed voice over real footage")
     if face_p >= thresholds.manipulated and voice_p < thresholds.suspicious:
-        return (f"the face looks manipulated ({face_p:.0%}) while the voice sounds natural ({voice_p:.0%}): "
+        return (f"the face looks manipulated ({percent(face_p)}) while the voice sounds natural ({percent(voice_p)}): "
                 "typical of a face swap that kept the original sound")
     return None
 
@@ -108,8 +108,8 @@ def summarise_voice(probability: float | None, voice: VoiceAnalysis, thresholds:
         return f"No speech to judge: {voice.explanation.removeprefix('abstained: ')}."
     label = thresholds.label(probability)
     if label == "authentic":
-        return f"{voice.speech_s:.0f} s of speech analysed; the voice sounds natural ({probability:.0%} synthetic)."
+        return f"{voice.speech_s:.0f} s of speech analysed; the voice sounds natural ({percent(probability)} synthetic)."
     worst = max(voice.segments, key=lambda s: s.probability)
     verb = "likely synthetic" if label == "manipulated" else "possibly synthetic"
-    return (f"{voice.speech_s:.0f} s of speech analysed; the voice is {verb} ({probability:.0%}), "
+    return (f"{voice.speech_s:.0f} s of speech analysed; the voice is {verb} ({percent(probability)}), "
             f"most at {worst.start_s:.1f}-{worst.end_s:.1f} s.")

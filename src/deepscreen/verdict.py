@@ -5,6 +5,7 @@ Plain dataclasses so they serialise to JSON with `to_dict()` and stay cheap to b
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -123,6 +124,18 @@ class Verdict:
             face.pop("peak_crop", None)
             face.pop("peak_heatmap", None)
         return _rounded(d)
+
+
+def percent(p: float | None) -> str:
+    """A probability as people read it: whole percents, but never a rounded "100%" or "0%", which would claim a
+    certainty no detector has (">99%", "<1%"); "n/a" when there is no number."""
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not math.isfinite(p):
+        return "n/a"
+    return ">99%" if p > 0.99 else "<1%" if p < 0.01 else f"{100 * p:.0f}%"  # so the number is 1 to 99
 
 
 def _rounded(obj: Any) -> Any:

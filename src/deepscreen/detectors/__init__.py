@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..verdict import ModelInfo
+from ..verdict import ModelInfo, percent
 
 REGISTRY: dict[str, type["Detector"]] = {}
 DEFAULT_DETECTORS = ("face_blend", "voice")
@@ -83,7 +83,7 @@ class FaceDetector(Detector):
         return FaceScores(logits, np.array([self.calibrate(z) for z in logits]), heat)
 
     def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
-        return f"{self.name} scored {probability:.0%}"
+        return f"{self.name} scored {percent(probability)}"
 
 
 def load_detector(name: str) -> Detector:

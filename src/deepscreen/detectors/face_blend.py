@@ -11,6 +11,7 @@ import torch
 from ..config import MODELS_DIR
 from ..faces.align import CROP_SIZE
 from ..synthesis.sbi import REGIONS
+from ..verdict import percent
 from . import DetectorUnavailable, FaceDetector, FaceScores, register
 from .blendnet import OnnxBlendNet, inference_precision, load_weights, preprocess
 
@@ -84,10 +85,10 @@ class FaceBlendDetector(FaceDetector):
     def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
         where = describe_heat(heatmap, landmarks_crop)
         if probability >= 0.5:
-            return f"blending boundary found {where} ({probability:.0%}): the face looks pasted or partly replaced"
+            return f"blending boundary found {where} ({percent(probability)}): the face looks pasted or partly replaced"
         if probability >= 0.25:
-            return f"weak signs of blending {where} ({probability:.0%})"
-        return f"no blending boundary found ({probability:.0%} manipulated)"
+            return f"weak signs of blending {where} ({percent(probability)})"
+        return f"no blending boundary found ({percent(probability)} manipulated)"
 
 
 def describe_heat(heatmap: np.ndarray, lms: np.ndarray | None) -> str:

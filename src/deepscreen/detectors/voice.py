@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import MODELS_DIR
 from ..media.speech import SpeechSegment
-from ..verdict import ModelInfo, VoiceAnalysis, VoicePoint, VoiceSegment
+from ..verdict import ModelInfo, VoiceAnalysis, VoicePoint, VoiceSegment, percent
 from . import Detector, register
 from .voicenet import RATE, WINDOW_S, Branch, calibrated_logits, calibrated_max, load_weights
 
@@ -127,8 +127,8 @@ class VoiceDetector(Detector):
         flagged = [s for s in segments if s.probability >= 0.5]
         if probability >= 0.5:
             where = ", ".join(f"{s.start_s:.1f}-{s.end_s:.1f} s" for s in flagged[:4]) or "across the speech"
-            return (f"the voice sounds synthetic ({probability:.0%}): "
+            return (f"the voice sounds synthetic ({percent(probability)}): "
                     f"{'; '.join(cues or ['vocoder artefacts in the spectrum or waveform'])} at {where}")
         if probability >= 0.25:
-            return f"weak signs of a synthetic voice ({probability:.0%}) in {speech_s:.0f} s of speech"
-        return f"the voice sounds natural ({probability:.0%} synthetic) over {speech_s:.0f} s of speech"
+            return f"weak signs of a synthetic voice ({percent(probability)}) in {speech_s:.0f} s of speech"
+        return f"the voice sounds natural ({percent(probability)} synthetic) over {speech_s:.0f} s of speech"

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from deepscreen.config import Thresholds
-from deepscreen.verdict import FaceTrack, TimelinePoint, Verdict
+from deepscreen.verdict import FaceTrack, TimelinePoint, Verdict, percent
 
 LABELS = ("authentic", "suspicious", "manipulated", "inconclusive", "error")
 COLOURS = {"authentic": "#1e8e3e", "suspicious": "#e8a200", "manipulated": "#d93025",
@@ -69,12 +69,7 @@ def _finite(p: float | None) -> float | None:
         return None
 
 
-def _pct(p: float | None) -> str:
-    p = _finite(p)
-    if p is None:
-        return "n/a"
-    # A rounded "100%" would claim certainty that no detector has.
-    return ">99%" if p >= 0.995 else "<1%" if p < 0.005 else f"{100 * p:.0f}%"
+_pct = percent
 
 
 def _label(v: Verdict) -> str:
@@ -316,9 +311,10 @@ def _file_section(v: Verdict, th: Thresholds) -> str:
     return "".join(o)
 
 
-def render_html(verdicts: list[Verdict], title: str = "deepscreen report") -> str:
-    """The whole report as one HTML string: summary first, then one section per file, most suspicious first."""
-    th = Thresholds()
+def render_html(verdicts: list[Verdict], title: str = "deepscreen report", thresholds: Thresholds | None = None) -> str:
+    """The whole report as one HTML string: summary first, then one section per file, most suspicious first.
+    `thresholds`: the bands the verdicts were labelled with (drawn on the plots and stated at the top)."""
+    th = thresholds or Thresholds()
     ordered = sorted(verdicts, key=_order_key)
     counts = {lab: sum(1 for v in verdicts if _label(v) == lab) for lab in LABELS}
     pills = "".join(f'<span class="pill" style="background:{COLOURS[lab]}">{counts[lab]} {lab}</span>'
