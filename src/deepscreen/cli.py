@@ -214,7 +214,7 @@ def scan(
                                           help="Label it suspicious from this probability on, below --threshold."),
 ):
     """Scan photos, videos and sound files. Exit code: 0 nothing suspicious, 1 something flagged, 2 a file could not
-    be read. Bands: docs/verdicts.md (on a stream where forgeries are rare, a higher --threshold flags fewer real files)."""
+    be read. Bands: docs/verdicts.md (where forgeries are rare, a higher --threshold flags fewer real files)."""
     from .config import ScanConfig
     from .report import to_json_line, write_html
     from .scan import expand_paths

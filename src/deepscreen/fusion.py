@@ -108,7 +108,8 @@ def summarise_voice(probability: float | None, voice: VoiceAnalysis, thresholds:
         return f"No speech to judge: {voice.explanation.removeprefix('abstained: ')}."
     label = thresholds.label(probability)
     if label == "authentic":
-        return f"{voice.speech_s:.0f} s of speech analysed; the voice sounds natural ({percent(probability)} synthetic)."
+        return (f"{voice.speech_s:.0f} s of speech analysed; the voice sounds natural "
+                f"({percent(probability)} synthetic).")
     worst = max(voice.segments, key=lambda s: s.probability)
     verb = "likely synthetic" if label == "manipulated" else "possibly synthetic"
     return (f"{voice.speech_s:.0f} s of speech analysed; the voice is {verb} ({percent(probability)}), "

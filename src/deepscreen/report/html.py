@@ -69,9 +69,6 @@ def _finite(p: float | None) -> float | None:
         return None
 
 
-_pct = percent
-
-
 def _label(v: Verdict) -> str:
     return v.label if v.label in COLOURS else "inconclusive"
 
@@ -209,7 +206,7 @@ def timeline_svg(points: list[TimelinePoint], th: Thresholds, width: int = 640, 
         dx = -8 if anchor == "end" else 8
         o.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="6" fill="none" stroke="#d93025" stroke-width="2"/>'
                  f'<text x="{px + dx:.1f}" y="{max(py - 8, top + 10):.1f}" font-size="11" text-anchor="{anchor}" '
-                 f'fill="#d93025" font-weight="600">peak {_pct(pk.probability)} at {pk.time_s:.1f} s</text>')
+                 f'fill="#d93025" font-weight="600">peak {percent(pk.probability)} at {pk.time_s:.1f} s</text>')
     o.append("</svg>")
     return "".join(o)
 
@@ -229,7 +226,7 @@ def _face_card(f: FaceTrack) -> str:
                      '<figcaption>where the detector looked (red = most suspicious)</figcaption></figure>')
     box = ", ".join(_e(b) for b in f.box) if f.box is not None else "?"
     return (f'<div class="face"><div class="pair">{imgs}</div>'
-            f'<div><b>Face {_e(f.track_id + 1)}</b> — {_pct(f.probability)} likely manipulated</div>'
+            f'<div><b>Face {_e(f.track_id + 1)}</b> — {percent(f.probability)} likely manipulated</div>'
             f'<div class="muted">peak at {_finite(f.peak_time_s) or 0:.2f} s (frame {_e(f.peak_frame)}), '
             f'box x0,y0,x1,y1 = {box}</div></div>')
 
@@ -263,7 +260,7 @@ def _voice_part(v: Verdict, th: Thresholds, span: tuple[float, float] | None) ->
     if voice.probability is not None and voice.timeline:
         o.append(timeline_svg(voice.timeline, th, what="a synthetic voice", colour="#8e24aa", t_range=span))
         o.append('<p class="muted">One point per second of speech; gaps are seconds without speech.</p>')
-        rows = "".join(f"<tr><td>{s.start_s:.1f}–{s.end_s:.1f} s</td><td>{_pct(s.probability)}</td>"
+        rows = "".join(f"<tr><td>{s.start_s:.1f}–{s.end_s:.1f} s</td><td>{percent(s.probability)}</td>"
                        f"<td>{_e(th.label(s.probability).replace('manipulated', 'synthetic'))}</td></tr>"
                        for s in voice.segments)
         o.append('<div class="scroll"><table><tr><th>speech</th><th>P(synthetic)</th><th>reading</th></tr>'
@@ -274,7 +271,7 @@ def _voice_part(v: Verdict, th: Thresholds, span: tuple[float, float] | None) ->
 def _file_section(v: Verdict, th: Thresholds) -> str:
     lab = _label(v)
     name = v.path.replace("\\", "/").rsplit("/", 1)[-1] or v.path
-    badge_p = "" if lab in ("error", "inconclusive") else f" <small>{_pct(v.probability)} likely manipulated</small>"
+    badge_p = "" if lab in ("error", "inconclusive") else f" <small>{percent(v.probability)} likely manipulated</small>"
     o = [f'<section class="card"><h2 title="{_e(v.path)}">{_e(name)}</h2>',
          f'<div class="badge" style="background:{COLOURS[lab]}">{_e(lab.upper())}{badge_p}</div>']
     if v.summary:
@@ -297,7 +294,8 @@ def _file_section(v: Verdict, th: Thresholds) -> str:
     if v.evidence:
         rows = "".join(
             f"<tr><td>{_e(ev.detector)}</td><td>{_e(ev.version)}</td>"
-            f"<td>{'abstained' if _finite(ev.score) is None else _pct(ev.score)}</td><td>{_e(ev.explanation)}</td></tr>"
+            f"<td>{'abstained' if _finite(ev.score) is None else percent(ev.score)}</td>"
+            f"<td>{_e(ev.explanation)}</td></tr>"
             for ev in v.evidence)
         o.append('<h3>Evidence</h3><div class="scroll"><table><tr><th>detector</th><th>version</th><th>score</th>'
                  f"<th>what it found</th></tr>{rows}</table></div>")
