@@ -25,7 +25,6 @@ _PLACES = {"eye_a": "around an eye", "eye_b": "around an eye", "nose": "around t
 @register
 class FaceBlendDetector(FaceDetector):
     name = "face_blend"
-    version = "1.4"  # until weights load; then the version written in them
 
     def __init__(self, weights=None):
         path = weights or MODELS_DIR / WEIGHTS
