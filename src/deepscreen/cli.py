@@ -338,6 +338,13 @@ def _print_table(verdicts) -> None:
     Console().print(table)
 
 
+# `deepscreen serve` and `deepscreen keys`: the prescreening service, in deepscreen.service (light import).
+from .service.cli import keys_app as _keys_app, serve as _serve  # noqa: E402
+
+app.command("serve")(_serve)
+app.add_typer(_keys_app, name="keys")
+
+
 def main() -> None:
     app()
 
