@@ -21,6 +21,15 @@ if ! command -v g++ >/dev/null; then
   fi
 fi
 
+# The service's review-page tests drive Debian's headless Chromium through its chromedriver (no browser downloads).
+if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: chromium/chromedriver missing (review-page tests will skip); install chromium chromium-driver" >&2
+  fi
+fi
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
