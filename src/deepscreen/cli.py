@@ -276,6 +276,12 @@ def evaluate(
     print(json.dumps(result, indent=2) if json_out else format_metrics(result))
 
 
+# `deepscreen batch`: its code is in deepscreen.batch (this import is light; the rest loads when it runs).
+from .batch.cli import batch as _batch  # noqa: E402
+
+app.command("batch")(_batch)
+
+
 @app.command()
 def synthesize(
     out: Path = typer.Argument(..., help="Output folder; real/ and fake/ are created in it."),

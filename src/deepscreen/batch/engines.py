@@ -1,0 +1,172 @@
+"""Where the scans run. Both engines take items and yield results rows in the order they finish; both run the
+whole scan core (`Worker.scan` -> `Scanner.scan`) once per file inside long-lived workers that load the models
+once. The driver (run.py) does all the writing, so the two engines write the same files by construction.
+
+local: a process pool on this machine (spawned, not forked: torch, onnxruntime and MediaPipe hold threads that a
+       fork would copy half-alive).
+ray:   Ray Data, `map_batches` over an actor pool: each actor is a Worker; `workers` actors with `threads` CPUs
+       each, on a local Ray runtime or an existing cluster (`address`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from ..config import ScanConfig
+from . import worker as W
+from .inputs import Item
+from .rows import crash_row
+
+log = logging.getLogger(__name__)
+ENGINES = ("local", "ray")
+
+
+def default_threads(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(self, workers: int, threads: int, config: ScanConfig):
+        self.workers, self.threads, self.config = workers, threads, config
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self):
+        self._start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop()
+
+    def _start(self) -> None:
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=W.init_process, initargs=(self.config, self.threads))
+
+    def _stop(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def setup_key(self) -> str:
+        """Asked of a worker (it has the models loaded anyway), so the driver never loads them itself."""
+        return self.pool.submit(W.process_key).result()
+
+    def run(self, items: list[Item], key: str) -> Iterator[dict]:
+        queue = deque(items)
+        running: dict[Future, Item] = {}
+        crashes: dict[str, int] = {}
+        while queue or running:
+            # A few files queued per worker keeps every worker busy without holding the whole list in futures.
+            while queue and len(running) < 2 * self.workers:
+                item = queue.popleft()
+                running[self.pool.submit(W.process_scan, item.path, item.truth)] = item
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in finished:
+                item = running.pop(fut)
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    crashes[item.path] = crashes.get(item.path, 0) + 1
+                    # The pool cannot tell which file killed its worker: every file in flight is retried once
+                    # in a fresh pool; a file in flight at two crashes is the culprit, reported, not retried.
+                    if crashes[item.path] >= 2:
+                        yield crash_row(item.path, item.truth, key)
+                    else:
+                        queue.appendleft(item)
+            if broken:
+                for fut, item in list(running.items()):
+                    running.pop(fut)
+                    crashes[item.path] = crashes.get(item.path, 0) + 1
+                    queue.appendleft(item)
+                log.warning("a worker process died; restarting the pool (%d files retried)", len(queue))
+                self._stop()
+                self._start()
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, workers: int, threads: int, config: ScanConfig, address: str | None = None,
+                 batch_size: int = 4):
+        self.workers, self.threads, self.config, self.address = workers, threads, config, address
+        self.batch_size = batch_size
+        self._started_ray = False
+
+    def __enter__(self):
+        import ray
+
+        if not ray.is_initialized():
+            kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:  # a private local runtime, sized so that every actor fits at once
+                ray.init(num_cpus=max(os.cpu_count() or 1, self.workers * self.threads), **kwargs)
+            self._started_ray = True
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-run INFO lines would break the bar
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the driver draws its own bar
+        ctx.print_on_execution_start = False
+        return self
+
+    def __exit__(self, *exc):
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+
+    def setup_key(self) -> str:
+        """One short task on the cluster (it loads the models once more): the driver never loads them."""
+        import ray
+
+        return ray.get(ray.remote(num_cpus=self.threads)(_remote_key).remote(self.config, self.threads))
+
+    def run(self, items: list[Item], key: str) -> Iterator[dict]:
+        if not items:
+            return
+        import ray
+
+        # Small blocks so rows stream back (and get written) while the run goes on, not all at the end.
+        blocks = max(1, min(len(items), max(4 * self.workers, len(items) // (2 * self.batch_size))))
+        ds = ray.data.from_items([{"path": i.path, "truth": i.truth or ""} for i in items],
+                                 override_num_blocks=blocks)
+        ds = ds.map_batches(_RayScan, fn_constructor_args=(self.config, self.threads), batch_size=self.batch_size,
+                            batch_format="pyarrow", num_cpus=self.threads,
+                            compute=ray.data.ActorPoolStrategy(size=self.workers))
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            yield from batch.to_pylist()
+
+
+def _remote_key(config: ScanConfig, threads: int) -> str:
+    return W.Worker(config, threads).key
+
+
+class _RayScan:
+    """A Ray Data actor: one Worker (models loaded once), fed a few files per call."""
+
+    def __init__(self, config: ScanConfig, threads: int):
+        self.worker = W.Worker(config, threads)
+
+    def __call__(self, batch):
+        from .rows import table
+
+        rows = [self.worker.scan(p, t or None) for p, t in zip(batch["path"].to_pylist(), batch["truth"].to_pylist())]
+        return table(rows)
+
+
+def make_engine(name: str, workers: int, threads: int, config: ScanConfig, address: str | None = None):
+    if name == "local":
+        if address:
+            raise ValueError("--ray-address needs --engine ray")
+        return LocalEngine(workers, threads, config)
+    if name == "ray":
+        return RayEngine(workers, threads, config, address)
+    raise ValueError(f"unknown engine {name!r}: use {' or '.join(ENGINES)}")

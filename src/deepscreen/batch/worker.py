@@ -1,0 +1,53 @@
+"""What runs inside a batch worker process (a pool process or a Ray actor): one Scanner, loaded once, then
+one call of the scan core per file.
+
+Each worker gets a fixed number of threads: N workers on N cores with the libraries' default (all cores each)
+would fight over the cores, and the same thread count in both engines keeps their results identical.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..config import ScanConfig
+from .rows import setup_key, verdict_row
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class Worker:
+    def __init__(self, config: ScanConfig, threads: int):
+        for var in _THREAD_VARS:  # before torch / onnxruntime start their pools
+            os.environ[var] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)  # the face CNN's onnxruntime session takes its thread count from torch
+        from ..scan import Scanner
+
+        self.scanner = Scanner(config)
+        self.key = setup_key(self.scanner.models(), config)
+
+    def scan(self, path: str, truth: str | None) -> dict:
+        try:
+            st = os.stat(path)  # before the scan: a file changed while it is scanned looks changed on resume
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime = None  # the scan core says what is wrong with the path
+        return verdict_row(self.scanner.scan(path), truth, size, mtime, self.key)
+
+
+# The local engine's pool calls these module-level functions (picklable) in its processes.
+_worker: Worker | None = None
+
+
+def init_process(config: ScanConfig, threads: int) -> None:
+    global _worker
+    _worker = Worker(config, threads)
+
+
+def process_key() -> str:
+    return _worker.key
+
+
+def process_scan(path: str, truth: str | None) -> dict:
+    return _worker.scan(path, truth)
