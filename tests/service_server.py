@@ -107,3 +107,22 @@ def pg_database() -> tuple[str, callable] | None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
     return url, drop
+
+
+def face_pair(out: Path) -> dict[str, Path]:
+    """A held-out person's photo and its self-blended forgery (made here, by the generator side), as JPEGs."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import LFW_DIR
+    from deepscreen.faces.detect import FaceAnalyzer
+    from deepscreen.synthesis.sbi import self_blend
+    from deepscreen.training.data import split_of
+
+    person = sorted(p.name for p in LFW_DIR.iterdir() if p.is_dir() and split_of(p.name) == "test")[0]
+    face = np.asarray(Image.open(LFW_DIR / person / f"{person}_0001.jpg").convert("RGB"))
+    lms = FaceAnalyzer()(face)[0].landmarks
+    fake = self_blend(face, lms, np.random.default_rng(7), family="face", ratio=1.0).image
+    Image.fromarray(face).save(out / "real.jpg", quality=95)
+    Image.fromarray(fake).save(out / "fake.jpg", quality=95)
+    return {"real": out / "real.jpg", "fake": out / "fake.jpg"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.server
-import io
 import json
 import socket
 import subprocess
@@ -19,10 +18,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import LFW_DIR
-from service_server import CLI, Server, client, make_key, wait_done
+from service_server import CLI, Server, client, face_pair, make_key, wait_done
 
 LIMIT = 2 * 1024 * 1024  # the server's upload limit in these tests
 
@@ -73,19 +70,7 @@ def svc(tmp_path_factory, receiver):
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory) -> dict[str, Path]:
-    """A held-out person's photo and its self-blended forgery (the test makes it), as JPEGs."""
-    from deepscreen.faces.detect import FaceAnalyzer
-    from deepscreen.synthesis.sbi import self_blend
-    from deepscreen.training.data import split_of
-
-    person = sorted(p.name for p in LFW_DIR.iterdir() if p.is_dir() and split_of(p.name) == "test")[0]
-    face = np.asarray(Image.open(LFW_DIR / person / f"{person}_0001.jpg").convert("RGB"))
-    lms = FaceAnalyzer()(face)[0].landmarks
-    fake = self_blend(face, lms, np.random.default_rng(7), family="face", ratio=1.0).image
-    out = tmp_path_factory.mktemp("faces")
-    Image.fromarray(face).save(out / "real.jpg", quality=95)
-    Image.fromarray(fake).save(out / "fake.jpg", quality=95)
-    return {"real": out / "real.jpg", "fake": out / "fake.jpg"}
+    return face_pair(tmp_path_factory.mktemp("faces"))
 
 
 def upload(c: httpx.Client, path: Path | None = None, data: bytes | None = None, name: str = "x.jpg",

@@ -1,0 +1,122 @@
+"""The review page in a real headless browser (Debian's chromium + chromedriver, driven by selenium): log in with
+a review key, open a quarantined item from the queue, mark it, and find the decision in the audit log, on the page
+and in the CSV export. Also: forms refuse a missing CSRF token, and the database refuses edits to the audit log."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+
+import httpx
+import pytest
+
+from service_server import Server, client, face_pair, make_key, wait_done
+
+
+def _driver():
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chrome or not driver:
+        pytest.skip("chromium and chromedriver are not installed (scripts/setup.sh installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1200,900"):
+        opts.add_argument(arg)
+    # An explicit chromedriver path: selenium never tries to download a browser or a driver.
+    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    base = tmp_path_factory.mktemp("review")
+    data = base / "data"
+    keys = {r: make_key(data, r, name=f"{r} person") for r in ("submit", "review")}
+    server = Server(data, "--workers", "1").start()
+    server.keys = keys
+    faces = face_pair(base)
+    c = client(server, keys["submit"])
+    server.fake = wait_done(c, c.post("/v1/scans", files={"file": ("suspect.jpg", faces["fake"].read_bytes())})
+                            .json()["id"])
+    server.real = wait_done(c, c.post("/v1/scans", files={"file": ("holiday.jpg", faces["real"].read_bytes())})
+                            .json()["id"])
+    assert server.fake["route"] == "quarantine" and server.real["route"] == "pass"
+    yield server
+    server.stop()
+
+
+def test_reviewer_marks_a_quarantined_item_in_the_browser(svc):
+    from selenium.webdriver.common.by import By
+
+    browser = _driver()
+    try:
+        browser.get(svc.url + "/review")
+        assert browser.current_url.endswith("/review/login")
+        browser.find_element(By.ID, "key").send_keys(svc.keys["review"])
+        browser.find_element(By.ID, "login").click()
+        assert browser.current_url.endswith("/review")
+        rows = browser.find_elements(By.CSS_SELECTOR, "tr.item")
+        ids = [r.get_attribute("data-id") for r in rows]
+        assert svc.fake["id"] in ids and svc.real["id"] not in ids  # passed items never enter the queue
+        row = rows[ids.index(svc.fake["id"])]
+        assert "quarantine" in row.text and "%" in row.text and "suspect.jpg" in row.text
+        thumb = row.find_element(By.CSS_SELECTOR, "img.thumb")
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumb) > 0
+        row.find_element(By.LINK_TEXT, "suspect.jpg").click()
+
+        assert browser.find_element(By.TAG_NAME, "h1").text == "suspect.jpg"
+        browser.switch_to.frame(browser.find_element(By.CSS_SELECTOR, "iframe[title=report]"))
+        assert "manipulated" in browser.find_element(By.TAG_NAME, "body").text.lower()
+        browser.switch_to.default_content()
+        browser.find_element(By.ID, "comment").send_keys("blend seam along the jaw")
+        browser.find_element(By.ID, "decide-confirmed_fake").click()
+
+        history = browser.find_element(By.ID, "history").text
+        assert "confirmed_fake" in history and "pending → confirmed_fake" in history
+        assert "blend seam along the jaw" in history and "review person" in history
+        browser.get(svc.url + "/review/audit")
+        assert "blend seam along the jaw" in browser.find_element(By.ID, "audit").text
+        browser.get(svc.url + "/review")
+        ids = [r.get_attribute("data-id") for r in browser.find_elements(By.CSS_SELECTOR, "tr.item")]
+        assert svc.fake["id"] not in ids  # decided: out of the open queue
+    finally:
+        browser.quit()
+
+    r = client(svc, svc.keys["review"]).get("/v1/audit", params={"format": "csv"})
+    lines = r.text.strip().splitlines()
+    assert lines[0] == "seq,at,actor,scan_id,action,previous_state,new_state,comment"
+    assert any(svc.fake["id"] in ln and "confirmed_fake,pending,confirmed_fake" in ln for ln in lines[1:])
+    state = client(svc, svc.keys["review"]).get(f"/v1/scans/{svc.fake['id']}").json()["review_state"]
+    assert state == "confirmed_fake"
+
+
+def test_decisions_need_the_csrf_token_of_the_session(svc):
+    c = httpx.Client(base_url=svc.url)
+    assert c.post("/review/login", data={"key": svc.keys["review"]}).status_code == 303
+    page = c.get(f"/review/scans/{svc.fake['id']}").text
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+    url = f"/review/scans/{svc.fake['id']}/decision"
+    assert c.post(url, data={"decision": "escalate"}).status_code == 403
+    assert c.post(url, data={"decision": "escalate", "csrf": "0" * 64}).status_code == 403
+    other = httpx.Client(base_url=svc.url)  # another session: the token is bound to the first
+    other.post("/review/login", data={"key": svc.keys["review"]})
+    assert other.post(url, data={"decision": "escalate", "csrf": token}).status_code == 403
+    assert c.post(url, data={"decision": "nonsense", "csrf": token}).status_code == 400
+    assert c.post(url, data={"decision": "escalate", "csrf": token, "comment": "second look"}).status_code == 303
+    assert httpx.post(svc.url + "/review/login", data={"key": "wrong"}).status_code == 401
+
+
+def test_audit_log_is_append_only_in_the_database(svc):
+    db = sqlite3.connect(svc.data_dir / "deepscreen.db")
+    try:
+        db.execute("INSERT INTO audit_log (at, actor, scan_id, action) VALUES (0, 'test', 'x', 'note')")
+        db.commit()  # appending is allowed
+        for sql in ("UPDATE audit_log SET comment = 'edited'", "DELETE FROM audit_log"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                db.execute(sql)
+    finally:
+        db.close()
