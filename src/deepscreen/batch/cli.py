@@ -42,6 +42,7 @@ def batch(
     from ..config import ScanConfig
     from .inputs import InputError
     from .run import BatchOptions, print_summary, run_batch
+    from .worker import WorkerStartError
 
     try:
         bands = Thresholds(suspicious=suspicious_from, manipulated=threshold)
@@ -57,7 +58,7 @@ def batch(
                         progress=not quiet)
     try:
         code, summary = run_batch(opts)
-    except InputError as err:
+    except (InputError, WorkerStartError) as err:
         print(f"deepscreen: error: {err}", file=sys.stderr)
         raise typer.Exit(2) from None
     if not quiet:

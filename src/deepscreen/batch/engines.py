@@ -127,7 +127,12 @@ class RayEngine:
         """One short task on the cluster (it loads the models once more): the driver never loads them."""
         import ray
 
-        return ray.get(ray.remote(num_cpus=self.threads)(_remote_key).remote(self.config, self.threads))
+        try:
+            return ray.get(ray.remote(num_cpus=self.threads)(_remote_key).remote(self.config, self.threads))
+        except ray.exceptions.RayTaskError as err:
+            cause = err.cause if isinstance(err.cause, Exception) else err
+            raise W.WorkerStartError(f"a Ray worker could not load the scanner: {type(cause).__name__}: "
+                                     f"{cause}") from None
 
     def run(self, items: list[Item], key: str) -> Iterator[dict]:
         if not items:

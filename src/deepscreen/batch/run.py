@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class BatchOptions:
     flush_rows: int = 32  # a part is written every this many rows...
     flush_s: float = 10.0  # ...or this many seconds, whichever comes first: a kill loses at most that much work
     progress: bool = True
+    on_row: Callable[[dict], None] | None = None  # called with each row as it arrives (benchmarks time them)
 
 
 def run_batch(opts: BatchOptions, console=None) -> tuple[int, dict]:
@@ -61,6 +63,8 @@ def run_batch(opts: BatchOptions, console=None) -> tuple[int, dict]:
                 task = bar.add_task("scanning", total=len(todo), rate="", errors="")
                 for row in engine.run(todo, key):
                     writer.add(row)
+                    if opts.on_row:
+                        opts.on_row(row)
                     scanned.append({k: row.get(k) for k in ("kind", "label", "duration_s")})
                     elapsed = time.perf_counter() - scan_started
                     errors = sum(r["label"] == "error" for r in scanned)

@@ -36,18 +36,31 @@ class Worker:
         return verdict_row(self.scanner.scan(path), truth, size, mtime, self.key)
 
 
+class WorkerStartError(RuntimeError):
+    """A worker could not load the scanner (e.g. model weights missing); the message says why."""
+
+
 # The local engine's pool calls these module-level functions (picklable) in its processes.
 _worker: Worker | None = None
+_start_error: str | None = None
 
 
 def init_process(config: ScanConfig, threads: int) -> None:
-    global _worker
-    _worker = Worker(config, threads)
+    # An exception escaping a pool initializer only says "BrokenProcessPool": keep the reason for the driver.
+    global _worker, _start_error
+    try:
+        _worker = Worker(config, threads)
+    except Exception as err:  # noqa: BLE001
+        _start_error = f"a worker could not load the scanner: {type(err).__name__}: {err}"
 
 
 def process_key() -> str:
+    if _worker is None:
+        raise WorkerStartError(_start_error)
     return _worker.key
 
 
 def process_scan(path: str, truth: str | None) -> dict:
+    if _worker is None:
+        raise WorkerStartError(_start_error)
     return _worker.scan(path, truth)
