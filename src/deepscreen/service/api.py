@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select, text
 
@@ -28,17 +29,20 @@ _auth = {401: {"model": Error, "description": "Missing, invalid or revoked API k
          403: {"model": Error, "description": "This key's role may not do this"}}
 _missing = {404: {"model": Error, "description": "No such scan"}}
 
+CALLBACK_URL = {"type": "string", "pattern": "^https?://[^/?#@\\s]+(/[^\\s]*)?$", "maxLength": 2000,
+                "description": "POSTed the result when done (signed); its host must be on the allow-list"}
 UPLOAD_BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["file"],
             "properties": {"file": {"type": "string", "format": "binary", "description": "The media file"},
-                           "callback_url": {"type": "string", "description": "POSTed the result when done"}}}},
+                           "callback_url": CALLBACK_URL}}},
         "application/json": {"schema": {
             "type": "object", "required": ["path"], "additionalProperties": False,
-            "properties": {"path": {"type": "string", "description": "A file under the configured media_root"},
-                           "callback_url": {"type": "string"}}}},
+            "properties": {"path": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]+$",
+                                    "description": "A file under the configured media_root"},
+                           "callback_url": CALLBACK_URL}}},
     },
 }
 
@@ -56,20 +60,23 @@ async def submit(request: Request, caller: Caller = Depends(require(*SUBMIT))):
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         stored, fields = await receive_multipart(request, settings.data_dir, settings.max_upload_bytes)
-        callback_url, filename = fields.get("callback_url") or None, fields["filename"]
+        callback_url, filename = fields.get("callback_url"), fields["filename"]
     elif ctype == "application/json":
         body = await _small_json(request)
         if settings.media_root is None:
-            raise UploadError(400, "path submissions are disabled (no media_root is configured)")
+            raise UploadError(403, "path submissions are disabled (no media_root is configured)")
         path = resolve_under(settings.media_root, body["path"])
         stored = await asyncio.to_thread(store_local, path, settings.data_dir, settings.max_upload_bytes)
-        callback_url, filename = body.get("callback_url") or None, display_name(path.name)
+        callback_url, filename = body.get("callback_url"), display_name(path.name)
     else:
         raise UploadError(415, "send multipart/form-data with a `file` field, or JSON {\"path\": ...}")
+    if callback_url == "":
+        raise UploadError(400, "callback_url is empty (leave the field out for no callback)")
     if callback_url is not None:
         problem = check_url(callback_url, settings.callback_hosts)
         if problem:
-            raise UploadError(400, problem)
+            # Not on the allow-list is a refusal by policy (403); a URL we cannot even parse is a bad request.
+            raise UploadError(403 if "allow-list" in problem else 400, problem)
     kwargs = dict(sha256=stored.sha256, size=stored.size, kind=stored.kind, filename=filename,
                   submitted_by=caller.key_id, callback_url=callback_url)
     if stored.kind not in settings.allowed_kinds:
@@ -103,6 +110,21 @@ async def _small_json(request: Request) -> dict:
     return body
 
 
+ISO_TIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|z|[+-]\d{2}:?\d{2})?$"
+
+
+def _parse_time(value: str) -> float:
+    """ISO 8601 only (a bare number is refused: seconds or milliseconds would be a guess)."""
+    try:
+        t = datetime.fromisoformat(value.replace("z", "Z"))
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=timezone.utc)
+        return t.timestamp()
+    except (ValueError, OverflowError):
+        raise RequestValidationError([{"type": "datetime_parsing", "loc": ("query", "since"), "input": value,
+                                       "msg": "not a valid ISO 8601 date-time"}]) from None
+
+
 def load_scan(engine, scan_id: str) -> dict | None:
     with engine.connect() as conn:
         row = conn.execute(select(scans).where(scans.c.id == scan_id)).mappings().first()
@@ -122,7 +144,9 @@ async def get_scan(scan_id: str, request: Request, caller: Caller = Depends(requ
             responses=_auth)
 async def list_scans(request: Request, caller: Caller = Depends(require(*READ)),
                      status: Status | None = None, route: Route | None = None, label: Label | None = None,
-                     since: datetime | None = Query(None, description="Only scans submitted at or after this time"),
+                     since: str | None = Query(None, pattern=ISO_TIME, description="Only scans submitted at or "
+                                               "after this time (ISO 8601; UTC if no offset)",
+                                               json_schema_extra={"format": "date-time"}),
                      cursor: str | None = Query(None, pattern=r"^[0-9]{1,18}$",
                                                 description="next_cursor of the previous page"),
                      limit: int = Query(50, ge=1, le=500)):
@@ -131,9 +155,7 @@ async def list_scans(request: Request, caller: Caller = Depends(require(*READ)),
         if value is not None:
             q = q.where(col == value)
     if since is not None:
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
-        q = q.where(scans.c.created_at >= since.timestamp())
+        q = q.where(scans.c.created_at >= _parse_time(since))
     if cursor is not None:
         q = q.where(scans.c.seq < int(cursor))
 
@@ -148,8 +170,9 @@ async def list_scans(request: Request, caller: Caller = Depends(require(*READ)),
 
 
 @router.get("/v1/scans/{scan_id}/report", tags=["scans"], summary="The HTML report of a finished scan",
-            response_class=HTMLResponse,
-            responses={**_auth, **_missing, 409: {"model": Error, "description": "Not scanned yet"}})
+            responses={**_auth, **_missing, 409: {"model": Error, "description": "Not scanned yet"},
+                       200: {"description": "A self-contained HTML page", "content": {"text/html": {
+                           "schema": {"type": "string"}}}}})
 async def get_report(scan_id: str, request: Request, caller: Caller = Depends(require(*REVIEW))):
     return await report_response(request, scan_id)
 
@@ -198,7 +221,8 @@ def export_audit(rows: list[dict], fmt: str) -> Response:
 
 
 @router.get("/v1/audit", tags=["review"], summary="The audit log of review decisions, as CSV or JSON Lines",
-            responses={**_auth, 200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
+            responses={**_auth, 200: {"description": "One row per decision", "content": {
+                "text/csv": {"schema": {"type": "string"}}, "application/x-ndjson": {"schema": {"type": "string"}}}}})
 async def get_audit(request: Request, caller: Caller = Depends(require(*REVIEW)),
                     format: Literal["jsonl", "csv"] = "jsonl"):
     rows = await asyncio.to_thread(audit_rows, request.app.state.engine)
@@ -227,8 +251,9 @@ async def readyz(request: Request):
     return {"status": "ok"}
 
 
-@router.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response,
-            responses={**_auth, 200: {"content": {"text/plain": {}}}})
+@router.get("/metrics", tags=["health"], summary="Prometheus metrics",
+            responses={**_auth, 200: {"description": "Prometheus text format",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(request: Request, caller: Caller = Depends(require(*ADMIN))):
     from prometheus_client import CONTENT_TYPE_LATEST
 

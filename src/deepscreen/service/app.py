@@ -9,6 +9,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from .settings import ServiceSettings
 from .store import make_engine, migrate
@@ -63,6 +65,18 @@ def create_app(settings: ServiceSettings, workers: bool = True) -> FastAPI:
             # The rest of the body is never read; closing the connection stops the client from sending it.
             headers["Connection"] = "close"
         return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # say which methods the path does take (RFC 9110 requires Allow on 405)
+            methods = set()
+            for route in app.router.routes:
+                match, _ = route.matches(request.scope)
+                if match != Match.NONE:
+                    methods |= set(getattr(route, "methods", None) or ())
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     return app
 
