@@ -57,6 +57,11 @@ def train(
                                              "recompressed copies of their photos; the recipe's value if not given."),
     frozen_blocks: int = typer.Option(0, help="Keep the stem and this many leading blocks of the backbone at their "
                                       "starting weights: cheaper steps (0 trains every layer)."),
+    stage3_steps: Optional[int] = typer.Option(None, help="Stage 3: length of a third cycle in which most pairs "
+                                               "come through the video channel from world photos and real video "
+                                               "frames; 0 stops after stage 2; 1500 if not given."),
+    init3: Path = typer.Option(None, help="Skip stages 1-2: run stage 3 from these weights."),
+    shared: Path = typer.Option(SHARED_DIR, help="Folder with data/faces/world and data/video (stage 3)."),
     stop_early: bool = typer.Option(False, "--stop-early", help="The short recipe: stop each cycle where v1.3's "
                                     "run kept its weights (11/15 of stage 1, half of stage 2; 4400 + 600 steps, "
                                     "81 min on a CPU with native bfloat16) and keep stage 2's last weights."),
@@ -64,16 +69,22 @@ def train(
     """Train the face-blend detector on forgeries made from real faces: the committed two-stage recipe by default
     (models/face_blend.md); each stage resumes from WORK if interrupted."""
     from .detectors.blendnet import BACKBONE_BLOCKS
-    from .training.train import PRECISIONS, STAGE1_STEPS, STAGE2_LOWRES_P, train_recipe
+    from .training.train import PRECISIONS, STAGE1_STEPS, STAGE2_LOWRES_P, STAGE3_STEPS, train_recipe
 
     if precision not in PRECISIONS:
         print(f"deepscreen: error: --precision {precision!r}: use one of {', '.join(PRECISIONS)}", file=sys.stderr)
         raise typer.Exit(2)
-    if init is not None and not init.is_file():
-        print(f"deepscreen: error: {init}: no such weights file", file=sys.stderr)
+    for weights in (init, init3):
+        if weights is not None and not weights.is_file():
+            print(f"deepscreen: error: {weights}: no such weights file", file=sys.stderr)
+            raise typer.Exit(2)
+    stage3_steps = STAGE3_STEPS if stage3_steps is None else stage3_steps
+    if stage3_steps and not (shared / "data/faces/world/manifest.csv").is_file():
+        print(f"deepscreen: error: stage 3 needs {shared}/data/faces/world and data/video (--shared), or "
+              "--stage3-steps 0", file=sys.stderr)
         raise typer.Exit(2)
     if init is not None and (stage2_steps == 0 or steps is not None):
-        print("deepscreen: error: --init runs stage 2 only, from those weights: set its length with --stage2-steps "
+        print("deepscreen: error: --init skips stage 1 (stage 2 runs from those weights): set its length with --stage2-steps "
               "(not 0), not --steps", file=sys.stderr)
         raise typer.Exit(2)
     lowres_p = STAGE2_LOWRES_P if lowres_p is None else lowres_p
@@ -97,7 +108,7 @@ def train(
     train_recipe(data, out, work, log=log, stage1_steps=STAGE1_STEPS if steps is None else steps,
                  stage2_steps=stage2_steps, donor_p=donor_p, lr_scale=lr_scale, init=init, seed=seed,
                  precision=precision, grade_p=grade_p, frozen_blocks=frozen_blocks, stop_early=stop_early,
-                 lowres_p=lowres_p, blur_p=blur_p)
+                 lowres_p=lowres_p, blur_p=blur_p, stage3_steps=stage3_steps, shared=shared, init3=init3)
 
 
 @app.command("train-voice")

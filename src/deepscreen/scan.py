@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from . import fusion
@@ -187,10 +188,16 @@ def _score(pending: list[_Pending], detector: FaceDetector, mirror: bool) -> lis
     return [
         fusion.CropResult(
             p.track_id,
-            FaceObservation(p.frame_index, p.time_s, p.box, float(scores.probabilities[k]), float(scores.logits[k])),
+            FaceObservation(p.frame_index, p.time_s, p.box, float(scores.probabilities[k]), float(scores.logits[k]),
+                            sharpness(p.crop)),
             p.crop, scores.heatmaps[k], p.landmarks)
         for k, p in enumerate(pending)
     ]
+
+
+def sharpness(crop: np.ndarray) -> float:
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 
 _default: Scanner | None = None

@@ -33,6 +33,9 @@ class FaceObservation:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
     probability: float  # calibrated probability this crop is manipulated
     logit: float  # uncalibrated detector output, kept for fusion and debugging
+    # Variance of the Laplacian of the aligned grey crop: how much fine detail the detector had to judge (a
+    # blurred or heavily compressed face scores low); fusion weighs and abstains by it.
+    sharpness: float | None = None
 
 
 @dataclass

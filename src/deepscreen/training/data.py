@@ -39,6 +39,9 @@ class FaceSet:
     def image(self, i: int) -> np.ndarray:
         return np.asarray(Image.open(self.root / self.paths[i]).convert("RGB"))
 
+    def __len__(self) -> int:
+        return len(self.paths)
+
 
 def load_faceset(root: Path, cache: Path, progress=None) -> FaceSet:
     """Landmarks of every image under root/<person>/*.jpg; images where no face is found are skipped."""

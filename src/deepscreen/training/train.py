@@ -13,6 +13,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,11 @@ from ..detectors.blendnet import (BlendNet, file_weights_digest, load_weights, n
 from ..media.sniff import file_sha256
 from . import metrics
 from .allocator import keep_freed_memory
+from .channel_pool import build_pool
 from .data import FaceSet, heldout_pairs, load_faceset, make_pair
+from .world_data import stage3_sources
 
-MODEL_VERSION = "1.4"
+MODEL_VERSION = "2.0"
 
 
 @dataclass
@@ -71,6 +74,27 @@ class TrainConfig:
     # Stem + this many leading MBConv blocks keep their starting weights (BlendNet.freeze_early): 1.19x faster
     # steps at 3, at a cost on bar (a) (models/face_blend.md); 0 (the recipe) trains every layer.
     frozen_blocks: int = 0
+    # Stage 3: this many of each batch's pairs come from the channel pool (training/channel_pool.py: world photos,
+    # real video frames and LFW through the video channel); the rest are made on the fly from LFW as before.
+    # 0: no pool. `shared` is where the world photos and videos are (../shared).
+    pool_pairs: int = 0
+    pool_size: int = 6000
+    val_pool_size: int = 600
+    shared: Path | None = None
+
+
+def _pool_batch(pool: dict, rng: np.random.Generator, pairs: int):
+    idx = rng.integers(0, len(pool["real"]), pairs)
+    flip = rng.random(pairs) < 0.5  # mirror a pair together, its map with it
+    crops, maps = [], []
+    for i, f in zip(idx, flip):
+        real, fake, fmap = pool["real"][i], pool["fake"][i], pool["maps"][i]
+        if f:
+            real, fake, fmap = real[:, ::-1], fake[:, ::-1], fmap[:, ::-1]
+        crops += [real, fake]
+        maps += [np.zeros_like(fmap), np.ascontiguousarray(fmap)]
+    return (preprocess(np.stack(crops)), torch.tensor([0.0, 1.0] * pairs),
+            torch.from_numpy(np.stack(maps))[:, None])
 
 
 def _batch(faces: FaceSet, rng: np.random.Generator, pairs: int, donor_p: float = 0.0, grade_p: float = 0.0,
@@ -146,6 +170,21 @@ def train(cfg: TrainConfig, log=print) -> dict:
     train_set, val_set = faces.split("train"), faces.split("val")
     log(f"faces: train {len(train_set.paths)} val {len(val_set.paths)} test {len(faces.split('test').paths)}")
     val_x, val_y = _heldout(val_set, seed=1, limit=cfg.val_images)
+    pool = None
+    if cfg.pool_pairs:  # validation then pools LFW and channel pairs: one ranking (and calibration) for both
+        if cfg.shared is None:
+            raise ValueError("pool_pairs needs `shared` (the folder with data/faces/world and data/video)")
+        sources = partial(stage3_sources, cfg.shared, cfg.data, cfg.landmark_cache or cfg.work / "lfw_landmarks.npz",
+                          cfg.work.parent / "world")
+        stage3_sources(cfg.shared, cfg.data, cfg.landmark_cache or cfg.work / "lfw_landmarks.npz",
+                       cfg.work.parent / "world", "train")  # landmarks once, here, before workers need them
+        pool = build_pool(cfg.work / "pool_train", partial(sources, split="train"), cfg.pool_size, cfg.seed + 10,
+                          log=log)
+        val_pool = build_pool(cfg.work / "pool_val", partial(sources, split="val"), cfg.val_pool_size,
+                              cfg.seed + 20, jitter=False, log=log)
+        val_x = np.concatenate([val_x, val_pool["real"], val_pool["fake"]])
+        val_y = np.r_[val_y, np.zeros(len(val_pool["real"])), np.ones(len(val_pool["fake"]))]
+        log(f"channel pool: {len(pool['real'])} training pairs, {len(val_pool['real'])} validation pairs")
 
     if cfg.init is not None:  # a warm restart (SGDR, Loshchilov & Hutter 2017) from finished weights
         model, init_meta = load_weights(cfg.init)  # float16 on disk: a rounding the next steps absorb
@@ -183,8 +222,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         decay = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * warm * decay
-        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch, cfg.donor_p, cfg.grade_p, cfg.lowres_p,
-                            cfg.blur_p)
+        x, y, maps = _batch(train_set, rng, cfg.pairs_per_batch - cfg.pool_pairs, cfg.donor_p, cfg.grade_p,
+                            cfg.lowres_p, cfg.blur_p)
+        if pool is not None:
+            px, py, pmaps = _pool_batch(pool, rng, cfg.pool_pairs)
+            x, y, maps = torch.cat([x, px]), torch.cat([y, py]), torch.cat([maps, pmaps])
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bfloat16"):
             logit, map_logit = model(x)
         loss_cls = bce(logit.float(), y)
@@ -248,32 +291,60 @@ STAGE2_LOWRES_P = 0.0  # share of stage 2's pairs cut from small copies of their
 STAGE1_STOP_AT, STAGE2_STOP_AT = 4400 / 6000, 600 / 1200
 
 
+# Stage 3 (v2.0): a third, lower cycle from stage 2 in which 12 of each batch's 16 pairs come from the channel pool:
+# real faces of other sources (world photos, real video frames) and LFW, with their forgeries, sent through the
+# video channel and re-found by the scanner's face code; the other 4 pairs are stage 2's LFW pairs, so that what
+# stages 1-2 learned is kept (models/face_blend.md).
+STAGE3_STEPS, STAGE3_LR_SCALE, STAGE3_POOL_PAIRS = 1500, 0.3, 12
+
+
 def train_recipe(data: Path, out: Path, work: Path, log=print, stage1_steps: int = STAGE1_STEPS,
                  stage2_steps: int = STAGE2_STEPS, donor_p: float = STAGE2_DONOR_P,
                  lr_scale: float = STAGE2_LR_SCALE, init: Path | None = None, stop_early: bool = False,
-                 lowres_p: float = STAGE2_LOWRES_P, **common) -> dict:
-    """Both stages in one call, each resumable: stage 1 (skipped when `init` weights are given, or when its
+                 lowres_p: float = STAGE2_LOWRES_P, stage3_steps: int = STAGE3_STEPS, shared: Path | None = None,
+                 init3: Path | None = None, **common) -> dict:
+    """All stages in one call, each resumable: stage 1 (skipped when `init` weights are given, or when its
     work folder already holds a finished run) writes WORK/stage1/face_blend.safetensors, stage 2 starts from it and
-    writes OUT. `stage2_steps=0` stops after stage 1 and writes OUT from it. `stop_early` stops each stage where
-    v1.3's run kept its checkpoint (STAGE1_STOP_AT, STAGE2_STOP_AT), and stage 2 then keeps its last weights."""
+    writes WORK/stage2/face_blend.safetensors, stage 3 (the channel pool from `shared`) starts from that and writes
+    OUT. A stage count of 0 stops before that stage and writes OUT from the one before. `init3` skips stages 1-2:
+    stage 3 from those weights. `stop_early` stops stages 1-2 where v1.3's run kept its checkpoint
+    (STAGE1_STOP_AT, STAGE2_STOP_AT), and stage 2 then keeps its last weights."""
     stop1, stop2, keep2 = (STAGE1_STOP_AT, STAGE2_STOP_AT, "last") if stop_early else (1.0, 1.0, "best")
     cache = work / "lfw_landmarks.npz"
     blurred = f", {common['blur_p']:.0%} of pairs blurred" if common.get("blur_p") else ""
-    if init is None:
-        first_out = out if stage2_steps == 0 else work / "stage1" / "face_blend.safetensors"
-        if stage2_steps and first_out.exists() and (work / "stage1" / "report.json").exists():
-            log(f"stage 1 already done: {first_out}")
-        else:
-            log(f"stage 1: {stop_step(stage1_steps, stop1)} steps of a {stage1_steps}-step cycle, self-blends from "
-                f"ImageNet weights{blurred}")
-            report = train(TrainConfig(data=data, out=first_out, work=work / "stage1", steps=stage1_steps,
-                                       stop_at=stop1, landmark_cache=cache, **common), log=log)
-            if stage2_steps == 0:
-                return report
-        init = first_out
-    log(f"stage 2: {stop_step(stage2_steps, stop2)} steps of a {stage2_steps}-step cycle from {init}, "
-        f"{donor_p:.0%} of forgeries from another person, learning rates x{lr_scale}"
-        + (f", {lowres_p:.0%} of pairs from small copies" if lowres_p else "") + blurred)
-    return train(TrainConfig(data=data, out=out, work=work / "stage2", steps=stage2_steps, stop_at=stop2, init=init,
-                             keep=keep2, lr_scale=lr_scale, donor_p=donor_p, lowres_p=lowres_p, landmark_cache=cache,
-                             **common), log=log)
+    if stage3_steps and shared is None:
+        raise ValueError("stage 3 needs `shared` (data/faces/world and data/video); or set stage3_steps=0")
+    report = None
+    if init3 is None:
+        if init is None:
+            first_out = out if stage2_steps == 0 and stage3_steps == 0 else work / "stage1" / "face_blend.safetensors"
+            if first_out != out and first_out.exists() and (work / "stage1" / "report.json").exists():
+                log(f"stage 1 already done: {first_out}")
+            else:
+                log(f"stage 1: {stop_step(stage1_steps, stop1)} steps of a {stage1_steps}-step cycle, self-blends "
+                    f"from ImageNet weights{blurred}")
+                report = train(TrainConfig(data=data, out=first_out, work=work / "stage1", steps=stage1_steps,
+                                           stop_at=stop1, landmark_cache=cache, **common), log=log)
+            init = first_out
+        if stage2_steps:
+            second_out = out if stage3_steps == 0 else work / "stage2" / "face_blend.safetensors"
+            if second_out != out and second_out.exists() and (work / "stage2" / "report.json").exists():
+                log(f"stage 2 already done: {second_out}")
+            else:
+                log(f"stage 2: {stop_step(stage2_steps, stop2)} steps of a {stage2_steps}-step cycle from {init}, "
+                    f"{donor_p:.0%} of forgeries from another person, learning rates x{lr_scale}"
+                    + (f", {lowres_p:.0%} of pairs from small copies" if lowres_p else "") + blurred)
+                report = train(TrainConfig(data=data, out=second_out, work=work / "stage2", steps=stage2_steps,
+                                           stop_at=stop2, init=init, keep=keep2, lr_scale=lr_scale, donor_p=donor_p,
+                                           lowres_p=lowres_p, landmark_cache=cache, **common), log=log)
+            init = second_out
+        if not stage3_steps:
+            if init != out:  # stage 2 skipped too: OUT is stage 1's weights
+                out.write_bytes(Path(init).read_bytes())
+            return report or json.loads((Path(init).parent / "report.json").read_text())
+        init3 = init
+    log(f"stage 3: {stage3_steps} steps from {init3}, {STAGE3_POOL_PAIRS} of 16 pairs per batch through the video "
+        f"channel (world photos, real video frames, LFW), learning rates x{STAGE3_LR_SCALE}")
+    return train(TrainConfig(data=data, out=out, work=work / "stage3", steps=stage3_steps, init=init3,
+                             lr_scale=STAGE3_LR_SCALE, donor_p=donor_p, landmark_cache=cache,
+                             pool_pairs=STAGE3_POOL_PAIRS, shared=shared, **common), log=log)

@@ -1,0 +1,124 @@
+"""Training pairs that went through the video channel, made once and kept on disk.
+
+Each pair: a real face (a world photo, a real video frame or an LFW photo) and its forgery (a self-blend, or 30 %
+of the time a region of another person's face), passed together through one drawn channel (synthesis.channel:
+face scaled to 50-250 px, H.264 / MPEG-4 Part 2 / VP9, decoded), then found again by the scanner's FaceAnalyzer on
+the decoded real picture and aligned with those landmarks, both alike: the detector learns from faces as the
+scanner will see them. Encoding and face finding cost ~50 ms a pair, too much for every step of training, so
+the pool is written in chunks (resumable, one seed per chunk: the same pool on every run) and training samples
+from it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..faces.align import CROP_SIZE, align_face
+from ..synthesis.channel import draw_channel, pass_channel
+from ..synthesis.sbi import boundary, degrade, donor_blend, self_blend
+from .data import MAP_SIZE
+
+CHUNK = 100  # pairs per file
+DONOR_P = 0.3  # as stage 2
+PHOTO_CHANNEL_P = 0.75  # photos also reach users as photos: a quarter keep the photo post-processing instead
+
+
+@dataclass
+class PoolSource:
+    """What a pool is drawn from: (image loader, landmarks, group, kind) per face, and how often each face set
+    is drawn."""
+
+    sets: list  # of objects with image(i), landmarks, __len__, groups or paths
+    weights: list[float]
+
+
+def _group(faceset, i: int) -> str:
+    return faceset.groups[i] if hasattr(faceset, "groups") else faceset.paths[i].split("/")[0]
+
+
+def make_channel_pair(sets, weights, rng: np.random.Generator, analyzer, jitter: bool = True):
+    """One (real crop, fake crop, fake boundary map, kind) or None when the scanner would find no face after the
+    channel (then it would not be scored either)."""
+    s = int(rng.choice(len(sets), p=weights))
+    faces = sets[s]
+    i = int(rng.integers(len(faces)))
+    rgb, lms = faces.image(i), faces.landmarks[i]
+    if rng.random() < DONOR_P:
+        j = int(rng.integers(len(faces)))
+        while _group(faces, j) == _group(faces, i):
+            j = int(rng.integers(len(faces)))
+        blend = donor_blend(rgb, lms, faces.image(j), faces.landmarks[j], rng)
+    else:
+        blend = self_blend(rgb, lms, rng)
+    kind = getattr(faces, "kinds", None)
+    kind = kind[i] if kind else "photo"
+    framing = dict(shift=rng.uniform(-0.04, 0.04, 2), angle_jitter=rng.uniform(-8, 8),
+                   margin=rng.uniform(1.15, 1.4)) if jitter else {}
+    if kind == "video" or rng.random() < PHOTO_CHANNEL_P:
+        ch = draw_channel(rng)
+        real, fake, mask, moved = pass_channel(rgb, blend.image, blend.mask, lms, ch)
+        found = analyzer(real)
+        if not found or found[0].landmarks is None:
+            return None
+        lms = found[0].landmarks
+        post = False
+    else:
+        real, fake, mask, post = rgb, blend.image, blend.mask, True
+    real_c, m = align_face(real, lms, **framing)
+    fake_c, _ = align_face(fake, lms, **framing)
+    fmap = cv2.warpAffine(boundary(mask), m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR)
+    fmap = cv2.resize(fmap, (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
+    if post:
+        real_c, fake_c = degrade(real_c, rng), degrade(fake_c, rng)
+    return real_c, fake_c, np.ascontiguousarray(fmap, np.float32)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(loader):
+    from ..faces.detect import FaceAnalyzer
+
+    _WORKER["sets"], _WORKER["weights"] = loader()
+    _WORKER["analyzer"] = FaceAnalyzer(max_faces=1)
+
+
+def _make_chunk(args):
+    out, seed, chunk, jitter = args
+    rng = np.random.default_rng([seed, chunk])
+    reals, fakes, maps = [], [], []
+    while len(reals) < CHUNK:
+        pair = make_channel_pair(_WORKER["sets"], _WORKER["weights"], rng, _WORKER["analyzer"], jitter)
+        if pair is None:
+            continue
+        reals.append(pair[0])
+        fakes.append(pair[1])
+        maps.append(pair[2])
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, real=np.stack(reals), fake=np.stack(fakes), maps=np.stack(maps))
+    tmp.rename(out)  # a chunk file exists only when whole: a stopped run resumes at the first missing one
+    return chunk
+
+
+def build_pool(folder: Path, loader, pairs: int, seed: int, jitter: bool = True, workers: int = 2,
+               log=print) -> dict[str, np.ndarray]:
+    """Make (or finish) a pool of `pairs` pairs in `folder` and load it. `loader()` -> (face sets, weights) is
+    called once per worker process (it must be picklable: a module-level function or a functools.partial)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = -(-pairs // CHUNK)
+    todo = [(folder / f"chunk{c:04d}.npz", seed, c, jitter) for c in range(n)
+            if not (folder / f"chunk{c:04d}.npz").exists()]
+    if todo:
+        log(f"channel pool {folder.name}: making {len(todo)} of {n} chunks of {CHUNK} pairs")
+        ctx = mp.get_context("spawn")  # MediaPipe and torch do not survive fork well
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(loader,)) as pool:
+            for done, c in enumerate(pool.imap_unordered(_make_chunk, todo), 1):
+                if done % 5 == 0 or done == len(todo):
+                    log(f"channel pool {folder.name}: {done}/{len(todo)} chunks")
+    parts = [np.load(folder / f"chunk{c:04d}.npz") for c in range(n)]
+    return {k: np.concatenate([p[k] for p in parts])[:pairs] for k in ("real", "fake", "maps")}
