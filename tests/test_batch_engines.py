@@ -229,3 +229,26 @@ def test_killed_run_resumes_and_finishes_without_rescanning(collection, local_ru
     assert run["skipped_done"] == done and run["scanned"] == total - done
     assert _rows(out) == _rows(local_run[0])  # as if never interrupted
     assert not list((out / "parts").iterdir())
+
+
+def _pool_workers(pid: int) -> list[int]:
+    kids = [int(k) for t in Path(f"/proc/{pid}/task").iterdir() for k in (t / "children").read_text().split()]
+    return [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the pool's workers through /proc (Linux)")
+def test_a_dead_worker_costs_no_file(collection, local_run, tmp_path):
+    """A worker killed under the pool (as a decoder crash would) is replaced; the files it had in flight are
+    scanned again, alone, and come out as in an undisturbed run."""
+    _, manifest = collection
+    out = tmp_path / "out"
+    proc = _cli(manifest, "--out", out, "--workers", "2", "--flush-rows", "1", "-q")
+    deadline = time.monotonic() + 300
+    while not list((out / "parts").glob("part-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    victims = _pool_workers(proc.pid)
+    assert victims, "no pool worker found"
+    os.kill(victims[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 2 and "a worker process died" in stderr
+    assert _rows(out) == _rows(local_run[0])

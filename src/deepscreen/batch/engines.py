@@ -60,13 +60,21 @@ class LocalEngine:
 
     def run(self, items: list[Item], key: str) -> Iterator[dict]:
         queue = deque(items)
+        # Files in flight when a worker died. The pool cannot tell which one killed it, so each is scanned again
+        # alone: one that kills a worker on its own is the culprit, reported as an error row and not retried.
+        suspects: deque[Item] = deque()
         running: dict[Future, Item] = {}
-        crashes: dict[str, int] = {}
-        while queue or running:
-            # A few files queued per worker keeps every worker busy without holding the whole list in futures.
-            while queue and len(running) < 2 * self.workers:
-                item = queue.popleft()
-                running[self.pool.submit(W.process_scan, item.path, item.truth)] = item
+        alone: set[Future] = set()
+        while queue or suspects or running:
+            if suspects:
+                if not running:
+                    fut = self.pool.submit(W.process_scan, suspects[0].path, suspects[0].truth)
+                    running[fut] = suspects.popleft()
+                    alone.add(fut)
+            else:  # a few files queued per worker keeps every worker busy without a future per file
+                while queue and len(running) < 2 * self.workers:
+                    item = queue.popleft()
+                    running[self.pool.submit(W.process_scan, item.path, item.truth)] = item
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = False
             for fut in finished:
@@ -75,19 +83,17 @@ class LocalEngine:
                     yield fut.result()
                 except BrokenProcessPool:
                     broken = True
-                    crashes[item.path] = crashes.get(item.path, 0) + 1
-                    # The pool cannot tell which file killed its worker: every file in flight is retried once
-                    # in a fresh pool; a file in flight at two crashes is the culprit, reported, not retried.
-                    if crashes[item.path] >= 2:
+                    if fut in alone:
                         yield crash_row(item.path, item.truth, key)
                     else:
-                        queue.appendleft(item)
+                        suspects.append(item)
+                alone.discard(fut)
             if broken:
-                for fut, item in list(running.items()):
-                    running.pop(fut)
-                    crashes[item.path] = crashes.get(item.path, 0) + 1
-                    queue.appendleft(item)
-                log.warning("a worker process died; restarting the pool (%d files retried)", len(queue))
+                suspects.extend(running.values())
+                running.clear()
+                alone.clear()
+                log.warning("a worker process died; restarting the pool and retrying its %d files one by one",
+                            len(suspects))
                 self._stop()
                 self._start()
 
