@@ -250,7 +250,8 @@ def print_tables(results: list[dict]) -> None:
         over = ""
         lp, lv = get("local", w, "photos"), get("local", w, "videos")
         if e == "ray" and lp and lv and v:
-            over = f"{100 * (1 - r['rate'] / lp['rate']):+.1f} % / {100 * (1 - v['video_s_rate'] / lv['video_s_rate']):+.1f} %"
+            over_p, over_v = 1 - r["rate"] / lp["rate"], 1 - v["video_s_rate"] / lv["video_s_rate"]
+            over = f"{100 * over_p:+.1f} % / {100 * over_v:+.1f} %"
         rss = max(r["peak_rss_mb"], v["peak_rss_mb"] if v else 0)
         print(f"{e:6}  {w:7}  {r['rate']:8.2f}  {eff_p:4.2f}  {v['video_s_rate'] if v else float('nan'):9.2f}  "
               f"{eff_v:4.2f}  {r['wall_s']:9.1f} s  {v['wall_s'] if v else float('nan'):9.1f} s  {rss:7.0f} MB  {over}")
