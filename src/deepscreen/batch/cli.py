@@ -61,6 +61,10 @@ def batch(
     except (InputError, WorkerStartError) as err:
         print(f"deepscreen: error: {err}", file=sys.stderr)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        print(f"deepscreen: interrupted; the files done so far are kept in {out}: run the same command to finish",
+              file=sys.stderr)
+        raise typer.Exit(130) from None
     if not quiet:
         print_summary(summary)
     raise typer.Exit(code)

@@ -42,17 +42,23 @@ class LocalEngine:
         self._start()
         return self
 
-    def __exit__(self, *exc):
-        self._stop()
+    def __exit__(self, exc_type, *exc):
+        self._stop(abort=exc_type is not None)
 
     def _start(self) -> None:
         self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=W.init_process, initargs=(self.config, self.threads))
 
-    def _stop(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+    def _stop(self, abort: bool = False) -> None:
+        if self.pool is None:
+            return
+        if abort:
+            # Ctrl-C or a failure in the driver: the scans in flight are not wanted (their rows could no longer be
+            # written). Workers ignore SIGINT, so they are stopped here; the pool keeps its processes privately.
+            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                proc.terminate()
+        self.pool.shutdown(wait=not abort, cancel_futures=True)
+        self.pool = None
 
     def setup_key(self) -> str:
         """Asked of a worker (it has the models loaded anyway), so the driver never loads them itself."""

@@ -8,6 +8,7 @@ would fight over the cores, and the same thread count in both engines keeps thei
 from __future__ import annotations
 
 import os
+import signal
 
 from ..config import ScanConfig
 from .rows import setup_key, verdict_row
@@ -48,6 +49,9 @@ _start_error: str | None = None
 def init_process(config: ScanConfig, threads: int) -> None:
     # An exception escaping a pool initializer only says "BrokenProcessPool": keep the reason for the driver.
     global _worker, _start_error
+    # Ctrl-C reaches the whole process group. A pool worker that took it would report it as that file's
+    # failure and go on with the next; the driver alone decides, and stops the workers (LocalEngine._stop).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _worker = Worker(config, threads)
     except Exception as err:  # noqa: BLE001
