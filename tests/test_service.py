@@ -158,6 +158,25 @@ def test_same_bytes_are_scanned_once(svc, faces):
     assert second["verdict"]["path"] == "b.jpg" and first["verdict"]["path"] == "a.jpg"
 
 
+def test_idempotency_key_makes_a_resend_return_the_first_scan(svc, faces):
+    c = client(svc, svc.keys["submit"])
+    data = faces["real"].read_bytes() + b"\1" * 9
+    first = upload(c, data=data, name="once.jpg")  # no key: a plain second upload would be a second scan
+    headers = {"Idempotency-Key": "upload-42"}
+    a = c.post("/v1/scans", files={"file": ("k.jpg", data)}, headers=headers)
+    b = c.post("/v1/scans", files={"file": ("k.jpg", data)}, headers=headers)
+    assert a.status_code == b.status_code == 202 and a.json()["id"] == b.json()["id"] != first.json()["id"]
+    # The key belongs to the API key that used it: another client's same string is another upload.
+    other = client(svc, svc.keys["admin"]).post("/v1/scans", files={"file": ("k.jpg", data)}, headers=headers)
+    assert other.json()["id"] != a.json()["id"]
+    r = c.post("/v1/scans", files={"file": ("k.jpg", data + b"\2")}, headers=headers)
+    assert r.status_code == 409 and "different file" in r.json()["detail"]
+    r = c.post("/v1/scans", files={"file": ("k.txt", b"not media at all")}, headers=headers)
+    assert r.status_code == 415  # a bad re-send is refused as such, whatever its key
+    assert c.post("/v1/scans", files={"file": ("k.jpg", data)}, headers={"Idempotency-Key": "bad key"}).status_code \
+        == 422
+
+
 def test_corrupt_media_is_rejected_with_a_reason(svc):
     c = client(svc, svc.keys["submit"])
     rng = np.random.default_rng(0)

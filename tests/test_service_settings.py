@@ -83,3 +83,27 @@ def test_client_names_are_for_display_only(tmp_path):
     with pytest.raises(UploadError) as err:
         resolve_under(root, "d/../../x")
     assert err.value.status == 403
+
+
+def test_migrations_upgrade_an_older_store_in_place(tmp_path):
+    """A store made by the first schema keeps its rows when a newer server starts (Alembic, applied at start)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect, text
+
+    from deepscreen.service import store
+
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(store.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text("INSERT INTO scans (id, status, sha256, size, created_at) VALUES ('a', 'queued', 'h', 1, 0)"))
+    assert "idempotency_key" not in {c["name"] for c in inspect(engine).get_columns("scans")}
+    store.migrate(engine)
+    store.migrate(engine)  # at every start: a no-op once current
+    assert "idempotency_key" in {c["name"] for c in inspect(engine).get_columns("scans")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, status FROM scans")).all() == [("a", "queued")]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"

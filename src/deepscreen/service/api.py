@@ -9,7 +9,7 @@ import json
 from datetime import datetime, timezone
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import select, text
@@ -52,9 +52,14 @@ UPLOAD_BODY = {
              openapi_extra={"requestBody": UPLOAD_BODY},
              responses={**_auth, 400: {"model": Error, "description": "Malformed request"},
                         404: {"model": Error, "description": "No such file under the media root"},
+                        409: {"model": Error, "description": "Idempotency-Key already used for another file"},
                         413: {"model": Error, "description": "Over the upload size limit"},
                         415: {"model": Error, "description": "Not a media type the scanner reads"}})
-async def submit(request: Request, caller: Caller = Depends(require(*SUBMIT))):
+async def submit(request: Request, caller: Caller = Depends(require(*SUBMIT)),
+                 idempotency_key: str | None = Header(
+                     None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                     description="Any unique string per upload: re-sending with the same key (after a lost answer) "
+                                 "returns the first scan instead of storing a second")):
     st = request.app.state
     settings = st.settings
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -78,14 +83,17 @@ async def submit(request: Request, caller: Caller = Depends(require(*SUBMIT))):
             # Not on the allow-list is a refusal by policy (403); a URL we cannot even parse is a bad request.
             raise UploadError(403 if "allow-list" in problem else 400, problem)
     kwargs = dict(sha256=stored.sha256, size=stored.size, kind=stored.kind, filename=filename,
-                  submitted_by=caller.key_id, callback_url=callback_url)
+                  submitted_by=caller.key_id, callback_url=callback_url, idempotency_key=idempotency_key)
     if stored.kind not in settings.allowed_kinds:
         # A readable type this service does not take: recorded and routed reject, never scanned.
-        scan_id = await asyncio.to_thread(jobs.new_scan, st.engine, status="error", route="reject", label="error",
-                                          reason=f"{stored.kind} files are not accepted here", **kwargs)
-        return JSONResponse({"id": scan_id, "status": "error"}, status_code=202)
-    scan_id = await asyncio.to_thread(jobs.new_scan, st.engine, **kwargs)
-    return JSONResponse({"id": scan_id, "status": "queued"}, status_code=202)
+        kwargs.update(status="error", route="reject", label="error",
+                      reason=f"{stored.kind} files are not accepted here")
+    # A re-sent upload is read and checked like any other (a bad re-send is refused as such); only then does a
+    # known Idempotency-Key return the first scan, if the bytes are the same.
+    scan_id, status, sha256 = await asyncio.to_thread(jobs.new_scan, st.engine, **kwargs)
+    if sha256 != stored.sha256:
+        raise UploadError(409, "this Idempotency-Key was used for a different file")
+    return JSONResponse({"id": scan_id, "status": status}, status_code=202)
 
 
 async def _small_json(request: Request) -> dict:

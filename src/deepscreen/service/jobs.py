@@ -11,23 +11,40 @@ import uuid
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from .store import is_postgres, scans, servers
 
 
 def new_scan(engine: Engine, *, sha256: str, size: int, kind: str | None, filename: str, submitted_by: str,
              callback_url: str | None, status: str = "queued", route: str | None = None, label: str | None = None,
-             reason: str | None = None) -> str:
+             reason: str | None = None, idempotency_key: str | None = None) -> tuple[str, str, str]:
+    """Insert a job; returns (id, status, sha256). With an idempotency key already used by this API key, nothing
+    is inserted and the earlier scan's come back."""
     scan_id = uuid.uuid4().hex
     now = time.time()
     done = status in ("done", "error")
-    with engine.begin() as conn:
-        conn.execute(insert(scans).values(
-            id=scan_id, status=status, sha256=sha256, size=size, kind=kind, filename=filename,
-            submitted_by=submitted_by, created_at=now, attempts=0, callback_attempts=0, route=route, label=label,
-            reason=reason, finished_at=now if done else None, callback_url=callback_url,
-            callback_state="pending" if callback_url else None, callback_next_at=now if callback_url else None))
-    return scan_id
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(scans).values(
+                id=scan_id, status=status, sha256=sha256, size=size, kind=kind, filename=filename,
+                submitted_by=submitted_by, created_at=now, attempts=0, callback_attempts=0, route=route, label=label,
+                reason=reason, finished_at=now if done else None, callback_url=callback_url,
+                callback_state="pending" if callback_url else None, callback_next_at=now if callback_url else None,
+                idempotency_key=idempotency_key))
+    except IntegrityError:
+        earlier = by_idempotency_key(engine, submitted_by, idempotency_key) if idempotency_key else None
+        if earlier is None:
+            raise
+        return earlier
+    return scan_id, status, sha256
+
+
+def by_idempotency_key(engine: Engine, submitted_by: str, key: str) -> tuple[str, str, str] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(scans.c.id, scans.c.status, scans.c.sha256).where(
+            scans.c.submitted_by == submitted_by, scans.c.idempotency_key == key)).first()
+    return (row.id, row.status, row.sha256) if row else None
 
 
 def claim(engine: Engine, server_id: str, worker: int) -> dict | None:

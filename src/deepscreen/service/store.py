@@ -56,12 +56,14 @@ scans = Table(
     Column("callback_next_at", Float),
     Column("callback_error", Text),
     Column("review_state", String(16)),  # pending | confirmed_fake | released | escalated
+    Column("idempotency_key", String(200)),  # the client's Idempotency-Key header, unique per API key
 )
 Index("ix_scans_status_seq", scans.c.status, scans.c.seq)
 Index("ix_scans_sha_models", scans.c.sha256, scans.c.models_key)
 Index("ix_scans_route", scans.c.route)
 Index("ix_scans_created", scans.c.created_at)
 Index("ix_scans_callback", scans.c.callback_state, scans.c.callback_next_at)
+Index("ux_scans_idempotency", scans.c.submitted_by, scans.c.idempotency_key, unique=True)
 
 audit_log = Table(
     "audit_log", metadata,  # append-only: the code never updates or deletes, and triggers refuse it
