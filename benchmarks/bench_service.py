@@ -184,6 +184,7 @@ def crash(tmp: Path, database_url, images: list[bytes], concurrency: int, kill_a
     engine = create_engine(sa_url(database_url, data))
     with engine.connect() as conn:
         running_at_kill = conn.execute(select(func.count()).where(scans.c.status == "running")).scalar()
+    t_restart = time.time()
     server.start()
     try:
         # The client re-sends what got no answer (as any client of an API does after a connection error).
@@ -192,7 +193,8 @@ def crash(tmp: Path, database_url, images: list[bytes], concurrency: int, kill_a
         wait_drained(engine)
         with engine.connect() as conn:
             rows = {r.id: r for r in conn.execute(select(scans.c.id, scans.c.sha256, scans.c.status,
-                                                         scans.c.verdict_json, scans.c.attempts))}
+                                                         scans.c.verdict_json, scans.c.attempts,
+                                                         scans.c.created_at))}
     finally:
         server.stop()
         engine.dispose()
@@ -207,7 +209,8 @@ def crash(tmp: Path, database_url, images: list[bytes], concurrency: int, kill_a
         ("uploads with no answer (connection cut), re-sent", f"{len(unanswered)}"),
         ("jobs running at the kill", f"{running_at_kill}"),
         ("accepted in all / results stored for them", f"{len(acked)} / {len(stored)}"),
-        ("re-sent uploads answered with the first scan's id", f"{sum(sid in rows and sid in {a for a, _ in accepted.values()} for sid, _ in retried.values())}"),
+        ("re-sent uploads answered with the scan stored before the kill",
+         f"{sum(rows[sid].created_at < t_restart for sid, _ in retried.values())}"),
         ("rows stored without an answer to the client, in the end", f"{len(set(rows) - acked)}"),
         ("uploads stored twice (goal 0)", f"{twice}"),
         ("jobs scanned again after the restart", f"{sum(r.attempts > 1 for r in rows.values())}"),
