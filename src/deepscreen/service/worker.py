@@ -74,8 +74,13 @@ class Worker:
                 continue
             try:
                 self.process(job)
-            except Exception:  # a failure to store must not kill the worker: the supervisor would re-queue
-                log.exception("job %s failed", job["id"])
+            except Exception:  # e.g. the store briefly unreachable: put the job back rather than leave it running
+                log.exception("job %s failed; re-queuing it", job["id"])
+                try:
+                    jobs.requeue(self.engine, jobs.scans.c.claim == job["claim"], self.settings.job_max_attempts)
+                except Exception:
+                    log.exception("could not re-queue job %s; the next start will", job["id"])
+                time.sleep(1.0)
 
     def process(self, job: dict) -> None:
         cached = jobs.cached_result(self.engine, job["sha256"], self.models_key)
@@ -133,7 +138,7 @@ def _thumbnail(verdict, stored: Path, out: Path) -> str | None:
 
         faces = [f for f in verdict.faces if f.peak_crop is not None]
         if faces:
-            im = Image.fromarray(max(faces, key=lambda f: f.probability).peak_crop)
+            im = Image.fromarray(max(faces, key=lambda f: f.probability or 0.0).peak_crop)
         elif verdict.kind == "image":
             im = Image.open(stored)
             im.draft("RGB", (256, 256))  # JPEG: decode at reduced size; a huge photo never fully decodes here
