@@ -8,9 +8,11 @@ import pytest
 from deepscreen.cli import exit_code
 from deepscreen.config import Thresholds
 from deepscreen.faces.track import FaceTracker
-from deepscreen.fusion import track_logit
+from deepscreen.detectors import FaceLimits
+from deepscreen.fusion import (MIN_VIDEO_FRAMES, SHARPNESS_CAP, CropResult, file_probability, fuse_tracks, summarise,
+                               track_logit)
 from deepscreen.training import metrics
-from deepscreen.verdict import Verdict, percent
+from deepscreen.verdict import FaceObservation, Verdict, percent
 
 
 def test_tracker_follows_two_people_and_starts_a_third():
@@ -23,10 +25,55 @@ def test_tracker_follows_two_people_and_starts_a_third():
     assert ids[2] == [0, 2]
 
 
-def test_track_logit_uses_the_most_suspicious_half():
+def test_track_logit_is_a_median_weighted_by_detail():
     assert track_logit([5.0]) == 5.0
-    assert track_logit([4.0, 2.0, -8.0, -9.0]) == pytest.approx(3.0)
-    assert track_logit([1.0, 3.0, 2.0]) == pytest.approx(2.5)  # top 2 of 3
+    assert track_logit([1.0, 3.0, 2.0]) == 2.0
+    assert track_logit([4.0, 2.0, -8.0, -9.0]) == -8.0  # an even count takes the lower middle: no tie convicts
+    # Two sharp frames outweigh three soft ones whose scores jumped; detail saturates at SHARPNESS_CAP.
+    assert track_logit([6.0, 7.0, 5.0, -2.0, -3.0], [5, 5, 5, 150, 150]) == -2.0
+    assert track_logit([6.0, -2.0], [SHARPNESS_CAP * 10, SHARPNESS_CAP]) == -2.0
+
+
+def _results(logits, widths, sharpness):
+    return [CropResult(0, FaceObservation(i, i / 4, (10, 10, 10 + w, 10 + w), 0.5, z, s), None, np.zeros((10, 10)),
+                       None) for i, (z, w, s) in enumerate(zip(logits, widths, sharpness))]
+
+
+class _Detector:
+    name, version = "face_blend", "test"
+    limits = FaceLimits(min_width=60, min_sharpness=20, note="(held-out AUC under 0.75 there)")
+
+    def calibrate(self, z):
+        return float(metrics.sigmoid(z))
+
+    def explain(self, p, heat, lms, bands):
+        return "looks pasted" if p >= bands.manipulated else "weak signs" if p >= bands.suspicious else "clean"
+
+
+def test_faces_too_small_or_soft_are_not_judged_and_say_why():
+    det = _Detector()
+    tracks, ev = fuse_tracks(_results([6.0], [40], [100.0]), det)
+    assert tracks[0].probability is None and "too small to judge (40 px" in tracks[0].abstained
+    assert "held-out AUC" in ev[0].explanation and ev[0].score is None
+    tracks, _ = fuse_tracks(_results([6.0], [120], [8.0]), det)
+    assert "too soft or compressed" in tracks[0].abstained
+    assert file_probability(tracks) is None
+    assert "none that could be judged" in summarise("image", None, tracks, Thresholds(), 1)
+    # Soft frames are left out of a video track; the sharp ones decide.
+    tracks, _ = fuse_tracks(_results([8.0, 8.0, -3.0, -2.0, -4.0], [120] * 5, [5, 5, 90, 90, 90]), det, video=True)
+    assert tracks[0].probability == pytest.approx(float(metrics.sigmoid(-3.0)))
+    # A face judged in fewer than MIN_VIDEO_FRAMES frames of a video abstains.
+    tracks, _ = fuse_tracks(_results([8.0] * (MIN_VIDEO_FRAMES - 1), [120] * 5, [90] * 5), det, video=True)
+    assert "too few frames" in tracks[0].abstained
+
+
+def test_evidence_words_follow_the_bands_in_force():
+    """With --threshold 0.8 a face at p 0.6 is suspicious, and its evidence must not say it looks pasted."""
+    det = _Detector()
+    bands = Thresholds(suspicious=0.5, manipulated=0.8)
+    z = float(np.log(0.6 / 0.4))
+    tracks, ev = fuse_tracks(_results([z], [120], [90.0]), det, bands)
+    assert bands.label(tracks[0].probability) == "suspicious" and "weak signs" in ev[0].explanation
 
 
 def test_threshold_bands():

@@ -421,9 +421,35 @@ def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):
     assert len(list((tmp_path / "sbi" / "fake").iterdir())) == n
     result = evaluate_folder(deepscreen.Scanner(), tmp_path / "sbi", scores_csv=tmp_path / "scores.csv")
     assert result["files"] == 2 * n and result["errors"] == 0
-    assert result["n_real"] + result["n_fake"] + result["abstained_no_face"] == 2 * n
+    assert result["n_real"] + result["n_fake"] + result["abstained"] == 2 * n
     assert 0 <= result["auc"] <= 1 and "AUC" in format_metrics(result)
     assert len((tmp_path / "scores.csv").read_text().splitlines()) == 2 * n + 1
+    real, fake = result["sources"]["real/."], result["sources"]["fake/."]  # files directly in real/ and fake/
+    assert real["files"] == fake["files"] == n and real["fakes_caught"] is None and fake["real_flagged"] is None
+    assert real["real_flagged"] == pytest.approx(result["fpr"]) and fake["fakes_caught"] == pytest.approx(result["tpr"])
+
+
+def test_evaluate_reports_each_source_and_follows_symlinked_sets(tmp_path, lfw_face_path):
+    """Per-source rates: real/<source> and fake/<source> subfolders, symlinked ones included, each counted with
+    the bands in force; a file with no face is an abstention of its source, not a score."""
+    import shutil
+
+    import deepscreen
+    from PIL import Image
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(lfw_face_path, elsewhere / "face.jpg")
+    Image.new("RGB", (64, 64), (120, 120, 120)).save(elsewhere / "blank.png")
+    (tmp_path / "eval" / "real").mkdir(parents=True)
+    (tmp_path / "eval" / "fake" / "mine").mkdir(parents=True)
+    (tmp_path / "eval" / "real" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    shutil.copy(lfw_face_path, tmp_path / "eval" / "fake" / "mine" / "same_face.jpg")
+    result = evaluate_folder(deepscreen.Scanner(), tmp_path / "eval")
+    linked = result["sources"]["real/linked"]
+    assert linked["files"] == 2 and linked["abstained"] == 1 and linked["real_scored"] == 1
+    assert result["sources"]["fake/mine"]["fake_scored"] == 1
+    assert "real/linked" in format_metrics(result)
 
 
 def test_face_swap_folder_names_its_donors_and_the_cli_checks_the_method(small_lfw, tmp_path):

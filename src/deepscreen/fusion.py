@@ -1,11 +1,16 @@
 """Turn per-crop detector outputs into one calibrated verdict per file, with its cues in words.
 
 Rules (docs/verdicts.md explains them to users):
-  - A face track's score is the mean logit of its most suspicious half of frames, then calibrated. The mean of
-    the top half ignores frames where the face was blurred or turned away (they look authentic either way)
-    yet needs more than one odd frame to convict a face; a swap that lasts the whole clip keeps its full weight.
+  - Frames where the face is too small or too soft for the detector to judge at its measured rate (limits read
+    from its weights, `FaceLimits`) are not scored; a track left with none abstains and says why.
+  - A face track's score is the weighted median of its frames' logits, weighted by each crop's detail
+    (sharpness, saturating), then calibrated. A swap is on the face in most frames, so its median stays high; a
+    real face's score jumps from frame to frame with blur, pose and compression, and the median ignores those
+    jumps where the mean of the most suspicious frames (the rule before v2.0) was led by them (models/face_blend.md).
+    In a video a face must be judged in at least MIN_VIDEO_FRAMES frames: faces glimpsed once are not convicted.
   - The file's probability is the highest track probability: one manipulated person makes the file manipulated.
-  - No face: the face detectors abstain and the verdict is 'inconclusive' (probability None), not 'authentic'.
+  - No face, or no face that could be judged: the face detectors abstain and the verdict is 'inconclusive'
+    (probability None), not 'authentic'.
   - Face and voice (videos with speech): the file's probability is the higher of the two; either one faked makes
     the file manipulated. When one is manipulated and the other looks clean, `cross_check` says so in words:
     that split is the signature of a lip-sync, a dub or a cloned voice laid over real footage.
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import Thresholds
-from .detectors import FaceDetector
+from .detectors import FaceDetector, FaceLimits
 from .verdict import Evidence, FaceObservation, FaceTrack, TimelinePoint, VoiceAnalysis, percent
 
 
@@ -33,26 +38,67 @@ class CropResult:
     landmarks_crop: np.ndarray | None  # landmarks in crop pixels, to name where the evidence is
 
 
-def track_logit(logits: list[float]) -> float:
-    z = np.sort(np.asarray(logits, float))[::-1]
-    return float(z[: max(1, (len(z) + 1) // 2)].mean())
+MIN_VIDEO_FRAMES = 3  # judged frames a video face track needs (of 16 analysed by default)
+SHARPNESS_CAP = 200.0  # beyond this much detail a frame is not more trustworthy: weights saturate here
 
 
-def fuse_tracks(results: list[CropResult], detector: FaceDetector) -> tuple[list[FaceTrack], list[Evidence]]:
+def weighted_median(values, weights=None) -> float:
+    z = np.asarray(values, float)
+    w = np.ones_like(z) if weights is None else np.asarray(weights, float)
+    order = np.argsort(z, kind="stable")
+    z, w = z[order], np.maximum(w[order], 1e-9)
+    cum = np.cumsum(w)
+    return float(z[np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def track_logit(logits: list[float], sharpness: list[float | None] | None = None) -> float:
+    """A face track's score: the median of its frames' logits, weighted by each crop's sharpness (capped)."""
+    if sharpness is None:
+        return weighted_median(logits)
+    return weighted_median(logits, [min(s, SHARPNESS_CAP) if s is not None else SHARPNESS_CAP for s in sharpness])
+
+
+def unjudgeable(obs: FaceObservation, limits: FaceLimits) -> str | None:
+    """Why this face cannot be judged at the detector's measured rate, or None if it can."""
+    width = obs.box[2] - obs.box[0]
+    if width < limits.min_width:
+        return f"too small to judge ({width} px wide; under {limits.min_width:.0f} px {limits.note})".rstrip()
+    if obs.sharpness is not None and obs.sharpness < limits.min_sharpness:
+        return (f"too soft or compressed to judge (detail {obs.sharpness:.0f}; under {limits.min_sharpness:.0f} "
+                f"{limits.note})").rstrip()
+    return None
+
+
+def fuse_tracks(results: list[CropResult], detector: FaceDetector, bands: Thresholds = Thresholds(),
+                video: bool = False) -> tuple[list[FaceTrack], list[Evidence]]:
+    """One FaceTrack per tracked face (abstained ones included, with the reason) and its evidence in words."""
+    limits = detector.limits
     tracks, evidence = [], []
     for tid in sorted({r.track_id for r in results}):
         mine = [r for r in results if r.track_id == tid]
-        peak = max(mine, key=lambda r: r.obs.logit)
-        p = detector.calibrate(track_logit([r.obs.logit for r in mine]))
+        reasons = [unjudgeable(r.obs, limits) for r in mine]
+        judged = [r for r, why in zip(mine, reasons) if why is None]
+        need = MIN_VIDEO_FRAMES if video else 1
+        if len(judged) < need:
+            why = next((w for w in reasons if w), None) if len(judged) == 0 else \
+                f"seen in too few frames to judge ({len(judged)} of at least {need})"
+            peak = max(mine, key=lambda r: r.obs.logit)
+            tracks.append(FaceTrack(tid, None, peak.obs.box, peak.obs.frame_index, peak.obs.time_s,
+                                    [r.obs for r in mine], peak.crop, peak.heatmap, abstained=why))
+            evidence.append(Evidence(detector.name, detector.version, None, f"face {tid + 1}: abstained: {why}", tid))
+            continue
+        peak = max(judged, key=lambda r: r.obs.logit)
+        p = detector.calibrate(track_logit([r.obs.logit for r in judged], [r.obs.sharpness for r in judged]))
         tracks.append(FaceTrack(
             track_id=tid, probability=p, box=peak.obs.box, peak_frame=peak.obs.frame_index,
             peak_time_s=peak.obs.time_s, observations=[r.obs for r in mine],
             peak_crop=peak.crop, peak_heatmap=peak.heatmap,
         ))
-        where = f"face {tid + 1}" + (f" ({len(mine)} frames, peak at {peak.obs.time_s:.1f} s)" if len(mine) > 1 else "")
+        where = f"face {tid + 1}" + (f" ({len(judged)} frames judged, median weighted by detail, peak at "
+                                     f"{peak.obs.time_s:.1f} s)" if len(mine) > 1 else "")
         evidence.append(Evidence(detector.name, detector.version, p,
-                                 f"{where}: {detector.explain(p, peak.heatmap, peak.landmarks_crop)}", tid))
-    tracks.sort(key=lambda t: -t.probability)
+                                 f"{where}: {detector.explain(p, peak.heatmap, peak.landmarks_crop, bands)}", tid))
+    tracks.sort(key=lambda t: (t.probability is None, -(t.probability or 0.0)))
     return tracks, evidence
 
 
@@ -65,7 +111,7 @@ def timeline(results: list[CropResult], sampled: list[tuple[int, float]]) -> lis
 
 
 def file_probability(tracks: list[FaceTrack]) -> float | None:
-    return max((t.probability for t in tracks), default=None)
+    return max((t.probability for t in tracks if t.probability is not None), default=None)
 
 
 def summarise(kind: str, probability: float | None, tracks: list[FaceTrack], thresholds: Thresholds,
@@ -73,6 +119,10 @@ def summarise(kind: str, probability: float | None, tracks: list[FaceTrack], thr
     label = thresholds.label(probability)
     if probability is None:
         where = f"in {frames} analysed frames" if kind == "video" else "in the image"
+        if tracks:
+            n = len(tracks)
+            return (f"{n} face{'s' if n != 1 else ''} found {where}, none that could be judged "
+                    f"({tracks[0].abstained}); the face detectors abstained, so nothing was scored.")
         return f"No face found {where}; the face detectors abstained, so nothing was scored."
     n = len(tracks)
     people = f"{n} face{'s' if n != 1 else ''}"

@@ -105,7 +105,7 @@ class Scanner:
                 on_frame(len(sampled), expected)
         results += _score(pending, detector, mirror)
 
-        tracks, evidence = fusion.fuse_tracks(results, detector)
+        tracks, evidence = fusion.fuse_tracks(results, detector, cfg.thresholds, video=info.kind == "video")
         if not cfg.keep_crops:
             for t in tracks:
                 t.peak_crop = t.peak_heatmap = None

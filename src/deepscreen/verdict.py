@@ -43,7 +43,7 @@ class FaceTrack:
     """One person across the analysed frames (a single observation for an image)."""
 
     track_id: int
-    probability: float
+    probability: float | None  # None: the detector abstained on this face (`abstained` says why)
     box: tuple[int, int, int, int]  # box at the most suspicious frame
     peak_frame: int
     peak_time_s: float
@@ -52,6 +52,7 @@ class FaceTrack:
     # Not serialised to JSON.
     peak_crop: Any = field(default=None, repr=False)
     peak_heatmap: Any = field(default=None, repr=False)
+    abstained: str | None = None  # why this face could not be judged (too small, too soft, seen too briefly)
 
 
 @dataclass

@@ -64,9 +64,21 @@ class Detector(ABC):
         return float(sigmoid(self.a * logit + self.b))
 
 
+@dataclass(frozen=True)
+class FaceLimits:
+    """Faces a detector cannot judge at its measured rate: narrower than `min_width` px (the face box) or with less
+    detail than `min_sharpness` (variance of the Laplacian of the aligned grey crop). Measured per model on
+    held-out pairs and written into its weights; `note` says what was measured. 0 judges every face."""
+
+    min_width: float = 0.0
+    min_sharpness: float = 0.0
+    note: str = ""
+
+
 class FaceDetector(Detector):
     modality = "face"
     batch_size = 16  # crops per `score_faces` call in a video scan (the scan core batches them across frames)
+    limits = FaceLimits()
 
     @abstractmethod
     def score_faces(self, crops: np.ndarray) -> FaceScores:
@@ -82,7 +94,8 @@ class FaceDetector(Detector):
         heat = (both.heatmaps[:n] + both.heatmaps[n:, :, ::-1]) / 2
         return FaceScores(logits, np.array([self.calibrate(z) for z in logits]), heat)
 
-    def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
+    def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None,
+                bands=None) -> str:
         return f"{self.name} scored {percent(probability)}"
 
 

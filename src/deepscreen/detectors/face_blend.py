@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..config import MODELS_DIR
+from ..config import MODELS_DIR, Thresholds
 from ..faces.align import CROP_SIZE
 from ..synthesis.sbi import REGIONS
 from ..verdict import percent
-from . import DetectorUnavailable, FaceDetector, FaceScores, register
+from . import DetectorUnavailable, FaceDetector, FaceLimits, FaceScores, register
 from .blendnet import OnnxBlendNet, inference_precision, load_weights, preprocess
 
 WEIGHTS = "face_blend.safetensors"
@@ -35,6 +35,7 @@ class FaceBlendDetector(FaceDetector):
             self.precision = inference_precision()
         except ValueError as err:
             raise DetectorUnavailable(str(err)) from None
+        self.limits = FaceLimits(**self.meta.get("face_limits", {}))
         if self.meta["input_size"] != CROP_SIZE:
             raise DetectorUnavailable(f"{path}: trained for {self.meta['input_size']} px crops, scanner uses {CROP_SIZE}")
 
@@ -81,11 +82,12 @@ class FaceBlendDetector(FaceDetector):
         return FaceScores(logits, np.array([self.calibrate(z) for z in logits]),
                           torch.sigmoid(maps.float())[:, 0].numpy())
 
-    def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None) -> str:
+    def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None,
+                bands: Thresholds = Thresholds()) -> str:
         where = describe_heat(heatmap, landmarks_crop)
-        if probability >= 0.5:
+        if probability >= bands.manipulated:
             return f"blending boundary found {where} ({percent(probability)}): the face looks pasted or partly replaced"
-        if probability >= 0.25:
+        if probability >= bands.suspicious:
             return f"weak signs of blending {where} ({percent(probability)})"
         return f"no blending boundary found ({percent(probability)} manipulated)"
 

@@ -226,8 +226,9 @@ def _face_card(f: FaceTrack) -> str:
                      '<figcaption>where the detector looked (red = most suspicious)</figcaption></figure>')
     box = ", ".join(_e(b) for b in f.box) if f.box is not None else "?"
     return (f'<div class="face"><div class="pair">{imgs}</div>'
-            f'<div><b>Face {_e(f.track_id + 1)}</b> — {percent(f.probability)} likely manipulated</div>'
-            f'<div class="muted">peak at {_finite(f.peak_time_s) or 0:.2f} s (frame {_e(f.peak_frame)}), '
+            + (f'<div><b>Face {_e(f.track_id + 1)}</b> — not judged: {_e(f.abstained)}</div>' if f.abstained else
+               f'<div><b>Face {_e(f.track_id + 1)}</b> — {percent(f.probability)} likely manipulated</div>')
+            + f'<div class="muted">peak at {_finite(f.peak_time_s) or 0:.2f} s (frame {_e(f.peak_frame)}), '
             f'box x0,y0,x1,y1 = {box}</div></div>')
 
 

@@ -7,6 +7,7 @@ included. Files where no face was found are counted separately ('abstained') and
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import cv2
@@ -15,49 +16,80 @@ import numpy as np
 from . import metrics
 
 
-def labelled_files(folder: Path, limit: int = 0) -> list[tuple[Path, int]]:
-    from ..scan import expand_paths
-
+def labelled_files(folder: Path, limit: int = 0) -> list[tuple[Path, int, str]]:
+    """(file, 0 real / 1 fake, source) under folder/real and folder/fake; the source is the first subfolder below
+    real/ or fake/ ("." for files directly in them). Symlinked subfolders are followed, so an evaluation folder can
+    gather sets that live elsewhere."""
     out = []
     for name, y in (("real", 0), ("fake", 1)):
         sub = folder / name
         if not sub.is_dir():
             raise SystemExit(f"deepscreen: error: {folder}: needs real/ and fake/ subfolders ({sub} is missing)")
-        files = [p for p in expand_paths([sub]) if p.is_file()]
+        files = []
+        for root, dirs, names in os.walk(sub, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            files += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
         if limit and len(files) > limit:
             files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
-        out += [(p, y) for p in files]
+        for p in files:
+            parts = p.relative_to(sub).parts
+            out.append((p, y, parts[0] if len(parts) > 1 else "."))
     return out
 
 
 def evaluate_folder(scanner, folder: Path, limit: int = 0, scores_csv: Path | None = None,
                     progress: bool = False) -> dict:
+    """Metrics pooled over the folder, and per source: how many real files are flagged (p >= the manipulated
+    band) and sent to review (p >= the suspicious band), how many fakes are caught, AUC, abstentions."""
     from rich.progress import track
 
     items = labelled_files(folder, limit)
     rows = []
-    for path, y in track(items, description="evaluating", disable=not progress, transient=True):
+    for path, y, source in track(items, description="evaluating", disable=not progress, transient=True):
         v = scanner.scan(path)
-        rows.append((str(path), y, v.probability, v.label))
+        rows.append((str(path), y, v.probability, v.label, f"{'real' if y == 0 else 'fake'}/{source}"))
     if scores_csv:
         with open(scores_csv, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["path", "label", "probability", "verdict"])
+            w.writerow(["path", "label", "probability", "verdict", "source"])
             w.writerows(rows)
-    scored = [(y, p) for _, y, p, lab in rows if p is not None]
-    result = {"folder": str(folder), "files": len(rows),
-              "abstained_no_face": sum(1 for r in rows if r[2] is None and r[3] != "error"),
-              "errors": sum(1 for r in rows if r[3] == "error")}
+    bands = scanner.config.thresholds
+    result = {"folder": str(folder), **_rates(rows, bands)}
+    scored = [(y, p) for _, y, p, _, _ in rows if p is not None]
     if scored and len({y for y, _ in scored}) == 2:
         y, p = map(np.array, zip(*scored))
-        result.update(metrics.summary(y, p, threshold=scanner.config.thresholds.manipulated))
-        result["flag_rate_real"] = float(np.mean(p[y == 0] >= scanner.config.thresholds.suspicious))
+        result.update(metrics.summary(y, p, threshold=bands.manipulated))
+        result["flag_rate_real"] = float(np.mean(p[y == 0] >= bands.suspicious))
+    real_p = np.array([p for _, y, p, _, _ in rows if y == 0 and p is not None])
+    result["sources"] = {}
+    for source in dict.fromkeys(r[4] for r in rows):
+        mine = [r for r in rows if r[4] == source]
+        entry = _rates(mine, bands)
+        fake_p = np.array([p for _, y, p, _, _ in mine if y == 1 and p is not None])
+        if len(fake_p) and len(real_p):  # this source's fakes against every real file
+            entry["auc"] = metrics.auc(np.r_[np.zeros(len(real_p)), np.ones(len(fake_p))], np.r_[real_p, fake_p])
+        result["sources"][source] = entry
     return result
+
+
+def _rates(rows, bands) -> dict:
+    scored = [r for r in rows if r[2] is not None]
+    real = [r[2] for r in scored if r[1] == 0]
+    fake = [r[2] for r in scored if r[1] == 1]
+    return {
+        "files": len(rows),
+        "abstained": sum(1 for r in rows if r[2] is None and r[3] != "error"),
+        "errors": sum(1 for r in rows if r[3] == "error"),
+        "real_scored": len(real), "fake_scored": len(fake),
+        "real_flagged": float(np.mean([p >= bands.manipulated for p in real])) if real else None,
+        "real_review_or_worse": float(np.mean([p >= bands.suspicious for p in real])) if real else None,
+        "fakes_caught": float(np.mean([p >= bands.manipulated for p in fake])) if fake else None,
+    }
 
 
 def format_metrics(r: dict) -> str:
     lines = [f"folder            {r['folder']}",
-             f"files             {r['files']}  (no face: {r['abstained_no_face']}, errors: {r['errors']})"]
+             f"files             {r['files']}  (abstained: {r['abstained']}, errors: {r['errors']})"]
     if "auc" in r:
         lines += [
             f"scored            real {r['n_real']}  fake {r['n_fake']}",
@@ -71,6 +103,13 @@ def format_metrics(r: dict) -> str:
         ]
     else:
         lines.append("not enough scored files of both classes for metrics")
+    pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    lines += ["", f"{'source':32} {'files':>5} {'abst.':>5} {'real flagged':>12} {'real review+':>12} "
+                  f"{'fakes caught':>12} {'AUC':>6}"]
+    for source, e in r.get("sources", {}).items():
+        auc = f"{e['auc']:.3f}" if "auc" in e else ""
+        lines.append(f"{source[:32]:32} {e['files']:5d} {e['abstained']:5d} {pct(e['real_flagged']):>12} "
+                     f"{pct(e['real_review_or_worse']):>12} {pct(e['fakes_caught']):>12} {auc:>6}")
     return "\n".join(lines)
 
 
