@@ -27,7 +27,7 @@ class Item:
 
 
 def read_items(source: str | os.PathLike) -> list[Item]:
-    """Items in a stable order (folder: sorted walk; list/manifest: as written), each path once."""
+    """Items in a stable order (folder: sorted walk; list/manifest: as written), each path once, absolute."""
     source = Path(source)
     if source.is_dir():
         items = [Item(str(p)) for p in _expand([source])]
@@ -39,7 +39,9 @@ def read_items(source: str | os.PathLike) -> list[Item]:
         items = _manifest_rows(source, _read_parquet(source))
     else:
         items = [Item(str(p)) for p in _expand(_path_list(source))]
-    return _unique(items)
+    # Absolute paths: the same file keeps one key whatever folder a resumed run starts in, and Ray actors
+    # (whose working folder is not the driver's) open what the driver meant.
+    return _unique([Item(os.path.abspath(i.path), i.truth) for i in items])
 
 
 def _expand(paths):

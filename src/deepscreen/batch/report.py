@@ -43,19 +43,31 @@ def summarise(rows: list[dict], run: dict, thresholds: Thresholds) -> dict:
     return _finite(summary)
 
 
-def run_stats(scanned: list[dict], skipped: int, scan_s: float, total_s: float, engine: str, workers: int,
+class Tally:
+    """Running counts of what this run scanned (a million rows are not kept in memory to count them)."""
+
+    def __init__(self):
+        self.files = self.errors = self.photos = 0
+        self.video_s = 0.0
+
+    def add(self, row: dict) -> None:
+        self.files += 1
+        self.errors += row.get("label") == "error"
+        self.photos += row.get("kind") == "image"
+        if row.get("kind") == "video":
+            self.video_s += row.get("duration_s") or 0.0
+
+
+def run_stats(tally: Tally, skipped: int, scan_s: float, total_s: float, engine: str, workers: int,
               threads: int) -> dict:
     """Speeds of this run: files, face photos and seconds of video per second of scanning."""
     per_s = (lambda n: n / scan_s) if scan_s > 0 else (lambda n: None)
-    video_s = sum(r.get("duration_s") or 0.0 for r in scanned if r.get("kind") == "video")
-    photos = sum(r.get("kind") == "image" for r in scanned)
     return {
         "engine": engine, "workers": workers, "threads_per_worker": threads,
-        "scanned": len(scanned), "skipped_done": skipped,
-        "errors": sum(r.get("label") == "error" for r in scanned),
+        "scanned": tally.files, "skipped_done": skipped, "errors": tally.errors,
         "scan_s": round(scan_s, 3), "total_s": round(total_s, 3),
-        "files_per_s": _r(per_s(len(scanned))), "photos_per_s": _r(per_s(photos)),
-        "video_seconds": round(video_s, 2), "video_seconds_per_s": _r(per_s(video_s)),
+        "files_per_s": _r(per_s(tally.files)), "photos_per_s": _r(per_s(tally.photos)),
+        "video_seconds": round(tally.video_s, 2), "video_seconds_per_s": _r(per_s(tally.video_s)),
     }
 
 

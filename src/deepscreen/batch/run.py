@@ -47,11 +47,10 @@ def run_batch(opts: BatchOptions, console=None) -> tuple[int, dict]:
     items = read_items(opts.source)
     workers = opts.workers or os.cpu_count() or 1
     threads = opts.threads or default_threads(workers)
-    # Scanning settings only: the output folder, engine and worker count do not change a verdict.
     config = opts.config
     store = Store(opts.out)
     engine = make_engine(opts.engine, workers, threads, config, opts.ray_address)
-    scanned: list[dict] = []
+    tally = report.Tally()
     with engine:
         key = engine.setup_key()
         todo = pending(items, store.done_index(), key, opts.retry_errors)
@@ -63,18 +62,17 @@ def run_batch(opts: BatchOptions, console=None) -> tuple[int, dict]:
                 task = bar.add_task("scanning", total=len(todo), rate="", errors="")
                 for row in engine.run(todo, key):
                     writer.add(row)
+                    tally.add(row)
                     if opts.on_row:
                         opts.on_row(row)
-                    scanned.append({k: row.get(k) for k in ("kind", "label", "duration_s")})
                     elapsed = time.perf_counter() - scan_started
-                    errors = sum(r["label"] == "error" for r in scanned)
-                    bar.update(task, advance=1, rate=f"{len(scanned) / elapsed:.1f} files/s",
-                               errors=f"{errors} error{'s' * (errors != 1)}")
+                    bar.update(task, advance=1, rate=f"{tally.files / elapsed:.1f} files/s",
+                               errors=f"{tally.errors} error{'s' * (tally.errors != 1)}")
         finally:
             writer.flush()  # rows already scanned are kept, even on Ctrl-C
         scan_s = time.perf_counter() - scan_started
     rows = store.compact([i.path for i in items], {i.path: i.truth for i in items})
-    run = report.run_stats(scanned, skipped, scan_s, time.perf_counter() - started, engine.name, workers, threads)
+    run = report.run_stats(tally, skipped, scan_s, time.perf_counter() - started, engine.name, workers, threads)
     summary = report.summarise(rows, run, config.thresholds)
     report.write(Path(opts.out), summary, rows)
     code = 2 if summary["errors"] else 1 if summary["flagged"] else 0
