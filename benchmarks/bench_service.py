@@ -36,6 +36,7 @@ from deepscreen.config import SHARED_DIR  # noqa: E402
 from deepscreen.service.store import scans  # noqa: E402
 
 CLI = [sys.executable, "-c", "from deepscreen.cli import main; main()"]
+WORKERS = [None]  # --workers, for every server this run starts
 PG_URL = os.environ.get("DEEPSCREEN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -62,6 +63,8 @@ class Server:
 
     def start(self) -> float:
         args = CLI + ["serve", "--data-dir", str(self.data), "--port", str(self.port)]
+        if WORKERS[0]:
+            args += ["--workers", str(WORKERS[0])]
         if self.database_url:
             args += ["--database-url", self.database_url]
         t = time.monotonic()
@@ -245,10 +248,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--crash-uploads", type=int, default=200)
     ap.add_argument("--kill-after", type=int, default=80)
+    ap.add_argument("--workers", type=int, default=None, help="scan worker processes (default: the server's)")
     args = ap.parse_args()
+    WORKERS[0] = args.workers
     images = photos(max(args.uploads, args.crash_uploads))
     print(f"{args.uploads} uploads at concurrency {args.concurrency}; photos {min(map(len, images))}-"
-          f"{max(map(len, images))} bytes; {os.cpu_count()} CPUs; default worker count")
+          f"{max(map(len, images))} bytes; {os.cpu_count()} CPUs; workers: {args.workers or 'default'}")
     for store in (("sqlite", "postgresql") if args.store == "both" else (args.store,)):
         drop = None
         url = None

@@ -27,6 +27,9 @@ def create_app(settings: ServiceSettings, workers: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Partial uploads of a server that died mid-request: never referenced by a job, so safe to drop.
+        for partial in (settings.data_dir / "tmp").glob("*"):
+            partial.unlink(missing_ok=True)
         engine = app.state.engine
         await asyncio.to_thread(migrate, engine)
         stop = asyncio.Event()
