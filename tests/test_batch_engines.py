@@ -155,7 +155,8 @@ def test_local_run_writes_one_row_per_file_and_lists_every_broken_one(collection
 
 
 def test_batch_rows_are_what_scan_says(collection, local_run):
-    """The same scan core: a row holds exactly the `scan --json` verdict of that file."""
+    """The same scan core: a row holds exactly the `scan --json` verdict of that file, and gives it back whole."""
+    from deepscreen.batch.rows import verdict_dict
     from deepscreen.config import ScanConfig
     from deepscreen.report import to_json_line
     from deepscreen.scan import Scanner
@@ -170,6 +171,8 @@ def test_batch_rows_are_what_scan_says(collection, local_run):
             (v["probability"], v["label"], v["sha256"], v["summary"])
         assert json.loads(row["faces_json"] or "[]") == v["faces"]
         assert json.loads(row["models_json"]) == v["models"]
+        v["elapsed_s"] = row["elapsed_s"] = None  # time taken, not a property of the file
+        assert verdict_dict(row) == v
 
 
 def test_labelled_manifest_is_evaluated_from_its_rows(local_run):

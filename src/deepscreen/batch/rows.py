@@ -51,6 +51,7 @@ SCHEMA = pa.schema([
     ("evidence_json", pa.string()),
     ("models_json", pa.string()),
     ("media_json", pa.string()),
+    ("extra_json", pa.string()),
 ])
 
 COLUMNS = SCHEMA.names
@@ -79,7 +80,9 @@ def verdict_row(v: Verdict, truth: str | None, size: int | None, mtime_ns: int |
         "path": d["path"], "truth": truth, "sha256": d["sha256"], "size_bytes": size, "mtime_ns": mtime_ns,
         "kind": d["kind"], "label": d["label"], "flagged": v.flagged, "probability": d["probability"],
         "summary": d["summary"], "error": d["error"],
-        "faces": len(faces), "face_probability": max((f["probability"] for f in faces), default=None),
+        "faces": len(faces),
+        # a face the detector abstained on (too small, too soft, seen too briefly) has no probability
+        "face_probability": max((f["probability"] for f in faces if f["probability"] is not None), default=None),
         "voice_probability": voice.get("probability"), "speech_s": voice.get("speech_s"),
         "cross_check": d["cross_check"],
         **{k: media.get(k) for k in ("width", "height", "duration_s", "fps", "frame_count", "codec", "has_audio",
@@ -88,6 +91,27 @@ def verdict_row(v: Verdict, truth: str | None, size: int | None, mtime_ns: int |
         "setup_key": key, "elapsed_s": d["elapsed_s"],
         "faces_json": js(faces), "timeline_json": js(d["timeline"]), "voice_json": js(d["voice"]),
         "evidence_json": js(d["evidence"]), "models_json": js(d["models"]), "media_json": js(media),
+        # fields a newer scan core adds, until they get columns of their own: kept, not dropped
+        "extra_json": js({k: v for k, v in d.items() if k not in _KNOWN}),
+    }
+
+
+# Top-level `scan --json` fields that have columns above.
+_KNOWN = {"path", "sha256", "kind", "probability", "label", "summary", "faces", "timeline", "evidence", "models",
+          "media", "voice", "cross_check", "elapsed_s", "error"}
+
+
+def verdict_dict(row: dict) -> dict:
+    """The `scan --json` object of a results row, whole again (nested fields from their JSON columns)."""
+    def unjs(column, empty):
+        return json.loads(row[column]) if row.get(column) else empty
+
+    return {
+        **{k: row[k] for k in ("path", "sha256", "kind", "probability", "label", "summary", "cross_check",
+                               "elapsed_s", "error")},
+        "faces": unjs("faces_json", []), "timeline": unjs("timeline_json", []), "evidence": unjs("evidence_json", []),
+        "models": unjs("models_json", []), "media": unjs("media_json", {}), "voice": unjs("voice_json", None),
+        **unjs("extra_json", {}),
     }
 
 
