@@ -3,7 +3,8 @@
   .venv/bin/python benchmarks/bench_service.py [--store sqlite|postgresql|both] [--uploads 500] [--concurrency 16]
 
 For each store, a real `deepscreen serve` process (default worker count), fresh data:
-1. Throughput: `--uploads` different small photos (LFW faces, ~150x150 JPEG) posted at `--concurrency` at once:
+1. Latency when idle: 20 photos one at a time, time from sending to seeing the verdict (polling). Then
+   throughput: `--uploads` different small photos (LFW faces, ~150x150 JPEG) posted at `--concurrency` at once:
    uploads accepted per second, p50/p95 time to verdict (from the moment the client starts sending to the
    server's finished_at), verdicts per second, errors (goal 0).
 2. Crash: uploads at the same concurrency, `kill -9` of the server once `--kill-after` have been accepted, a
@@ -36,6 +37,7 @@ from deepscreen.config import SHARED_DIR  # noqa: E402
 from deepscreen.service.store import scans  # noqa: E402
 
 CLI = [sys.executable, "-c", "from deepscreen.cli import main; main()"]
+IDLE = 20  # photos sent one at a time before the burst
 WORKERS = [None]  # --workers, for every server this run starts
 PG_URL = os.environ.get("DEEPSCREEN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -136,13 +138,28 @@ def sa_url(database_url: str | None, data: Path) -> str:
     return f"sqlite:///{data / 'deepscreen.db'}"
 
 
-def throughput(tmp: Path, database_url, images: list[bytes], concurrency: int) -> list[tuple[str, str]]:
+def one_at_a_time(url: str, key: str, images: list[bytes]) -> list[float]:
+    """Seconds from starting to send a photo to seeing its verdict, one photo at a time (idle server)."""
+    out = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for i, data in enumerate(images):
+            t = time.perf_counter()
+            sid = c.post("/v1/scans", files={"file": (f"idle{i}.jpg", data, "image/jpeg")}).json()["id"]
+            while c.get(f"/v1/scans/{sid}").json()["status"] not in ("done", "error"):
+                time.sleep(0.005)
+            out.append(time.perf_counter() - t)
+    return out
+
+
+def throughput(tmp: Path, database_url, images: list[bytes], idle: list[bytes],
+               concurrency: int) -> list[tuple[str, str]]:
     data = tmp / "throughput" / "data"
     data.mkdir(parents=True)
     server = Server(data, database_url)
     key = server.key()
     ready_s = server.start()
     try:
+        single = one_at_a_time(server.url, key, idle)
         t0 = time.time()
         accepted, unanswered, errors = asyncio.run(post_all(server.url, key, list(enumerate(images)), concurrency))
         t_accepted = time.time() - t0
@@ -155,11 +172,13 @@ def throughput(tmp: Path, database_url, images: list[bytes], concurrency: int) -
     finally:
         server.stop()
     ttv = sorted(rows[sid].finished_at - t for sid, t in accepted.values())
+    rows = {k: r for k, r in rows.items() if k in {sid for sid, _ in accepted.values()}}
     failed = [sid for sid, _ in accepted.values() if rows[sid].status != "done"]
     last = max(r.finished_at for r in rows.values())
     scan_s = statistics.median(r.scan_seconds for r in rows.values() if r.scan_seconds)
     return [
         ("server start to ready (models loaded)", f"{ready_s:.1f} s"),
+        (f"one photo at a time: time to verdict p50 (n={len(single)})", f"{1000 * statistics.median(single):.0f} ms"),
         ("uploads accepted (202)", f"{len(accepted)} / {len(images)}"),
         ("uploads/s (all accepted)", f"{len(accepted) / t_accepted:.1f}"),
         ("verdicts/s (first upload to last verdict)", f"{len(rows) / (last - t0):.1f}"),
@@ -251,7 +270,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="scan worker processes (default: the server's)")
     args = ap.parse_args()
     WORKERS[0] = args.workers
-    images = photos(max(args.uploads, args.crash_uploads))
+    images = photos(max(args.uploads, args.crash_uploads) + IDLE)
+    idle, images = images[-IDLE:], images[:-IDLE]
     print(f"{args.uploads} uploads at concurrency {args.concurrency}; photos {min(map(len, images))}-"
           f"{max(map(len, images))} bytes; {os.cpu_count()} CPUs; workers: {args.workers or 'default'}")
     for store in (("sqlite", "postgresql") if args.store == "both" else (args.store,)):
@@ -267,7 +287,7 @@ def main() -> None:
                 if store == "postgresql":
                     url = base + "_t"
                     _create(url)
-                print_table(f"[{store}] throughput", throughput(Path(tmp), url, images[:args.uploads],
+                print_table(f"[{store}] throughput", throughput(Path(tmp), url, images[:args.uploads], idle,
                                                               args.concurrency))
                 if store == "postgresql":
                     url = base + "_c"

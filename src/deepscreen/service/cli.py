@@ -41,7 +41,7 @@ def serve(
     port: Optional[int] = typer.Option(None, help="Port (default 8080)."),
     data_dir: Optional[Path] = _DATA_DIR,
     database_url: Optional[str] = _DB_URL,
-    workers: Optional[int] = typer.Option(None, help="Scan worker processes (default: one per two cores)."),
+    workers: Optional[int] = typer.Option(None, help="Scan worker processes (default: one per core, at most 4)."),
     media_root: Optional[Path] = typer.Option(None, help="Allow {\"path\": ...} submissions of files under it."),
     max_upload_bytes: Optional[int] = typer.Option(None, help="Largest upload accepted (default 100 MiB)."),
     callback_host: list[str] = typer.Option([], "--callback-host", help="Allow callbacks to this host[:port] "
