@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from service_server import CLI, Server, client, face_pair, make_key, wait_done
 
@@ -146,6 +147,19 @@ def test_real_photo_passes_and_forgery_is_quarantined(svc, faces):
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "fake.jpg" in report.text and "<script" not in report.text
     assert "default-src 'none'" in report.headers["content-security-policy"]
+
+
+def test_nothing_to_judge_is_inconclusive_and_takes_its_configured_route(svc, tmp_path):
+    from media_factory import gradient, sine, write_audio
+
+    c = client(svc, svc.keys["submit"])
+    wall = tmp_path / "wall.png"
+    Image.fromarray(gradient(120, 160)).save(wall)
+    tone = write_audio(tmp_path / "tone.wav", sine(2.0), "wav")
+    for path, kind in ((wall, "image"), (tone, "audio")):
+        body = wait_done(c, upload(c, path, name=path.name).json()["id"])
+        assert (body["status"], body["kind"], body["label"]) == ("done", kind, "inconclusive")
+        assert body["route"] == "pass" and body["review_state"] is None  # inconclusive_route defaults to pass
 
 
 def test_same_bytes_are_scanned_once(svc, faces):
