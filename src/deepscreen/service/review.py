@@ -34,14 +34,14 @@ table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:6px 8px;
 text-align:left;vertical-align:middle}img.thumb{width:64px;height:64px;object-fit:cover;border-radius:4px}
 .route-quarantine{color:#d93025;font-weight:600}.route-review{color:#b06000;font-weight:600}
 .card{background:#fff;border-radius:8px;padding:12px 16px;margin:12px 0}iframe{width:100%;height:900px;border:0;
-background:#fff}.err{color:#b3261e}textarea{width:100%;min-height:4em}button{margin-right:8px;padding:6px 12px}"""
+background:#fff}.err{color:#b3261e}.muted{color:#5f6368}textarea{width:100%;min-height:4em}button{margin-right:8px;padding:6px 12px}"""
 
 
 def _page(title: str, body: str, caller: Caller | None = None, csrf: str = "") -> HTMLResponse:
     nav = ""
     if caller:
         nav = (f'<a href="/review">Queue</a><a href="/review/audit">Audit log</a>'
-               f'<span>{escape(caller.actor)} ({escape(caller.role)})</span>'
+               f'<span>{escape(caller.name)} · {escape(caller.role)} key {escape(caller.key_id)}</span>'
                f'<form method="post" action="/review/logout"><input type="hidden" name="csrf" value="{csrf}">'
                f'<button type="submit">Log out</button></form>')
     html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
@@ -139,6 +139,12 @@ def top_cue(verdict_json: str | None, reason: str | None) -> str:
     return v.get("summary", "")
 
 
+def _summary(verdict_json: str | None) -> str:
+    import json
+
+    return json.loads(verdict_json).get("summary", "") if verdict_json else ""
+
+
 @router.get("")
 async def queue(request: Request, show: str = "open"):
     sess = _session(request)
@@ -183,11 +189,13 @@ async def detail(request: Request, scan_id: str):
     facts = "".join(f"<tr><th>{k}</th><td>{escape(str(v))}</td></tr>" for k, v in (
         ("File", row["filename"]), ("Status", row["status"]), ("Route", row["route"]),
         ("P(manipulated)", percent(row["probability"])), ("Label", row["label"]),
+        ("Summary", _summary(row["verdict_json"])), ("Top cue", top_cue(row["verdict_json"], row["reason"])),
         ("Review state", row["review_state"] or "not in review"), ("Submitted", iso(row["created_at"])),
         ("SHA-256", row["sha256"]), ("Reason", row["reason"] or "")))
     hist = "".join(f'<tr class="audit"><td>{iso(h["at"])}</td><td>{escape(h["actor"])}</td><td>{h["action"]}</td>'
                    f'<td>{escape(h["previous_state"] or "")} → {escape(h["new_state"] or "")}</td>'
                    f'<td>{escape(h["comment"] or "")}</td></tr>' for h in history)
+    hist = hist or '<tr><td class="muted">No decisions yet.</td></tr>'
     buttons = "".join(f'<button type="submit" name="decision" value="{d}" id="decide-{d}">{label}</button>'
                       for d, label in (("confirmed_fake", "Confirmed fake"), ("false_alarm", "False alarm"),
                                        ("escalate", "Escalate")))
