@@ -126,3 +126,12 @@ def face_pair(out: Path) -> dict[str, Path]:
     Image.fromarray(face).save(out / "real.jpg", quality=95)
     Image.fromarray(fake).save(out / "fake.jpg", quality=95)
     return {"real": out / "real.jpg", "fake": out / "fake.jpg"}
+
+
+def review_login(c: httpx.Client, key: str) -> httpx.Response:
+    """Log in to the review page as a browser does: fetch the form (its token and cookie), post the key."""
+    import re
+
+    page = c.get("/review/login").text
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+    return c.post("/review/login", data={"key": key, "csrf": token})

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service_server import CLI, Server, client, face_pair, make_key, wait_done
+from service_server import CLI, Server, client, face_pair, make_key, review_login, wait_done
 
 LIMIT = 2 * 1024 * 1024  # the server's upload limit in these tests
 
@@ -100,8 +100,8 @@ def test_each_role_is_refused_what_it_may_not_do(svc, faces):
     # submit: send and read results; not reports, audit, metrics, the review page
     for path in (f"/v1/scans/{scan_id}/report", "/v1/audit", "/metrics"):
         assert sub.get(path).status_code == 403, path
-    r = httpx.post(svc.url + "/review/login", data={"key": svc.keys["submit"]})
-    assert r.status_code == 403
+    r = review_login(httpx.Client(base_url=svc.url), svc.keys["submit"])
+    assert r.status_code == 403 and "cannot open the review page" in r.text
     # review: read, reports, audit; not submit, not metrics
     assert upload(rev, faces["real"]).status_code == 403
     assert rev.get("/metrics").status_code == 403

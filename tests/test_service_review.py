@@ -11,7 +11,7 @@ import sqlite3
 import httpx
 import pytest
 
-from service_server import Server, client, face_pair, make_key, wait_done
+from service_server import Server, client, face_pair, make_key, review_login, wait_done
 
 
 def _driver():
@@ -99,20 +99,22 @@ def test_reviewer_marks_a_quarantined_item_in_the_browser(svc):
     assert state == "confirmed_fake"
 
 
-def test_decisions_need_the_csrf_token_of_the_session(svc):
+def test_login_and_decisions_need_csrf_tokens(svc):
     c = httpx.Client(base_url=svc.url)
-    assert c.post("/review/login", data={"key": svc.keys["review"]}).status_code == 303
+    r = c.post("/review/login", data={"key": svc.keys["review"]})  # no form token: a cross-site login attempt
+    assert r.status_code == 403 and "expired" in r.text
+    assert review_login(c, svc.keys["review"]).status_code == 303
     page = c.get(f"/review/scans/{svc.fake['id']}").text
     token = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
     url = f"/review/scans/{svc.fake['id']}/decision"
     assert c.post(url, data={"decision": "escalate"}).status_code == 403
     assert c.post(url, data={"decision": "escalate", "csrf": "0" * 64}).status_code == 403
     other = httpx.Client(base_url=svc.url)  # another session: the token is bound to the first
-    other.post("/review/login", data={"key": svc.keys["review"]})
+    review_login(other, svc.keys["review"])
     assert other.post(url, data={"decision": "escalate", "csrf": token}).status_code == 403
     assert c.post(url, data={"decision": "nonsense", "csrf": token}).status_code == 400
     assert c.post(url, data={"decision": "escalate", "csrf": token, "comment": "second look"}).status_code == 303
-    assert httpx.post(svc.url + "/review/login", data={"key": "wrong"}).status_code == 401
+    assert review_login(httpx.Client(base_url=svc.url), "wrong").status_code == 401
 
 
 def test_audit_log_is_append_only_in_the_database(svc):

@@ -117,3 +117,12 @@ def test_audit_log_refuses_update_and_delete(engine):
                 conn.execute(text(sql))
     with engine.connect() as conn:
         assert conn.execute(select(audit_log.c.comment)).all() == [(None,)]
+
+
+def test_a_clean_shutdown_does_not_count_as_an_attempt(engine):
+    (scan_id,) = _queue(engine, 1)
+    for _ in range(5):  # stopped mid-scan five times by clean restarts: never given up
+        assert jobs.claim(engine, "s", 0)["id"] == scan_id
+        assert jobs.requeue(engine, scans.c.claimed_server == "s", max_attempts=3, refund=True) == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(scans.c.status, scans.c.attempts)).one() == ("queued", 0)

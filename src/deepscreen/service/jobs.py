@@ -91,14 +91,18 @@ def cached_result(engine: Engine, sha256: str, models_key: str) -> dict | None:
     return dict(row) if row else None
 
 
-def requeue(engine: Engine, where, max_attempts: int) -> int:
+def requeue(engine: Engine, where, max_attempts: int, refund: bool = False) -> int:
     """Put matching running jobs back in the queue, or give them up as `error` when they have crashed the
-    scanner max_attempts times (a file that kills the decoder must not kill every worker forever)."""
+    scanner max_attempts times (a file that kills the decoder must not kill every worker forever).
+    refund: the scan was stopped on purpose (a clean shutdown), so it does not count as an attempt."""
     now = time.time()
+    values = dict(status="queued", claim=None, claimed_server=None, claimed_worker=None)
+    if refund:
+        values["attempts"] = scans.c.attempts - 1
     with engine.begin() as conn:
         n = conn.execute(update(scans).where(scans.c.status == "running", where,
-                                             scans.c.attempts < max_attempts)
-                         .values(status="queued", claim=None, claimed_server=None, claimed_worker=None)).rowcount
+                                             scans.c.attempts < max_attempts + refund)
+                         .values(**values)).rowcount
         conn.execute(update(scans).where(scans.c.status == "running", where, scans.c.attempts >= max_attempts)
                      .values(status="error", route="reject", label="error", claim=None, finished_at=now,
                              reason=f"the scanner stopped while reading this file {max_attempts} times"))

@@ -5,6 +5,7 @@ alarm (released) or escalate, with a comment. Every decision is appended to the 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import secrets
 import time
 from html import escape
@@ -79,18 +80,32 @@ def _login_redirect() -> RedirectResponse:
     return RedirectResponse("/review/login", status_code=303)
 
 
+LOGIN_COOKIE = "deepscreen_login"
+
+
 @router.get("/login")
 async def login_form(request: Request, error: str = ""):
     msg = f'<p class="err">{escape(error)}</p>' if error else ""
-    return _page("Log in", f'<div class="card"><h1>Log in</h1>{msg}<form method="post" action="/review/login">'
+    # Login CSRF: the form carries a token that must match a cookie set with it (double submit), so another site
+    # cannot log a reviewer into a session of its choosing.
+    token = secrets.token_hex(16)
+    resp = _page("Log in", f'<div class="card"><h1>Log in</h1>{msg}<form method="post" action="/review/login">'
+                 f'<input type="hidden" name="csrf" value="{token}">'
                  '<label>API key (review or admin role)<br><input type="password" name="key" id="key" size="60" '
                  'autocomplete="off" required></label> <button type="submit" id="login">Log in</button>'
                  '</form></div>')
+    resp.set_cookie(LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict", path="/review")
+    return resp
 
 
 @router.post("/login")
 async def login(request: Request):
     form = await request.form()
+    cookie = request.cookies.get(LOGIN_COOKIE, "")
+    if not cookie or not hmac.compare_digest(cookie, str(form.get("csrf", ""))):
+        resp = await login_form(request, "The login form expired; please try again.")
+        resp.status_code = 403
+        return resp
     caller = await asyncio.to_thread(lookup, request.app.state.engine, str(form.get("key", "")).strip())
     if caller is None:
         resp = await login_form(request, "That key is not valid (or was revoked).")

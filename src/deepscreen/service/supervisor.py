@@ -101,4 +101,5 @@ class Supervisor:
                 p.kill()
             ready_file(self.settings.data_dir, self.server_id, n).unlink(missing_ok=True)
         # Hand back what we held now, so another server need not wait out our lease.
-        jobs.requeue(self.engine, jobs.scans.c.claimed_server == self.server_id, self.settings.job_max_attempts + 1)
+        jobs.requeue(self.engine, jobs.scans.c.claimed_server == self.server_id, self.settings.job_max_attempts,
+                     refund=True)
