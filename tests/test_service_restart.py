@@ -61,7 +61,7 @@ def test_kill_9_mid_scan_then_restart(store, tmp_path, lfw_face_path):
         while c.get(f"/v1/scans/{vid}").json()["status"] != "running":
             assert time.monotonic() < deadline, "the video was never picked up"
             time.sleep(0.05)
-        time.sleep(1.0)  # well into the scan (several seconds long)
+        time.sleep(0.3)  # into the scan (seconds long); the check below makes sure it still runs
         assert c.get(f"/v1/scans/{vid}").json()["status"] == "running"
         killed_pid = server.proc.pid
         server.kill9()
