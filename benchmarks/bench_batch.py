@@ -1,6 +1,6 @@
 """Batch throughput: `deepscreen batch` on a generated collection, local and Ray engines, 1 and 2 workers.
 
-  .venv/bin/python benchmarks/bench_batch.py [--photos 2000] [--videos 20] [--work /tmp/bench_batch]
+  .venv/bin/python benchmarks/bench_batch.py [--photos 2000] [--videos 40] [--work /tmp/bench_batch]
                                             [--engines local,ray] [--workers 1,2] [--profile 200]
 
 The collection: a list of --photos LFW face photos (files read where they lie in ../shared, nothing copied) and
@@ -8,11 +8,14 @@ The collection: a list of --photos LFW face photos (files read where they lie in
 videos run as two separate batches, so photos/s and video-seconds/s are each measured alone.
 
 For each engine and worker count it prints
-- steady rate: files (or video-seconds) per second between the row that ends the warm-up (every worker has loaded
-  its models and scanned a few files) and the last row; this is what a long batch sees;
-- wall: the whole command, start-up (worker or Ray start, model loads) and compaction included;
-- efficiency = steady rate / (workers x the 1-worker rate of that engine);
-- Ray overhead = 1 - Ray's steady rate / local's at the same worker count (goal <= 15 %);
+- rate: files (or seconds of video) per second over the span from the first scan's start to the last scan's end,
+  by the workers' own clocks (results.parquet: scanned_at - elapsed_s .. scanned_at). Start-up (Ray, worker
+  processes, model loads) falls outside that span for both engines; everything between scans (Ray's batching and
+  transfers, the driver, idle workers) falls inside. This is what a long batch sees;
+- efficiency = rate / (workers x the 1-worker rate of that engine);
+- busy: the share of that span the workers spent inside scans; median scan time per photo (inside a worker:
+  shows whether a difference between engines is overhead or CPU share on a shared machine);
+- start-up: until the first row reached the driver; Ray vs local = 1 - Ray's rate / local's (goal <= 15 %);
 - peak resident memory of each worker process (the largest worker).
 Goal: local >= 20 face photos/s on 2 cores. Then a profile: where one worker's time goes per photo (probe,
 hash, decode, face finding, alignment, the CNN, the rest), from timers wrapped around the scan core's stages.
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image
 
 from deepscreen.batch.run import BatchOptions, run_batch
@@ -113,30 +117,28 @@ def _descends(pid: int) -> bool:
 
 def measure(engine: str, workers: int, source: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    times, seconds = [], []
-
-    def on_row(row):
-        times.append(time.perf_counter())
-        seconds.append(row.get("duration_s") or 0.0 if row.get("kind") == "video" else 0.0)
-
+    first: list[float] = []
     sampler = _MemorySampler(engine)
     sampler.start()
     t0 = time.perf_counter()
     code, summary = run_batch(BatchOptions(source, out, engine=engine, workers=workers, progress=False,
-                                           config=ScanConfig(keep_crops=False), on_row=on_row))
+                                           config=ScanConfig(keep_crops=False),
+                                           on_row=lambda row: first or first.append(time.perf_counter())))
     wall = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
-    n = len(times)
-    # Rows before the steady state: every worker loaded and busy. Ray hands rows back a block at a time (up to 8),
-    # so on a short batch its "steady" window is coarse; on the full collection a block is < 1 % of it.
-    warm = min(max(3 * workers, n // 10), n - 2)
-    span = times[-1] - times[warm] if n >= 3 and times[-1] > times[warm] else float("nan")
-    return {"engine": engine, "workers": workers, "files": n, "errors": summary["errors"], "wall_s": wall,
-            "video_seconds": sum(seconds),
-            "rate": (n - 1 - warm) / span, "video_s_rate": sum(seconds[warm + 1:]) / span,
-            "first_row_s": times[0] - t0, "peak_rss_mb": max(sampler.peak.values(), default=0) / 2**20,
-            "workers_seen": len(sampler.peak)}
+    rows = [r for r in pq.read_table(out / "results.parquet").to_pylist() if r["scanned_at"] is not None]
+    # From the workers' own clocks: the first scan's start to the last scan's end. Start-up is outside this
+    # window for both engines alike, and everything between scans (Ray's batching and transfers, the driver,
+    # waiting for work) is inside it.
+    ends = np.array([r["scanned_at"] for r in rows])
+    took = np.array([r["elapsed_s"] for r in rows])
+    span = ends.max() - (ends - took).min()
+    video_s = sum(r["duration_s"] or 0.0 for r in rows if r["kind"] == "video")
+    return {"engine": engine, "workers": workers, "files": len(rows), "errors": summary["errors"], "wall_s": wall,
+            "rate": len(rows) / span, "video_s_rate": video_s / span, "busy": took.sum() / (workers * span),
+            "scan_ms": 1000 * float(np.median(took)), "first_row_s": first[0] - t0 if first else float("nan"),
+            "peak_rss_mb": max(sampler.peak.values(), default=0) / 2**20, "workers_seen": len(sampler.peak)}
 
 
 # -- profile -------------------------------------------------------------------------------------------------------
@@ -205,30 +207,29 @@ def profile(photos: list[str], threads: int = 1) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=2000)
-    ap.add_argument("--videos", type=int, default=20)
+    ap.add_argument("--videos", type=int, default=40)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_batch"))
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--profile", type=int, default=200, help="photos in the stage profile (0: none)")
     args = ap.parse_args()
     photo_list, videos = make_collection(args.work, args.photos, args.videos)
-    one = args.work / "one_photo.txt"
-    one.write_text(photo_list.read_text().split("\n", 1)[0] + "\n")
     print(f"cores {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}; "
           f"{args.photos} photos, {args.videos} videos of 3 s", flush=True)
     results = []
     # Engines interleaved at each worker count, so a change in the machine's load falls on both alike.
     for w in map(int, args.workers.split(",")):
         for engine in args.engines.split(","):
-            for what, source in (("start-up", one), ("photos", photo_list), ("videos", videos)):
+            for what, source in (("photos", photo_list), ("videos", videos)):
                 r = measure(engine, w, source, args.work / f"out_{engine}_{w}_{what}")
                 r["what"] = what
                 results.append(r)
-                print(f"  {engine} x{w} {what}: {r['files']} files, wall {r['wall_s']:.1f} s, steady "
-                      f"{r['rate']:.2f} files/s ({r['video_s_rate']:.2f} video-s/s) as rows reached the driver, "
-                      f"first row after {r['first_row_s']:.1f} s, worker peak RSS {r['peak_rss_mb']:.0f} MB "
-                      f"({r['workers_seen']} workers seen), load {os.getloadavg()[0]:.2f}", flush=True)
-    print_tables(results, args.videos)
+                print(f"  {engine} x{w} {what}: {r['files']} files, {r['rate']:.2f} files/s "
+                      f"({r['video_s_rate']:.2f} video-s/s), workers busy {100 * r['busy']:.0f} %, median scan "
+                      f"{r['scan_ms']:.0f} ms, first row after {r['first_row_s']:.1f} s, wall {r['wall_s']:.1f} s, "
+                      f"worker peak RSS {r['peak_rss_mb']:.0f} MB ({r['workers_seen']} seen), "
+                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+    print_tables(results)
     if args.profile:
         photos = photo_list.read_text().split()[: args.profile]
         for threads in (1, 2):
@@ -240,35 +241,30 @@ def main() -> None:
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
 
 
-def print_tables(results: list[dict], n_videos: int) -> None:
-    """Rates are marginal: (files - 1) / (wall - wall of a one-photo batch) with the same engine and workers, so
-    start-up is left out the same way for both engines (Ray hands rows back a block at a time, which makes the
-    driver-side steady rate coarse on 20 videos)."""
+def print_tables(results: list[dict]) -> None:
     def get(engine, w, what):
         return next((r for r in results if (r["engine"], r["workers"], r["what"]) == (engine, w, what)), None)
 
-    def rates(engine, w):
-        start, p, v = get(engine, w, "start-up"), get(engine, w, "photos"), get(engine, w, "videos")
-        if not (start and p and v):
-            return None
-        clip_s = v["video_seconds"] / max(v["files"], 1)
-        return {"photos": (p["files"] - 1) / (p["wall_s"] - start["wall_s"]),
-                "video_s": (v["video_seconds"] - clip_s) / (v["wall_s"] - start["wall_s"]),
-                "start": start["wall_s"], "rss": max(p["peak_rss_mb"], v["peak_rss_mb"])}
-
-    print("\nengine  workers  photos/s  eff.  video-s/s  eff.  start-up  worker RSS  Ray overhead (photos / videos)")
+    print("\nengine  workers  photos/s  eff.  video-s/s  eff.  busy (photos)  median scan/photo  start-up  "
+          "worker RSS  Ray vs local (photos / videos)")
     for e, w in dict.fromkeys((r["engine"], r["workers"]) for r in results):
-        r, one, loc = rates(e, w), rates(e, 1), rates("local", w)
-        if r is None:
+        p, v = get(e, w, "photos"), get(e, w, "videos")
+        p1, v1 = get(e, 1, "photos"), get(e, 1, "videos")
+        if not (p and v):
             continue
-        eff_p = r["photos"] / (w * one["photos"]) if one else float("nan")
-        eff_v = r["video_s"] / (w * one["video_s"]) if one else float("nan")
+        eff_p = p["rate"] / (w * p1["rate"]) if p1 else float("nan")
+        eff_v = v["video_s_rate"] / (w * v1["video_s_rate"]) if v1 else float("nan")
         over = ""
-        if e == "ray" and loc:
-            over_p, over_v = 1 - r["photos"] / loc["photos"], 1 - r["video_s"] / loc["video_s"]
-            over = f"{100 * over_p:+.1f} % / {100 * over_v:+.1f} %"
-        print(f"{e:6}  {w:7}  {r['photos']:8.2f}  {eff_p:4.2f}  {r['video_s']:9.2f}  {eff_v:4.2f}  "
-              f"{r['start']:6.1f} s  {r['rss']:7.0f} MB  {over}")
+        lp, lv = get("local", w, "photos"), get("local", w, "videos")
+        if e == "ray" and lp and lv:
+            over = (f"{100 * (1 - p['rate'] / lp['rate']):+.1f} % / "
+                    f"{100 * (1 - v['video_s_rate'] / lv['video_s_rate']):+.1f} % slower")
+        print(f"{e:6}  {w:7}  {p['rate']:8.2f}  {eff_p:4.2f}  {v['video_s_rate']:9.2f}  {eff_v:4.2f}  "
+              f"{100 * p['busy']:11.0f} %  {p['scan_ms']:14.0f} ms  {p['first_row_s']:6.1f} s  "
+              f"{max(p['peak_rss_mb'], v['peak_rss_mb']):7.0f} MB  {over}")
+    print("rates: files (or seconds of video) over the span from the first scan's start to the last scan's end, by "
+          "the workers' clocks; busy: share of that span the workers spent inside scans (the rest is overhead and "
+          "waiting); start-up: until the first row reached the driver")
     print("goal: local >= 20 photos/s with 2 workers on 2 cores; Ray overhead <= 15 % at equal workers")
 
 if __name__ == "__main__":

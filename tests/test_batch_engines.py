@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from deepscreen.batch.rows import TIMING_COLUMNS
 from deepscreen.config import SHARED_DIR
 from media_factory import gradient, sine, write_video
 
@@ -98,7 +99,7 @@ def _cli(*args, **kw) -> subprocess.Popen:
 
 
 def _rows(out: Path) -> list[dict]:
-    return pq.read_table(out / "results.parquet").drop(["elapsed_s"]).to_pylist()
+    return pq.read_table(out / "results.parquet").drop(list(TIMING_COLUMNS)).to_pylist()
 
 
 @pytest.fixture(scope="module")

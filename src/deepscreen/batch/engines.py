@@ -61,8 +61,11 @@ class LocalEngine:
         self.pool = None
 
     def setup_key(self) -> str:
-        """Asked of a worker (it has the models loaded anyway), so the driver never loads them itself."""
-        return self.pool.submit(W.process_key).result()
+        """Asked of the workers (they have the models loaded anyway), so the driver never loads them itself. One
+        question per worker: the pool starts a process per pending call, so all of them load their models now,
+        side by side, instead of the later ones while the first is already scanning."""
+        keys = {f.result() for f in [self.pool.submit(W.process_key) for _ in range(self.workers)]}
+        return keys.pop()
 
     def run(self, items: list[Item], key: str) -> Iterator[dict]:
         queue = deque(items)

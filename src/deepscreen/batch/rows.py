@@ -44,7 +44,8 @@ SCHEMA = pa.schema([
     ("faces_found", pa.int32()),
     ("model_versions", pa.string()),  # e.g. "face_blend 1.4, voice 1.0": the models this verdict used
     ("setup_key", pa.string()),  # every loaded model's hash + the scan settings; a change means rescan
-    ("elapsed_s", pa.float64()),
+    ("elapsed_s", pa.float64()),  # how long the scan took, in its worker
+    ("scanned_at", pa.float64()),  # when it finished (Unix time, seconds): an audit trail, and throughput
     ("faces_json", pa.string()),  # the nested scan --json fields, whole
     ("timeline_json", pa.string()),
     ("voice_json", pa.string()),
@@ -56,7 +57,7 @@ SCHEMA = pa.schema([
 
 COLUMNS = SCHEMA.names
 # Columns that measure the run rather than the file: they differ between two runs of the same scan.
-TIMING_COLUMNS = ("elapsed_s",)
+TIMING_COLUMNS = ("elapsed_s", "scanned_at")
 
 
 def setup_key(models: list, config) -> str:
@@ -67,7 +68,8 @@ def setup_key(models: list, config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def verdict_row(v: Verdict, truth: str | None, size: int | None, mtime_ns: int | None, key: str) -> dict:
+def verdict_row(v: Verdict, truth: str | None, size: int | None, mtime_ns: int | None, key: str,
+                scanned_at: float | None = None) -> dict:
     d = json.loads(to_json_line(v))  # exactly what `scan --json` prints for this file
     media = d.get("media") or {}
     voice = d.get("voice") or {}
@@ -88,7 +90,7 @@ def verdict_row(v: Verdict, truth: str | None, size: int | None, mtime_ns: int |
         **{k: media.get(k) for k in ("width", "height", "duration_s", "fps", "frame_count", "codec", "has_audio",
                                      "frames_analysed", "faces_found")},
         "model_versions": ", ".join(f"{m['name']} {m['version']}" for m in d["models"]) or None,
-        "setup_key": key, "elapsed_s": d["elapsed_s"],
+        "setup_key": key, "elapsed_s": d["elapsed_s"], "scanned_at": scanned_at,
         "faces_json": js(faces), "timeline_json": js(d["timeline"]), "voice_json": js(d["voice"]),
         "evidence_json": js(d["evidence"]), "models_json": js(d["models"]), "media_json": js(media),
         # fields a newer scan core adds, until they get columns of their own: kept, not dropped

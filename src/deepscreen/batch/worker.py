@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from ..config import ScanConfig
 from .rows import setup_key, verdict_row
@@ -34,7 +35,8 @@ class Worker:
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
             size = mtime = None  # the scan core says what is wrong with the path
-        return verdict_row(self.scanner.scan(path), truth, size, mtime, self.key)
+        verdict = self.scanner.scan(path)
+        return verdict_row(verdict, truth, size, mtime, self.key, scanned_at=round(time.time(), 3))
 
 
 class WorkerStartError(RuntimeError):
