@@ -59,7 +59,7 @@ class Detector(ABC):
 
     def calibrate(self, logit: float) -> float:
         """Map a raw score (or an aggregate of several) to a calibrated probability."""
-        from ..training.metrics import sigmoid
+        from .dsp import sigmoid
 
         return float(sigmoid(self.a * logit + self.b))
 

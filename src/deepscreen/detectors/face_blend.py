@@ -10,7 +10,7 @@ import torch
 
 from ..config import MODELS_DIR, Thresholds
 from ..faces.align import CROP_SIZE
-from ..synthesis.sbi import REGIONS
+from ..faces.regions import REGIONS
 from ..verdict import percent
 from . import DetectorUnavailable, FaceDetector, FaceLimits, FaceScores, register
 from .blendnet import OnnxBlendNet, inference_precision, load_weights, preprocess

@@ -51,7 +51,7 @@ def _linear_filters() -> torch.Tensor:
 @lru_cache(maxsize=1)
 def _mel_filters() -> torch.Tensor:
     """80 mel filters (the ablation in models/voice.md: linear spacing is the default because it wins)."""
-    from ..synthesis.voice import mel_filters
+    from .dsp import mel_filters
 
     return torch.from_numpy(mel_filters(RATE, N_FFT, BANDS))
 

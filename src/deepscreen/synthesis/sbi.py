@@ -18,19 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# MediaPipe face-mesh landmark indices of the regions a composite typically replaces.
-REGIONS = {
-    "eye_a": [7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,
-              46, 52, 53, 55, 63, 65, 66, 70, 105, 107],
-    "eye_b": [249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466,
-              276, 282, 283, 285, 293, 295, 296, 300, 334, 336],
-    "nose": [1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440],
-    "mouth": [0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
-              269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415],
-}
-# The inner face (no forehead, no jaw line): the classic face-swap region.
-INNER_FACE = [10, 54, 67, 103, 109, 284, 297, 332, 338, 93, 132, 234, 323, 361, 454, 58, 172, 136, 150, 149, 176,
-              148, 152, 377, 400, 378, 379, 365, 397, 288]
+from ..faces.regions import INNER_FACE, REGIONS  # noqa: F401  (landmark groups live with the face code)
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..detectors.dsp import sigmoid  # noqa: F401  (one logistic function for scanner and lab)
+
 
 def auc(y: np.ndarray, s: np.ndarray) -> float:
     """Area under the ROC curve = P(score of a random fake > score of a random real), ties counted half."""
@@ -80,11 +82,6 @@ def fit_platt(y: np.ndarray, logits: np.ndarray, iters: int = 500) -> tuple[floa
         if np.abs(t * step).max() < 1e-9:
             break
     return float(a), float(b)
-
-
-def sigmoid(z):
-    """Logistic function without overflow warnings for very confident logits (|z| > 700)."""
-    return 1 / (1 + np.exp(-np.clip(np.asarray(z, float), -500, 500)))
 
 
 def summary(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
