@@ -227,6 +227,7 @@ def scan(
     """Scan photos, videos and sound files. Exit code: 0 nothing suspicious, 1 something flagged, 2 a file could not
     be read. Bands: docs/verdicts.md (where forgeries are rare, a higher --threshold flags fewer real files)."""
     from .config import ScanConfig
+    from .media.errors import label
     from .report import to_json_line, write_html
     from .scan import expand_paths
 
@@ -247,7 +248,7 @@ def scan(
             progress.update(frames_task, completed=done, total=total)
 
         for path in files:
-            progress.update(task, description=f"scanning {path.name[:40]}")
+            progress.update(task, description=f"scanning {label(Path(path.name))[:40]}")
             progress.reset(frames_task, total=None, description="  frames")
             v = scanner.scan(path, on_frame=on_frame)
             verdicts.append(v)

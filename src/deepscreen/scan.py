@@ -21,13 +21,13 @@ import numpy as np
 from . import fusion
 from .config import ScanConfig
 from .detectors import DEFAULT_DETECTORS, FaceDetector, load_detector
-from .media.sniff import file_sha256
+from .media.sniff import access_problem, file_sha256
 from .faces.align import align_face
 from .faces.detect import FaceAnalyzer
 from .faces.track import FaceTracker
 from .media import MediaError, iter_frames, probe, sample_times
 from .media.audio import read_audio
-from .media.errors import label, media_error
+from .media.errors import label, media_error, shown_path
 from .media.prefetch import prefetched
 from .media.speech import SpeechFinder
 from .verdict import Evidence, FaceObservation, Verdict, VoiceAnalysis
@@ -65,6 +65,9 @@ class Scanner:
             msg = " ".join(f"{label(path)}: unexpected error ({type(err).__name__}: {err})".split())
             verdict = Verdict(str(path), "", "unknown", None, "error", msg, error=msg)
         verdict.elapsed_s = time.perf_counter() - started
+        # Every front end writes the path to UTF-8 (JSON, HTML, a database): a name with undecodable bytes is
+        # shown with backslash escapes, and the verdict says so.
+        verdict.path, verdict.path_escaped = shown_path(path)
         return verdict
 
     def scan_many(self, paths: Iterable[Path]) -> Iterator[Verdict]:
@@ -73,7 +76,17 @@ class Scanner:
 
     def _scan(self, path: Path, on_frame) -> Verdict:
         cfg = self.config
-        if path.is_dir():
+        try:
+            is_dir = path.is_dir()
+        except (OSError, ValueError):  # too long, NUL byte: sniffing it below says what is wrong
+            is_dir = False
+        if is_dir:
+            try:
+                os.scandir(path).close()
+            except PermissionError:
+                raise media_error(path, "permission denied (cannot list the folder)") from None
+            except OSError as exc:
+                raise media_error(path, access_problem(path, exc)) from None
             raise media_error(path, "folder contains no files to scan")
         info = probe(path, cfg.limits)
         digest = file_sha256(path)
@@ -221,18 +234,30 @@ def scan(path: str | os.PathLike, config: ScanConfig | None = None) -> Verdict:
 
 
 def expand_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Files as given, folders walked recursively in sorted order (hidden files skipped). A folder with no
-    files is yielded itself, so the scan reports it as an error instead of silently scanning nothing."""
+    """Files as given, folders walked recursively in sorted order (hidden files skipped). Never raises: what
+    cannot be looked at (a path too long, a link loop, a folder that cannot be listed) is yielded as it is, and
+    the scan turns it into an error of that one file. A folder with no files is yielded itself, so the scan
+    reports it as an error instead of silently scanning nothing."""
     for p in map(Path, paths):
-        if p.is_dir():
-            found = False
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        found = True
-                        yield Path(root) / name
-            if not found:
-                yield p
-        else:
+        try:
+            is_dir = p.is_dir()
+        except (OSError, ValueError):
+            is_dir = False
+        if not is_dir:
+            yield p
+            continue
+        unlisted: list[Path] = []  # os.walk would skip a folder it cannot list without a word
+        found = False
+        for root, dirs, files in os.walk(p, onerror=lambda err: unlisted.append(Path(err.filename))):
+            found |= bool(unlisted)
+            while unlisted:
+                yield unlisted.pop(0)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    found = True
+                    yield Path(root) / name
+        found |= bool(unlisted)
+        yield from unlisted
+        if not found:
             yield p

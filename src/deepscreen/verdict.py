@@ -116,6 +116,9 @@ class Verdict:
     cross_check: str | None = None
     elapsed_s: float = 0.0
     error: str | None = None  # one-line reason when label == "error"
+    # True when the file name had bytes that are not UTF-8 and `path` shows them as backslash escapes ('\\xff');
+    # written to JSON only then.
+    path_escaped: bool = False
 
     @property
     def flagged(self) -> bool:
@@ -124,6 +127,8 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if not d["path_escaped"]:
+            del d["path_escaped"]
         for face in d["faces"]:
             face.pop("peak_crop", None)
             face.pop("peak_heatmap", None)

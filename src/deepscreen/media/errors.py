@@ -20,10 +20,29 @@ class MediaError(Exception):
         self.path = path
 
 
-def label(path: Path) -> str:
+def shown_path(path: str | Path) -> tuple[str, bool]:
+    """The path as valid UTF-8 text, and whether it had to be escaped to be that.
+
+    A POSIX file name is bytes; Python keeps bytes that are not UTF-8 as lone surrogates, which a strict UTF-8
+    stream (JSON, a database, PYTHONIOENCODING=utf-8) refuses. They are written as backslash escapes of the raw
+    bytes instead ('\\xff'), so the name still shows which file it was."""
     s = str(path)
+    try:
+        s.encode("utf-8")
+        return s, False
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = s.encode("utf-8", "surrogateescape")  # back to the bytes the file system holds
+    except UnicodeEncodeError:  # surrogates that did not come from undecodable bytes
+        return s.encode("utf-8", "backslashreplace").decode("ascii"), True
+    return raw.decode("utf-8", "backslashreplace"), True
+
+
+def label(path: Path) -> str:
+    s = shown_path(path)[0]
     if len(s) > _MAX_PATH_CHARS:
-        s = Path(path).name
+        s = shown_path(Path(path).name)[0]
     # A file name may contain newlines or terminal escapes; never let them into a log line.
     return "".join(c if c.isprintable() else "?" for c in s)
 

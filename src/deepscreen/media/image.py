@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 from typing import IO
@@ -62,16 +63,42 @@ def _open_checked(fp: IO[bytes], path: Path, fmt: str, limits: Limits) -> Image.
     ok = accept is None or accept(prefix)
     if not ok or isinstance(ok, str):  # a str is Pillow's "looks like it, but unsupported variant"
         raise media_error(path, f"not a valid {fmt} image")
+    if fmt == "WEBP":  # Pillow's WebP plugin refuses a bomb itself, in its own words: measure it first
+        fp.seek(0)
+        size = _webp_size(fp.read(32))
+        if size:
+            _check_pixels(path, *size, limits)
     fp.seek(0)
-    im = factory(fp, str(path))
-    w, h = im.size
+    try:
+        im = factory(fp, str(path))
+    except Image.DecompressionBombError as exc:  # a plugin that checks while opening; the limit is ours
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{megapixels(int(found.group(1)))} MP" if found else "too large"
+        raise media_error(path, f"image is {size}, over the {megapixels(limits.max_image_pixels)} MP limit") from None
+    _check_pixels(path, *im.size, limits)
+    return im
+
+
+def _check_pixels(path: Path, w: int, h: int, limits: Limits) -> None:
     if w <= 0 or h <= 0:
         raise media_error(path, f"image has no pixels ({w}x{h})")
     if w * h > limits.max_image_pixels:
         raise media_error(
             path, f"image is {w}x{h} = {megapixels(w * h)} MP, over the {megapixels(limits.max_image_pixels)} MP limit"
         )
-    return im
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """Canvas size from a WebP header (RIFF, then a VP8X, VP8L or VP8 chunk), or None if it is not there."""
+    chunk, data = head[12:16], head[20:]
+    if chunk == b"VP8X" and len(data) >= 10:  # extended: 24-bit canvas width-1 and height-1
+        return int.from_bytes(data[4:7], "little") + 1, int.from_bytes(data[7:10], "little") + 1
+    if chunk == b"VP8L" and len(data) >= 5 and data[0] == 0x2F:  # lossless: 14-bit width-1 and height-1
+        bits = int.from_bytes(data[1:5], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(data) >= 10 and data[3:6] == b"\x9d\x01\x2a":  # lossy key frame: 14-bit sizes
+        return int.from_bytes(data[6:8], "little") & 0x3FFF, int.from_bytes(data[8:10], "little") & 0x3FFF
+    return None
 
 
 def _orientation(im: Image.Image) -> int | None:

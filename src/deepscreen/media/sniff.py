@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import stat
 from pathlib import Path
 
@@ -18,6 +20,7 @@ _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b
 # QuickTime files written before ftyp existed start straight with one of these atoms.
 _QT_ATOMS = {b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"}
 _BMP_DIB_SIZES = {12, 40, 52, 56, 64, 108, 124}  # "BM" alone is too weak a signature
+_NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows file systems
 
 
 def sniff(path: Path, limits: Limits = Limits()) -> str:
@@ -36,8 +39,8 @@ def sniff_format(path: Path, limits: Limits = Limits()) -> tuple[str, str]:
         raise media_error(path, "no such file") from None
     except PermissionError:
         raise media_error(path, "permission denied") from None
-    except OSError as exc:
-        raise media_error(path, f"cannot access ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in a path given through the API
+        raise media_error(path, access_problem(path, exc)) from None
     if stat.S_ISDIR(st.st_mode):
         raise media_error(path, "is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):  # a FIFO or device could block or never end
@@ -62,6 +65,20 @@ def sniff_format(path: Path, limits: Limits = Limits()) -> tuple[str, str]:
             raise media_error(path, "not a media file (looks like text)")
         raise media_error(path, f"not a media file (unrecognised format, starts with {head[:8].hex(' ')})")
     return found
+
+
+def access_problem(path: Path, exc: OSError | ValueError) -> str:
+    """Why a path cannot even be looked at, in words (too long, a link loop), for the one-line error."""
+    if isinstance(exc, ValueError):
+        return "invalid path (contains a NUL byte)"
+    if exc.errno == errno.ENAMETOOLONG:
+        longest = max((len(os.fsencode(part)) for part in Path(path).parts), default=0)
+        if longest > _NAME_MAX:
+            return f"a name in the path is {longest} bytes, over the {_NAME_MAX}-byte limit of the file system"
+        return f"path is {len(os.fsencode(path))} bytes, too long for the file system"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of links)"
+    return f"cannot access ({exc.strerror or exc})"
 
 
 def _match(h: bytes) -> tuple[str, str] | str | None:
