@@ -4,6 +4,7 @@ limits and thresholds can be measured without scanning again.
 
     python benchmarks/eval_world.py --out .cache/eval/v2.json [--weights models/face_blend.safetensors]
         [--sets video_dev,world_dev,sbi_a,faceswap_c,yonsei] [--limit 400]
+    python benchmarks/eval_world.py --compare .cache/eval/v2.json [WEIGHTS]   # the same files, other track rules
 
 Sets (../shared/data; their READMEs say what each is): video_dev (dev/real and dev/fake videos, by method),
 world_dev (real photos of other sources, by source), sbi_a / faceswap_c (held-out LFW people and their self-blends
@@ -115,5 +116,44 @@ def print_table(rows: list[dict], threshold: float = 0.5, review: float = 0.25) 
                   f"{'' if a is None else f'{a:.3f}':>6}")
 
 
+def rescore(rows: list[dict], calibrate, limits, rule: str = "median") -> list[dict]:
+    """The stored observations re-fused without scanning again: `rule` 'median' (the scanner's: judged frames'
+    median weighted by detail, with the abstentions of `limits`) or 'tophalf' (the rule before v2.0: mean logit of
+    the most suspicious half, every frame judged). For measuring what the track rule and the limits each buy."""
+    from deepscreen.fusion import MIN_VIDEO_FRAMES, track_logit
+
+    out = []
+    for r in rows:
+        ps = []
+        for t in r["tracks"]:
+            obs = list(zip(t["logits"], t["widths"], t["sharp"]))
+            if rule == "tophalf":
+                z = np.sort(t["logits"])[::-1]
+                ps.append(calibrate(float(z[: max(1, (len(z) + 1) // 2)].mean())))
+                continue
+            ok = [(z, s) for z, w, s in obs if w >= limits.min_width and (s is None or s >= limits.min_sharpness)]
+            if len(ok) >= (MIN_VIDEO_FRAMES if r["kind"] == "video" else 1):
+                ps.append(calibrate(track_logit([z for z, _ in ok], [s for _, s in ok])))
+        out.append({**r, "p": max(ps) if ps else None})
+    return out
+
+
+def compare(path: Path, weights: Path | None) -> None:
+    """Print the tables of a results file as scanned, and re-fused with the rule before v2.0 and without limits."""
+    from deepscreen.detectors import FaceLimits
+    from deepscreen.detectors.face_blend import FaceBlendDetector
+
+    rows = json.loads(path.read_text())["rows"]
+    det = FaceBlendDetector(weights) if weights else FaceBlendDetector()
+    for name, rescored in (("as scanned", rows),
+                           ("median rule, no limits", rescore(rows, det.calibrate, FaceLimits())),
+                           ("top-half rule, no limits", rescore(rows, det.calibrate, FaceLimits(), "tophalf"))):
+        print(f"\n== {name}")
+        print_table(rescored)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2 and sys.argv[1] == "--compare":
+        compare(Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
+    else:
+        main()

@@ -12,7 +12,7 @@ from it.
 from __future__ import annotations
 
 import multiprocessing as mp
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -28,22 +28,15 @@ DONOR_P = 0.3  # as stage 2
 PHOTO_CHANNEL_P = 0.75  # photos also reach users as photos: a quarter keep the photo post-processing instead
 
 
-@dataclass
-class PoolSource:
-    """What a pool is drawn from: (image loader, landmarks, group, kind) per face, and how often each face set
-    is drawn."""
-
-    sets: list  # of objects with image(i), landmarks, __len__, groups or paths
-    weights: list[float]
-
-
 def _group(faceset, i: int) -> str:
     return faceset.groups[i] if hasattr(faceset, "groups") else faceset.paths[i].split("/")[0]
 
 
-def make_channel_pair(sets, weights, rng: np.random.Generator, analyzer, jitter: bool = True):
-    """One (real crop, fake crop, fake boundary map, kind) or None when the scanner would find no face after the
-    channel (then it would not be scored either)."""
+def make_channel_pair(sets, weights, rng: np.random.Generator, analyzer, jitter: bool = True,
+                      face_width: float | None = None):
+    """One (real crop, fake crop, fake boundary map, face width in px as the scanner's box measures it) or None when
+    the scanner would find no face after the channel (then it would not be scored either). `face_width` forces the
+    channel, at that face width (for measuring where the detector stops telling real from fake)."""
     s = int(rng.choice(len(sets), p=weights))
     faces = sets[s]
     i = int(rng.integers(len(faces)))
@@ -59,23 +52,26 @@ def make_channel_pair(sets, weights, rng: np.random.Generator, analyzer, jitter:
     kind = kind[i] if kind else "photo"
     framing = dict(shift=rng.uniform(-0.04, 0.04, 2), angle_jitter=rng.uniform(-8, 8),
                    margin=rng.uniform(1.15, 1.4)) if jitter else {}
-    if kind == "video" or rng.random() < PHOTO_CHANNEL_P:
+    if kind == "video" or face_width is not None or rng.random() < PHOTO_CHANNEL_P:
         ch = draw_channel(rng)
+        if face_width is not None:
+            ch = replace(ch, face_width=face_width)
         real, fake, mask, moved = pass_channel(rgb, blend.image, blend.mask, lms, ch)
         found = analyzer(real)
         if not found or found[0].landmarks is None:
             return None
         lms = found[0].landmarks
-        post = False
+        width, post = found[0].box[2] - found[0].box[0], False
     else:
         real, fake, mask, post = rgb, blend.image, blend.mask, True
+        width = float(np.ptp(lms[:, 0]))
     real_c, m = align_face(real, lms, **framing)
     fake_c, _ = align_face(fake, lms, **framing)
     fmap = cv2.warpAffine(boundary(mask), m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR)
     fmap = cv2.resize(fmap, (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
     if post:
         real_c, fake_c = degrade(real_c, rng), degrade(fake_c, rng)
-    return real_c, fake_c, np.ascontiguousarray(fmap, np.float32)
+    return real_c, fake_c, np.ascontiguousarray(fmap, np.float32), float(width)
 
 
 _WORKER: dict = {}
@@ -91,7 +87,7 @@ def _init_worker(loader):
 def _make_chunk(args):
     out, seed, chunk, jitter = args
     rng = np.random.default_rng([seed, chunk])
-    reals, fakes, maps = [], [], []
+    reals, fakes, maps, widths = [], [], [], []
     while len(reals) < CHUNK:
         pair = make_channel_pair(_WORKER["sets"], _WORKER["weights"], rng, _WORKER["analyzer"], jitter)
         if pair is None:
@@ -99,8 +95,9 @@ def _make_chunk(args):
         reals.append(pair[0])
         fakes.append(pair[1])
         maps.append(pair[2])
+        widths.append(pair[3])
     tmp = out.with_suffix(".tmp.npz")
-    np.savez(tmp, real=np.stack(reals), fake=np.stack(fakes), maps=np.stack(maps))
+    np.savez(tmp, real=np.stack(reals), fake=np.stack(fakes), maps=np.stack(maps), width=np.array(widths))
     tmp.rename(out)  # a chunk file exists only when whole: a stopped run resumes at the first missing one
     return chunk
 
@@ -121,4 +118,5 @@ def build_pool(folder: Path, loader, pairs: int, seed: int, jitter: bool = True,
                 if done % 5 == 0 or done == len(todo):
                     log(f"channel pool {folder.name}: {done}/{len(todo)} chunks")
     parts = [np.load(folder / f"chunk{c:04d}.npz") for c in range(n)]
-    return {k: np.concatenate([p[k] for p in parts])[:pairs] for k in ("real", "fake", "maps")}
+    keys = [k for k in ("real", "fake", "maps", "width") if all(k in p.files for p in parts)]
+    return {k: np.concatenate([p[k] for p in parts])[:pairs] for k in keys}
