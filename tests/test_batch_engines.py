@@ -112,9 +112,22 @@ def local_run(collection, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_run(collection, tmp_path_factory):
-    """The Ray engine in this process: a real local Ray runtime, started and stopped by the run."""
-    pytest.importorskip("ray")
+def ray_runtime():
+    """One local Ray runtime for this module's Ray runs (the engine uses a runtime that is already up). Actors
+    inherit the environment it starts with: files named POISON kill their worker, as a decoder crash would."""
+    ray = pytest.importorskip("ray")
+    from deepscreen.batch.worker import CRASH_ON_ENV
+
+    os.environ[CRASH_ON_ENV] = "POISON"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+    os.environ.pop(CRASH_ON_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def ray_run(collection, tmp_path_factory, ray_runtime):
+    """The Ray engine in this process, on the module's local Ray runtime."""
     from rich.console import Console
 
     from deepscreen.batch.run import BatchOptions, run_batch
@@ -256,3 +269,44 @@ def test_a_dead_worker_costs_no_file(collection, local_run, tmp_path):
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 2 and "a worker process died" in stderr
     assert _rows(out) == _rows(local_run[0])
+
+
+@pytest.fixture(scope="module")
+def poisoned(collection, tmp_path_factory) -> Path:
+    """Three photos and a file whose scan kills the worker process (see CRASH_ON_ENV)."""
+    col, _ = collection
+    folder = tmp_path_factory.mktemp("poisoned")
+    photos = sorted((col / "real").glob("*.jpg"))[:3]
+    for p in photos:
+        shutil.copy(p, folder / p.name)
+    shutil.copy(photos[0], folder / "POISON.jpg")
+    return folder
+
+
+def _check_poisoned(out: Path) -> list[dict]:
+    rows = _rows(out)
+    bad = [r for r in rows if r["label"] == "error"]
+    assert len(rows) == 4 and [Path(r["path"]).name for r in bad] == ["POISON.jpg"]
+    assert "worker process died" in bad[0]["error"]
+    assert all(r["probability"] is not None for r in rows if r not in bad)
+    assert [json.loads(line)["path"] for line in (out / "errors.jsonl").read_text().splitlines()] == [bad[0]["path"]]
+    return rows
+
+
+def test_a_file_that_crashes_its_worker_is_one_error_row_in_both_engines(poisoned, ray_runtime, tmp_path):
+    from rich.console import Console
+
+    from deepscreen.batch.run import BatchOptions, run_batch
+    from deepscreen.batch.worker import CRASH_ON_ENV
+    from deepscreen.config import ScanConfig
+
+    proc = _cli(poisoned, "--out", tmp_path / "local", "--workers", "2", "-q")  # inherits CRASH_ON_ENV
+    assert os.environ.get(CRASH_ON_ENV) == "POISON"
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 2, stderr
+    local = _check_poisoned(tmp_path / "local")
+    code, _ = run_batch(BatchOptions(poisoned, tmp_path / "ray", engine="ray", workers=1, threads=1,
+                                     config=ScanConfig(keep_crops=False)),
+                        console=Console(stderr=True, force_terminal=False))
+    assert code == 2
+    assert _check_poisoned(tmp_path / "ray") == local

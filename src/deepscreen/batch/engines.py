@@ -150,17 +150,43 @@ class RayEngine:
                                      f"{cause}") from None
 
     def run(self, items: list[Item], key: str) -> Iterator[dict]:
+        # A crash below Python kills an actor; Ray restarts it and retries the batch, then gives the block up.
+        # Files of a given-up block are scanned again one per block; a file that still kills its actor is the
+        # culprit and becomes an error row, as in the local engine. (Ray's default, retrying forever, would hang
+        # the whole batch on one such file.)
+        done: set[str] = set()
+        for row in self._pass(items, isolate=False):
+            done.add(row["path"])
+            yield row
+        missing = [i for i in items if i.path not in done]
+        if missing:
+            log.warning("%d files were in batches whose Ray actor died; scanning them again one by one", len(missing))
+            for row in self._pass(missing, isolate=True):
+                done.add(row["path"])
+                yield row
+            for item in missing:
+                if item.path not in done:
+                    yield crash_row(item.path, item.truth, key)
+
+    def _pass(self, items: list[Item], isolate: bool) -> Iterator[dict]:
         if not items:
             return
+        import warnings
+
         import ray
 
+        ray.data.DataContext.get_current().max_errored_blocks = -1  # a given-up block is skipped, not fatal
         # Small blocks so rows stream back (and get written) while the run goes on, not all at the end.
-        blocks = max(1, min(len(items), max(4 * self.workers, len(items) // (2 * self.batch_size))))
+        blocks = len(items) if isolate else \
+            max(1, min(len(items), max(4 * self.workers, len(items) // (2 * self.batch_size))))
         ds = ray.data.from_items([{"path": i.path, "truth": i.truth or ""} for i in items],
                                  override_num_blocks=blocks)
-        ds = ds.map_batches(_RayScan, fn_constructor_args=(self.config, self.threads), batch_size=self.batch_size,
-                            batch_format="pyarrow", num_cpus=self.threads,
-                            compute=ray.data.ActorPoolStrategy(size=self.workers))
+        with warnings.catch_warnings():  # max_task_retries as a keyword is deprecated after the pinned Ray 2.60
+            warnings.simplefilter("ignore")
+            ds = ds.map_batches(_RayScan, fn_constructor_args=(self.config, self.threads),
+                                batch_size=1 if isolate else self.batch_size, batch_format="pyarrow",
+                                num_cpus=self.threads, compute=ray.data.ActorPoolStrategy(size=self.workers),
+                                max_task_retries=1)
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             yield from batch.to_pylist()
 

@@ -15,6 +15,9 @@ from ..config import ScanConfig
 from .rows import setup_key, verdict_row
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# For the tests: a file whose path contains this variable's text kills its worker process, as a crash inside a
+# native decoder would. Nothing in Python can stand in for that: Scanner.scan turns every exception into a verdict.
+CRASH_ON_ENV = "DEEPSCREEN_BATCH_CRASH_ON"
 
 
 class Worker:
@@ -30,6 +33,9 @@ class Worker:
         self.key = setup_key(self.scanner.models(), config)
 
     def scan(self, path: str, truth: str | None) -> dict:
+        crash_on = os.environ.get(CRASH_ON_ENV)
+        if crash_on and crash_on in path:
+            os._exit(70)  # fault injection for the tests, see CRASH_ON_ENV
         try:
             st = os.stat(path)  # before the scan: a file changed while it is scanned looks changed on resume
             size, mtime = st.st_size, st.st_mtime_ns
