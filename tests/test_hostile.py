@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -16,7 +17,7 @@ from deepscreen.media import MediaError, probe
 from deepscreen.media.errors import shown_path
 from deepscreen.scan import expand_paths
 
-from media_factory import gradient
+from media_factory import gradient, write_audio
 
 
 def _good(path: Path) -> Path:
@@ -129,3 +130,63 @@ def test_every_hostile_path_is_one_error_and_the_run_goes_on(tmp_path):
         mine = [line for line in errors if rows[path]["error"] in line]
         assert len(mine) == 1, (path, errors)
     assert len(errors) == len(expected)
+
+
+# ---------------------------------------------------------------- long sound, in blocks
+
+
+@pytest.fixture(scope="module")
+def noisy_speechlike(tmp_path_factory) -> Path:
+    """Four minutes of syllable-rate noise bursts and pauses as 16-bit WAV (the whole track as float32: 15 MB)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(240 * 16000) / 16000
+    envelope = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) * (np.sin(2 * np.pi * 0.2 * t) > -0.3)
+    x = (0.3 * envelope * rng.standard_normal(len(t))).astype(np.float32)
+    return write_audio(tmp_path_factory.mktemp("long") / "bursts.wav", x, "wav")
+
+
+def test_blocks_are_the_whole_track_and_bounded(noisy_speechlike):
+    from deepscreen.config import Limits
+    from deepscreen.media.audio import AudioReader, read_audio
+
+    whole = read_audio(noisy_speechlike).samples
+    blocks = list(AudioReader(noisy_speechlike).blocks(block_samples=16000 * 7))
+    assert np.array_equal(np.concatenate(blocks), whole) and len(whole) == 240 * 16000
+    assert len(blocks) > 30 and max(len(b) for b in blocks) < 16000 * 8
+    cut = list(AudioReader(noisy_speechlike, Limits(max_duration_s=30.5)).blocks(block_samples=16000 * 7))
+    assert sum(map(len, cut)) == int(30.5 * 16000)  # the duration limit cuts inside a block
+
+
+def test_speech_finder_on_blocks_holds_one_block(noisy_speechlike):
+    """VAD over blocks: the same probabilities as over the whole array, while at most a block or two of sound is
+    held at any time (numpy reports its buffers to tracemalloc)."""
+    import tracemalloc
+
+    from deepscreen.media.audio import AudioReader, read_audio
+    from deepscreen.media.speech import SpeechFinder
+
+    finder = SpeechFinder()
+    reader = AudioReader(noisy_speechlike)
+    tracemalloc.start()
+    probs, n = finder.stream_probabilities(reader.blocks(block_samples=16000 * 10))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    whole = read_audio(noisy_speechlike).samples
+    assert n == len(whole) and np.array_equal(probs, finder.probabilities(whole))
+    assert peak < whole.nbytes / 4, peak  # whole: 15 MB; a 10 s block: 0.6 MB
+
+
+def test_windows_cut_from_blocks_score_as_from_one_array(noisy_speechlike):
+    """Voice scores, segments and timeline from blocks are those of the whole array, to the bit, with segments
+    that need windows across block boundaries (short ones padded, long ones many windows)."""
+    from deepscreen.detectors.voice import VoiceDetector
+    from deepscreen.media.audio import AudioReader, read_audio
+    from deepscreen.media.speech import SpeechSegment
+
+    x = read_audio(noisy_speechlike).samples[: 16000 * 100]
+    segments = [SpeechSegment(0.2, 0.9), SpeechSegment(3.1, 41.7), SpeechSegment(55.0, 55.4),
+                SpeechSegment(60.0, 99.95)]
+    det = VoiceDetector()
+    blocks = [x[i:i + 16000 * 3 + 17] for i in range(0, len(x), 16000 * 3 + 17)]  # boundaries inside windows
+    whole, blocked = det.analyse(x, segments), det.analyse_blocks(iter(blocks), len(x), segments)
+    assert blocked == whole and whole.probability is not None and len(whole.timeline) == 100

@@ -26,7 +26,7 @@ from .faces.align import align_face
 from .faces.detect import FaceAnalyzer
 from .faces.track import FaceTracker
 from .media import MediaError, iter_frames, probe, sample_times
-from .media.audio import read_audio
+from .media.audio import AudioReader
 from .media.errors import label, media_error, shown_path
 from .media.prefetch import prefetched
 from .media.speech import SpeechFinder
@@ -159,15 +159,18 @@ class Scanner:
 
     def _voice(self, path: Path, soundtrack: bool) -> VoiceAnalysis:
         """Decode the sound, find the speech, score it. A video whose sound track is damaged keeps its face
-        verdict: the voice detector abstains and says why; an audio file with no decodable sound is an error."""
+        verdict: the voice detector abstains and says why; an audio file with no decodable sound is an error.
+
+        The sound is decoded twice, a block at a time, instead of held whole: once for the speech finder and,
+        if there is speech, once to cut the windows it marked (memory stays flat over hours of sound)."""
+        reader = AudioReader(path, self.config.limits)
         try:
-            audio = read_audio(path, self.config.limits)
+            probs, n_samples = self.speech.stream_probabilities(reader.blocks())
+            return self.voice_detector.analyse_blocks(reader.blocks(), n_samples, self.speech.segments(probs))
         except MediaError as err:
             if not soundtrack:
                 raise
             return VoiceAnalysis(None, 0.0, 0.0, explanation=f"abstained: {str(err).split(': ', 1)[-1]}")
-        _, segments = self.speech(audio.samples)
-        return self.voice_detector.analyse(audio.samples, segments)
 
     def _analyse_frame(self, frame, tracker: FaceTracker, follow) -> tuple[list, list[_Pending]]:
         """Faces of one frame, aligned and tracked; the CNN scores them later, in batches across frames."""

@@ -6,6 +6,8 @@ and silence are out of its scope: with less than a second of speech it abstains 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from ..config import MODELS_DIR
@@ -24,6 +26,9 @@ CUES = {  # per model: the trace that makes it flag a window, in words (models/v
     "phase": "harmonics whose phase does not glide like a recorded voice's",
 }
 _WIN = int(WINDOW_S * RATE)
+# Windows scored per network call when cutting from blocks: a multiple of calibrated_logits' chunk of 32, so
+# the batches match those of one whole array (same scores to the bit), and ~8 MB of windows at a time.
+WINDOW_BATCH = 64
 
 
 def utterance_logit(window_logits: np.ndarray) -> float:
@@ -88,29 +93,65 @@ class VoiceDetector(Detector):
 
     def analyse(self, samples: np.ndarray, segments: list[SpeechSegment]) -> VoiceAnalysis:
         """Score the speech in 16 kHz mono audio; `segments` come from media.speech.SpeechFinder."""
-        duration = len(samples) / RATE
+        return self.analyse_blocks([samples], len(samples), segments)
+
+    def analyse_blocks(self, blocks: Iterable[np.ndarray], n_samples: int,
+                       segments: list[SpeechSegment]) -> VoiceAnalysis:
+        """The same for audio that arrives in blocks (media.audio.AudioReader.blocks) of `n_samples` in all:
+        only the windows being scored are held, so memory does not grow with the duration. The blocks are not
+        read at all when the detector abstains."""
+        duration = n_samples / RATE
         speech_s = sum(s.duration_s for s in segments)
         if speech_s < MIN_SPEECH_S:
             what = "no speech found" if speech_s == 0 else f"only {speech_s:.1f} s of speech"
             return VoiceAnalysis(None, speech_s, duration, [], [],
                                  f"abstained: {what} (music, noise and silence are out of scope)")
-        spans = speech_windows(segments, len(samples))
-        per_model = calibrated_logits(self.branches, cut_windows(samples, spans))
+        spans = speech_windows(segments, n_samples)
+        per_model = self._score_spans(blocks, spans)
         logits = per_model.max(axis=0)  # = score_windows
         probability = self.calibrate(utterance_logit(logits))
 
+        # Which windows overlap a segment or a second, as arrays: a three-hour recording has ~10^4 of each.
+        starts, ends = np.array(spans).T
         seg_out = []
         for seg in segments:
-            inside = [z for (a, b), z in zip(spans, logits) if a < seg.end_s * RATE and b > seg.start_s * RATE]
+            inside = logits[(starts < seg.end_s * RATE) & (ends > seg.start_s * RATE)]
             seg_out.append(VoiceSegment(seg.start_s, seg.end_s, self.calibrate(utterance_logit(inside))))
+        seg_a, seg_b = np.array([(s.start_s, s.end_s) for s in segments]).T
         timeline = []
         for sec in range(int(np.ceil(duration))):  # per second: mean logit of the windows that cover it
-            cover = [z for (a, b), z in zip(spans, logits) if a < (sec + 1) * RATE and b > sec * RATE]
-            in_speech = any(s.start_s < sec + 1 and s.end_s > sec for s in segments)
-            p = self.calibrate(float(np.mean(cover))) if cover and in_speech else None
+            cover = logits[(starts < (sec + 1) * RATE) & (ends > sec * RATE)]
+            in_speech = bool(np.any((seg_a < sec + 1) & (seg_b > sec)))
+            p = self.calibrate(float(np.mean(cover))) if cover.size and in_speech else None
             timeline.append(VoicePoint(float(sec), p))
         return VoiceAnalysis(probability, speech_s, duration, seg_out, timeline,
                              self.explain(probability, seg_out, speech_s, self.cues(per_model)))
+
+    def _score_spans(self, blocks: Iterable[np.ndarray], spans: list[tuple[int, int]]) -> np.ndarray:
+        """(models, windows) calibrated logits of the spans, cut from the blocks as they pass and scored
+        WINDOW_BATCH at a time, in the spans' order (so the network sees the same batches as for one array)."""
+        starts = np.array([a for a, _ in spans])
+        keep_from = np.minimum.accumulate(starts[::-1])[::-1]  # no later window starts before this sample
+        blocks = iter(blocks)
+        buf, buf_start = np.zeros(0, np.float32), 0  # samples [buf_start, buf_start + len(buf)) of the recording
+        batch, scored = [], []
+        for k, (a, b) in enumerate(spans):
+            while buf_start + len(buf) < b:
+                block = next(blocks, None)
+                if block is None:  # fewer samples than n_samples said: the window is zero-padded
+                    break
+                buf = np.concatenate([buf, block])
+                cut = int(min(max(0, keep_from[k] - buf_start), len(buf)))
+                buf, buf_start = buf[cut:], buf_start + cut
+            window = buf[a - buf_start:b - buf_start]
+            batch.append(np.pad(window, (0, _WIN - len(window))))
+            if len(batch) == WINDOW_BATCH or k == len(spans) - 1:
+                scored.append(calibrated_logits(self.branches, np.stack(batch).astype(np.float32)))
+                batch = []
+            if k + 1 < len(spans):
+                cut = int(min(max(0, keep_from[k + 1] - buf_start), len(buf)))
+                buf, buf_start = buf[cut:], buf_start + cut
+        return np.concatenate(scored, axis=1)
 
     def cues(self, per_model: np.ndarray) -> list[str]:
         """What the suspicious windows were flagged for: the models that gave the highest score in at least a

@@ -7,6 +7,7 @@ below 8 kHz anyway. Resampling happens in FFmpeg's resampler as packets decode, 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .sniff import sniff_format
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
+BLOCK_SAMPLES = 60 * SAMPLE_RATE  # a minute a block: memory bounded, few Python round trips
 _MAX_BAD_PACKETS = 100
 
 
@@ -38,48 +40,84 @@ class Audio:
 
 
 def read_audio(path: Path, limits: Limits = Limits(), rate: int = SAMPLE_RATE) -> Audio:
-    """The first sound track of an audio or video file. MediaError when there is none or nothing decodes."""
-    path = Path(path)
-    kind, fmt = sniff_format(path, limits)
-    if kind == "image":
-        raise media_error(path, "is an image: it has no sound")
-    max_samples = min(limits.max_audio_samples, int(limits.max_duration_s * rate))
-    with open_container(path, fmt) as container:
-        if not container.streams.audio:
-            raise media_error(path, "has no sound track")
-        stream = container.streams.audio[0]
-        codec = stream.codec_context.name
-        source_rate = stream.codec_context.sample_rate or None
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks: list[np.ndarray] = []
-        total = bad = 0
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except AV_ERRORS:  # one damaged packet: skip it, keep the rest
-                    bad += 1
-                    if bad > _MAX_BAD_PACKETS:
-                        break
-                    continue
-                for frame in frames:
-                    for out in resampler.resample(frame):
-                        chunk = out.to_ndarray().reshape(-1)
-                        chunks.append(chunk)
-                        total += len(chunk)
-                if total > max_samples:
-                    log.warning("%s: sound stopped at the %s limit", path.name, hms(max_samples / rate))
-                    break
-            else:
-                for out in resampler.resample(None):  # flush the resampler's delay line
-                    chunks.append(out.to_ndarray().reshape(-1))
-        except AV_ERRORS as exc:  # the demuxer gave up (truncated file): keep what decoded so far
-            log.debug("%s: audio demux stopped: %s", path.name, reason_of(exc))
-    samples = np.concatenate(chunks)[:max_samples] if chunks else np.zeros(0, np.float32)
-    if samples.size == 0:
-        raise media_error(path, "no decodable sound (truncated or corrupt?)")
+    """The first sound track of an audio or video file, whole. MediaError when there is none or nothing decodes.
+    For long files, `AudioReader.blocks` gives the same samples a block at a time."""
+    reader = AudioReader(path, limits, rate)
+    samples = np.concatenate(list(reader.blocks()))
+    return Audio(samples, rate, reader.source_rate, reader.codec)
+
+
+class AudioReader:
+    """Decodes the first sound track in blocks, so memory does not grow with the duration (three hours at
+    16 kHz are 690 MB as one float32 array). Each call of `blocks` decodes the file again from the start."""
+
+    def __init__(self, path: Path, limits: Limits = Limits(), rate: int = SAMPLE_RATE):
+        self.path, self.limits, self.rate = Path(path), limits, rate
+        self.source_rate: int | None = None  # the stream's own rate before resampling, once blocks() has started
+        self.codec: str | None = None
+
+    def blocks(self, block_samples: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+        """float32 mono blocks in [-1, 1] of at least `block_samples` (the last one shorter), in order; together
+        they are the whole track up to the duration limit. MediaError if there is no sound or none decodes."""
+        path, rate = self.path, self.rate
+        kind, fmt = sniff_format(path, self.limits)
+        if kind == "image":
+            raise media_error(path, "is an image: it has no sound")
+        left = min(self.limits.max_audio_samples, int(self.limits.max_duration_s * rate))  # samples still allowed
+        total = 0
+        with open_container(path, fmt) as container:
+            if not container.streams.audio:
+                raise media_error(path, "has no sound track")
+            stream = container.streams.audio[0]
+            self.codec = stream.codec_context.name
+            self.source_rate = stream.codec_context.sample_rate or None
+            pending: list[np.ndarray] = []
+            held = 0
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            for chunk in _decoded(path, container, stream, resampler, left, rate):
+                chunk = chunk[:left - total]
+                pending.append(chunk)
+                held += len(chunk)
+                total += len(chunk)
+                if held >= block_samples:
+                    yield _clean(np.concatenate(pending))
+                    pending, held = [], 0
+            if pending:
+                yield _clean(np.concatenate(pending))
+        if total == 0:
+            raise media_error(path, "no decodable sound (truncated or corrupt?)")
+
+
+def _decoded(path: Path, container, stream, resampler, max_samples: int, rate: int) -> Iterator[np.ndarray]:
+    """Resampled chunks as packets decode: a damaged packet is skipped (up to _MAX_BAD_PACKETS), a demuxer that
+    gives up (truncated file) ends the sound where it stopped, and decoding stops past `max_samples`."""
+    total = bad = 0
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except AV_ERRORS:  # one damaged packet: skip it, keep the rest
+                bad += 1
+                if bad > _MAX_BAD_PACKETS:
+                    return
+                continue
+            for frame in frames:
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1)
+                    total += len(chunk)
+                    yield chunk
+            if total > max_samples:
+                log.warning("%s: sound stopped at the %s limit", path.name, hms(max_samples / rate))
+                return
+        for out in resampler.resample(None):  # flush the resampler's delay line
+            yield out.to_ndarray().reshape(-1)
+    except AV_ERRORS as exc:  # the demuxer gave up (truncated file): keep what decoded so far
+        log.debug("%s: audio demux stopped: %s", path.name, reason_of(exc))
+
+
+def _clean(samples: np.ndarray) -> np.ndarray:
     samples = np.nan_to_num(samples.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
-    return Audio(np.clip(samples, -1.0, 1.0), rate, source_rate, codec)
+    return np.clip(samples, -1.0, 1.0)
 
 
 def write_audio(target, samples: np.ndarray, fmt: str, codec: str, codec_rate: int = SAMPLE_RATE,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,18 +56,31 @@ class SpeechFinder:
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         """One speech probability per 32 ms step of 16 kHz mono float32 audio."""
-        n = len(samples) // STEP
-        out = np.zeros(n, np.float32)
+        return self.stream_probabilities([samples])[0]
+
+    def stream_probabilities(self, blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
+        """The same for audio that arrives in blocks of any length (media.audio.AudioReader.blocks): the model's
+        state runs on across blocks, so the result equals that of the blocks joined. Also the samples seen."""
+        out: list[np.ndarray] = []
         state = np.zeros((2, 1, 128), np.float32)
         context = np.zeros((1, _CONTEXT), np.float32)
         sr = np.array(SAMPLE_RATE, np.int64)
+        rest = np.zeros(0, np.float32)  # the samples of a step cut by the end of a block
+        seen = 0
         with self._lock:
-            for i in range(n):
-                x = np.concatenate([context, samples[None, i * STEP:(i + 1) * STEP]], axis=1)
-                p, state = self._session.run(None, {"input": x, "state": state, "sr": sr})
-                context = x[:, -_CONTEXT:]
-                out[i] = p[0, 0]
-        return out
+            for block in blocks:
+                seen += len(block)
+                x = np.concatenate([rest, block]) if len(rest) else block
+                n = len(x) // STEP
+                probs = np.zeros(n, np.float32)
+                for i in range(n):
+                    step = np.concatenate([context, x[None, i * STEP:(i + 1) * STEP]], axis=1)
+                    p, state = self._session.run(None, {"input": step, "state": state, "sr": sr})
+                    context = step[:, -_CONTEXT:]
+                    probs[i] = p[0, 0]
+                out.append(probs)
+                rest = x[n * STEP:]
+        return (np.concatenate(out) if out else np.zeros(0, np.float32)), seen
 
     def segments(self, probs: np.ndarray) -> list[SpeechSegment]:
         """Hysteresis (start above `on`, end below `off`), then short gaps closed and short bursts dropped."""
