@@ -35,6 +35,15 @@ def test_folder_is_walked_sorted_without_hidden_files(tree):
     assert all(i.truth is None for i in items)
 
 
+def test_an_output_folder_inside_the_collection_is_not_screened(tree):
+    (tree / "col/runs/x/parts").mkdir(parents=True)
+    (tree / "col/runs/x/results.parquet").write_bytes(b"PAR1")
+    (tree / "col/runs/x/parts/part-1.parquet").write_bytes(b"PAR1")
+    (tree / "col/runs_photo.jpg").write_bytes(b"x")  # a name that merely starts like the folder stays
+    paths = [i.path for i in read_items(tree / "col", exclude=tree / "col/runs/x")]
+    assert paths == [str(tree / "col" / n) for n in ("a.jpg", "b.jpg", "runs_photo.jpg", "sub/c.mp4")]
+
+
 def test_path_list_is_relative_to_its_folder_and_skips_comments(tree):
     lst = tree / "col" / "list.txt"
     lst.write_text("# photos\nb.jpg\n\n  sub  \n/abs/missing.jpg\nb.jpg\n")

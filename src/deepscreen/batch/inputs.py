@@ -26,8 +26,9 @@ class Item:
     truth: str | None = None  # "real", "fake" or None (unlabelled)
 
 
-def read_items(source: str | os.PathLike) -> list[Item]:
-    """Items in a stable order (folder: sorted walk; list/manifest: as written), each path once, absolute."""
+def read_items(source: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Item]:
+    """Items in a stable order (folder: sorted walk; list/manifest: as written), each path once, absolute.
+    Files under `exclude` are left out: the output folder, when it lies inside the collection, is not screened."""
     source = Path(source)
     if source.is_dir():
         items = [Item(str(p)) for p in _expand([source])]
@@ -41,7 +42,11 @@ def read_items(source: str | os.PathLike) -> list[Item]:
         items = [Item(str(p)) for p in _expand(_path_list(source))]
     # Absolute paths: the same file keeps one key whatever folder a resumed run starts in, and Ray actors
     # (whose working folder is not the driver's) open what the driver meant.
-    return _unique([Item(os.path.abspath(i.path), i.truth) for i in items])
+    items = [Item(os.path.abspath(i.path), i.truth) for i in items]
+    if exclude is not None:
+        inside = os.path.join(os.path.abspath(exclude), "")
+        items = [i for i in items if not i.path.startswith(inside)]
+    return _unique(items)
 
 
 def _expand(paths):

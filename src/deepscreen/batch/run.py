@@ -44,7 +44,7 @@ def run_batch(opts: BatchOptions, console=None) -> tuple[int, dict]:
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    items = read_items(opts.source)
+    items = read_items(opts.source, exclude=opts.out)
     workers = opts.workers or os.cpu_count() or 1
     threads = opts.threads or default_threads(workers)
     config = opts.config
