@@ -20,6 +20,22 @@ from media_factory import gradient, write_video  # noqa: E402
 LFW_DIR = SHARED_DIR / "data/faces/lfw"
 # Fixed people so results do not depend on directory order; the first that exists is used.
 _LFW_PEOPLE = ["Aaron_Eckhart", "Colin_Powell", "George_W_Bush"]
+# Fixtures that read ../shared: a test that uses one (directly or through another fixture) is marked needs_data,
+# so `-m "not needs_data"` runs the tier that needs nothing beside the repository.
+DATA_FIXTURES = {"lfw_face_path", "held_out", "speech", "small_lfw", "twin", "donor", "sample_verdicts"}
+
+
+def needs_data(path: Path) -> Path:
+    """`path` (under ../shared) if it exists; otherwise the test is skipped with the missing path named."""
+    if not path.exists():
+        pytest.skip(f"needs data not on this machine: {path} is missing (see README, Data)")
+    return path
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_data)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +44,7 @@ def lfw_face_path() -> Path:
         p = LFW_DIR / person / f"{person}_0001.jpg"
         if p.is_file():
             return p
-    pytest.skip(f"no LFW faces under {LFW_DIR}")
+    needs_data(LFW_DIR / _LFW_PEOPLE[0] / f"{_LFW_PEOPLE[0]}_0001.jpg")
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from deepscreen.media import MediaError, probe, sniff
 from deepscreen.media.audio import read_audio
 from deepscreen.media.speech import SpeechFinder
 
+from conftest import needs_data
 from media_factory import AUDIO_FORMATS, level_frames, sine, write_audio, write_video
 
 SPEECH = SHARED_DIR / "data/speech/librispeech/103/1240/103-1240-0000.flac"
@@ -17,8 +18,7 @@ SPEECH = SHARED_DIR / "data/speech/librispeech/103/1240/103-1240-0000.flac"
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    if not SPEECH.is_file():
-        pytest.skip(f"no LibriSpeech sample at {SPEECH}")
+    needs_data(SPEECH)
     return read_audio(SPEECH).samples[: 16000 * 6]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -196,9 +197,19 @@ def test_write_html(tmp_path, verdicts):
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
-def test_preview_written(verdicts):
-    # For a person to look at (and screenshot with headless chromium where installed).
-    write_html(verdicts, "/tmp/report_preview.html")
+def test_preview_of_every_kind_of_verdict(tmp_path, verdicts):
+    """The report of every kind of verdict at once (video, image, error, inconclusive, ...), written where asked
+    and nowhere else: one complete page with a card per file, each file named. To look at it, run this test with
+    --basetemp and open the page."""
+    out = write_html(verdicts, tmp_path / "report.html")
+    assert list(tmp_path.iterdir()) == [tmp_path / "report.html"] == [out]
+    page = out.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    parser = _Sections()
+    parser.feed(page)
+    assert parser.sections == 1 + len(verdicts)  # the summary card, then one per file
+    for v in verdicts:
+        assert html.escape(v.path) in page, v.path
 
 
 def test_json_line(verdicts):
@@ -226,3 +237,12 @@ def test_json_line_nan_becomes_null(verdicts):
     assert d["probability"] is None and d["timeline"][0]["probability"] is None and d["elapsed_s"] is None
     assert d["evidence"][0]["score"] == 0.5
     assert render_html([v]).count("<svg") == 0  # NaN probability renders, without crashing
+
+
+class _Sections(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sections = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.sections += tag == "section"

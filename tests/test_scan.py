@@ -13,12 +13,12 @@ from deepscreen.synthesis.sbi import self_blend
 from deepscreen.training.data import split_of
 from media_factory import gradient, write_video
 
-from conftest import LFW_DIR
+from conftest import LFW_DIR, needs_data
 
 
 def _test_people(n: int) -> list:
     """Faces of people the detector never saw in training (the 'test' split), first image of each."""
-    people = sorted(p.name for p in LFW_DIR.iterdir() if p.is_dir() and split_of(p.name) == "test")
+    people = sorted(p.name for p in needs_data(LFW_DIR).iterdir() if p.is_dir() and split_of(p.name) == "test")
     return [LFW_DIR / name / f"{name}_0001.jpg" for name in people[:n]]
 
 
@@ -90,6 +90,7 @@ def test_image_twin(scanner, twin):
     assert fake.flagged and not real.flagged
 
 
+@pytest.mark.needs_data
 def test_two_people_are_two_tracks(scanner, tmp_path):
     a, b = (np.asarray(Image.open(p).convert("RGB")) for p in _test_people(3)[1:3])
     frames = []
@@ -160,6 +161,7 @@ def test_batch_size_does_not_change_a_video_verdict(scanner, twin):
     assert np.allclose(runs[1], runs[3], atol=1e-5) and np.allclose(runs[1], runs[16], atol=1e-5)
 
 
+@pytest.mark.needs_data
 def test_inference_build_matches_the_trained_network(scanner, twin):
     """`BlendNet.for_inference` (batch norms folded, stride-1 padding moved into the convolutions, ReLU6 in place,
     channels-last) gives the outputs of the network as trained, on real faces and their self-blends."""
@@ -179,6 +181,7 @@ def test_inference_build_matches_the_trained_network(scanner, twin):
     assert (logit_a[1::2] > logit_a[0::2]).sum() >= 2  # real network outputs, not a constant
 
 
+@pytest.mark.needs_data
 def test_onnxruntime_scores_match_torch(scanner):
     """Float32 runs in onnxruntime (a graph exported from the weights at load): the same logits and boundary maps
     as torch on real held-out faces and their self-blends, and the verdict's `models` entry names the runtime."""
@@ -202,6 +205,7 @@ def test_onnxruntime_scores_match_torch(scanner):
     assert np.ptp(ours.logits) > 0.5 and ours.heatmaps.max() > 0.2  # real network outputs, not a constant
 
 
+@pytest.mark.needs_data
 def test_face_that_appears_later_is_found(scanner, tmp_path):
     """A second person walks in after the first full detection: found no later than the next one."""
     a, b = (np.asarray(Image.open(p).convert("RGB")) for p in _test_people(3)[1:3])
@@ -224,6 +228,7 @@ def test_redetect_every_must_be_positive():
         Sampling(redetect_every=0)
 
 
+@pytest.mark.needs_data
 def test_bfloat16_scores_match_float32(scanner):
     """bfloat16 inference (opt-in: DEEPSCREEN_PRECISION=bfloat16) ranks and calibrates like float32 on real held-out
     faces and their self-blends: logits within 0.5 (v1.4 moves one uncertain real face from p 0.417 to 0.345, a
@@ -277,6 +282,7 @@ def test_float32_falls_back_to_torch_when_onnxruntime_fails(monkeypatch, caplog)
     assert np.isfinite(det.score_faces(crops).logits).all()
 
 
+@pytest.mark.needs_data
 def test_a_photo_is_scored_with_its_mirror_image(scanner, twin, tmp_path, monkeypatch):
     """Still photos: each face's logit is the mean over the face and its mirror image (the two differ by up to
     ~1.3 logits on these faces); a video scores frames as they are (its track averages many frames)."""
@@ -310,6 +316,7 @@ def test_a_photo_is_scored_with_its_mirror_image(scanner, twin, tmp_path, monkey
     assert scanner.scan(twin[0] / "real.jpg").kind == "image" and calls == [1]
 
 
+@pytest.mark.needs_data
 def test_face_swaps_it_never_trained_on_are_flagged(scanner, tmp_path):
     """Classic landmark face swaps with Poisson blending (synthesis.faceswap; training only sees alpha blends):
     held-out people, each given the next one's face, scanned as photos, score above their own originals."""

@@ -49,8 +49,9 @@ def donor():
     """Another person's face from LFW (the first image of a different folder) and its landmarks."""
     from PIL import Image
 
-    from conftest import LFW_DIR
+    from conftest import LFW_DIR, needs_data
 
+    needs_data(LFW_DIR)
     analyzer = FaceAnalyzer(max_faces=1)
     for path in sorted(LFW_DIR.glob("*/*_0001.jpg"))[5:]:
         rgb = np.asarray(Image.open(path).convert("RGB"))
