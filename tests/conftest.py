@@ -32,10 +32,17 @@ def needs_data(path: Path) -> Path:
     return path
 
 
+# Fixtures that train a model or make the demo media: every test using one is marked slow.
+SLOW_FIXTURES = {"small_lfw", "sample_verdicts"}
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+        used = set(getattr(item, "fixturenames", ()))
+        if DATA_FIXTURES & used:
             item.add_marker(pytest.mark.needs_data)
+        if SLOW_FIXTURES & used:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -120,26 +120,38 @@ def test_exit_codes_clean_and_flagged(tmp_path, lfw_face):
 
 
 
+def invoke(*args):
+    """The command in this process (typer's CliRunner): for what does not need the real entry point, it saves
+    starting Python and importing torch per call. Exit codes and stderr of the real command: run_cli."""
+    from typer.testing import CliRunner
+
+    from deepscreen.cli import app
+
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+@pytest.mark.needs_data
 def test_bands_from_the_command_line(tmp_path, lfw_face_path):
     """--threshold / --suspicious-from relabel the same score (and so the exit code), the report states the bands
     it used, and bands out of order are refused with one message."""
-    res = run_cli("scan", lfw_face_path, "--json")
+    res = invoke("scan", lfw_face_path, "--json")
     p = json.loads(res.stdout)["probability"]
-    assert res.returncode == 0 and 0 < p < 0.25, (p, res.stderr)  # a real LFW face, under the default bands
+    assert res.exit_code == 0 and 0 < p < 0.25, (p, res.stderr)  # a real LFW face, under the default bands
 
-    res = run_cli("scan", lfw_face_path, "--json", "--suspicious-from", p / 2)
-    assert res.returncode == 1 and json.loads(res.stdout)["label"] == "suspicious"
-    res = run_cli("scan", lfw_face_path, "--json", "--suspicious-from", p / 4, "--threshold", p / 2)
-    assert res.returncode == 1 and json.loads(res.stdout)["label"] == "manipulated"
+    res = invoke("scan", lfw_face_path, "--json", "--suspicious-from", p / 2)
+    assert res.exit_code == 1 and json.loads(res.stdout)["label"] == "suspicious"
+    res = invoke("scan", lfw_face_path, "--json", "--suspicious-from", p / 4, "--threshold", p / 2)
+    assert res.exit_code == 1 and json.loads(res.stdout)["label"] == "manipulated"
 
     report = tmp_path / "bands.html"
-    res = run_cli("scan", lfw_face_path, "-q", "--suspicious-from", 0.3, "--threshold", 0.7, "--report", report)
-    assert res.returncode == 0, res.stderr
+    res = invoke("scan", lfw_face_path, "-q", "--suspicious-from", 0.3, "--threshold", 0.7, "--report", report)
+    assert res.exit_code == 0, res.stderr
     assert "from 30% to below 70%" in report.read_text()
 
-    res = run_cli("scan", lfw_face_path, "--suspicious-from", 0.6, "--threshold", 0.4)
+    res = invoke("scan", lfw_face_path, "--suspicious-from", 0.6, "--threshold", 0.4)
     message = " ".join(res.stderr.replace("│", " ").split())  # typer's error box wraps at the terminal width
-    assert res.returncode == 2 and "suspicious (0.6) <= manipulated (0.4)" in message
+    assert res.exit_code == 2 and "suspicious (0.6) <= manipulated (0.4)" in message
+
 
 class _Tags(HTMLParser):
     def __init__(self):

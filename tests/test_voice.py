@@ -244,6 +244,7 @@ def test_phase_channel_sees_griffin_lim_guess_phase(held_out):
     assert all(f < r - 0.03 for r, f in zip(real, fake)), (real, fake)
 
 
+@pytest.mark.slow
 def test_phase_novelty_learns_real_speech_only_and_finds_griffin_lim(tmp_path, held_out):
     """PhaseNovelty sees no forgery: fitted on windows of real speech alone, it puts held-out real speech near the
     centre and Griffin-Lim copies of it far out (their harmonics' phase does not glide like a recorded one), and it
@@ -272,6 +273,7 @@ def test_phase_novelty_learns_real_speech_only_and_finds_griffin_lim(tmp_path, h
     assert torch.isfinite(silence).all()
 
 
+@pytest.mark.slow
 def test_one_class_head_learns_real_direction_and_round_trips(tmp_path):
     """The "oc" head (one-class softmax): a few steps on tones (real) against noise (fake) put the real class at a
     lower synthetic-logit than the fakes, and the saved weights give the same outputs after loading."""
@@ -304,6 +306,7 @@ def test_one_class_head_learns_real_direction_and_round_trips(tmp_path):
         assert torch.allclose(loaded(x), z, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_waveform_front_end_learns_and_round_trips(tmp_path):
     """The "wave" front end: gain does not change its input, it makes the filterbank's 80 x 200 grid from the
     waveform, it learns (a few steps separate pulse trains from the same line spectra with random phases), and
