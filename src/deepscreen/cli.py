@@ -62,9 +62,9 @@ def train(
                                                "frames; 0 stops after stage 2; 1500 if not given."),
     init3: Path = typer.Option(None, help="Skip stages 1-2: run stage 3 from these weights."),
     shared: Path = typer.Option(SHARED_DIR, help="Folder with data/faces/world and data/video (stage 3)."),
-    stop_early: bool = typer.Option(False, "--stop-early", help="The short recipe: stop each cycle where v1.3's "
-                                    "run kept its weights (11/15 of stage 1, half of stage 2; 4400 + 600 steps, "
-                                    "81 min on a CPU with native bfloat16) and keep stage 2's last weights."),
+    stop_early: bool = typer.Option(False, "--stop-early", help="The short recipe: stop each cycle early (11/15 "
+                                    "of stage 1, half of stage 2: 4400 + 600 steps) and keep stage 2's last "
+                                    "weights."),
 ):
     """Train the face-blend detector on forgeries made from real faces: the committed two-stage recipe by default
     (models/face_blend.md); each stage resumes from WORK if interrupted."""

@@ -139,8 +139,8 @@ class OnnxBlendNet:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        # Idle threads sleep rather than spin: scans took the same time either way (one-off A/B, 2026-12-02), and
-        # spinning cores would slow the decoder thread, MediaPipe and other processes sharing the CPU.
+        # Idle threads sleep rather than spin: scans take the same time either way (an A/B of both), and spinning
+        # cores would slow the decoder thread, MediaPipe and other processes sharing the CPU.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(to_onnx(model), options, providers=["CPUExecutionProvider"])
 
@@ -173,18 +173,17 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16, AMX). Elsewhere torch emulates it, many times
-    slower than float32 (a training step: 7.4 s instead of 1.5–1.9 s on an AVX2-only CPU, 2026-12-02)."""
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16, AMX). Elsewhere torch emulates it, several
+    times slower than float32 (benchmarks/bench_train_step.py)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def inference_precision(setting: str | None = None) -> str:
     """'bfloat16' or 'float32' for BlendNet inference. `auto` (default; `DEEPSCREEN_PRECISION` overrides it) is
     float32, run by onnxruntime, on every CPU: on an AVX2 CPU bfloat16 is emulated and slow, and on a CPU with
-    native bfloat16 (AMX, 2026-12-03) float32 in onnxruntime still beat bfloat16 in torch: 3.2 vs 4.3 ms per crop
-    for a photo's face and its mirror, 2.4 vs 2.6 ms in video batches (benchmarks/bench_blendnet.py). So scores
-    no longer depend on whether the CPU has bfloat16. `bfloat16` (torch) stays on request: a logit moves by up to
-    ~0.15 and a calibrated probability by a few thousandths (at most 0.035 in the tests, near p = 0.3)."""
+    native bfloat16 (AMX) float32 in onnxruntime is still faster than bfloat16 in torch
+    (benchmarks/bench_blendnet.py), so scores do not depend on whether the CPU has bfloat16. `bfloat16` (torch)
+    stays on request: a logit moves by up to ~0.15 and a calibrated probability by a few thousandths."""
     import os
 
     setting = setting or os.environ.get("DEEPSCREEN_PRECISION", "auto")
@@ -194,7 +193,7 @@ def inference_precision(setting: str | None = None) -> str:
 
 
 def preprocess(crops: np.ndarray) -> torch.Tensor:
-    """(N,H,W,3) uint8 RGB -> (N,3,H,W) float, EfficientNet-Lite normalisation (x-127)/128 (see MODELS.md)."""
+    """(N,H,W,3) uint8 RGB -> (N,3,H,W) float, EfficientNet-Lite normalisation (x-127)/128 (../shared/MODELS.md)."""
     # (N,H,W,3) viewed as (N,3,H,W) is already channels-last in memory: no copy, and the layout the CNN wants.
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
     return (x - 127.0) / 128.0

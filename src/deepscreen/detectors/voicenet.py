@@ -1,24 +1,8 @@
-"""VoiceNet: a small residual CNN on the log power spectrum of 2-second windows (10 ms frames).
+"""VoiceNet: a small residual CNN on the log power spectrum of 2-second windows (10 ms frames), and its front ends.
 
-Front ends (numbers in models/voice.md):
-- linear (shipped): 80 linear-frequency filterbank bands, the LFCC front end without its DCT. Linear, not mel,
-  because vocoder artefacts sit in the 4-8 kHz band that a mel scale squeezes together (Sahidullah et al. 2015;
-  the LFCC baselines of ASVspoof 2019/2021).
-- spec: the 256 STFT bins themselves, which resolve a voice's harmonics. Better on the vocoders it was trained on
-  (EER under MP3/Opus 1.1 % vs 5.2 %), worse on families it never saw (leave-one-out), so not shipped.
-- linear_if: the linear bands plus a phase channel: per band, how much the instantaneous frequency wanders from
-  one frame to the next. An ablation (models/voice.md, "Phase channel"): Griffin-Lim copies wander *less* than
-  real speech at 4-8 kHz while WORLD wanders more, so a model that learnt the direction from the other vocoders
-  ranks held-out Griffin-Lim as more real than real (AUC 0.24).
-- mel: 80 mel bands, the ablation that shows why not mel.
-- wave: no fixed transform at all. A small strided 1-D CNN reads the waveform itself (gain removed) and makes an
-  80-row, 10 ms "learnt spectrogram" for the same 2-D network, as RawNet2 / AASIST front ends learn their filters
-  (Tak et al. 2021). Its first filters span 2 ms, so unlike any magnitude spectrum it can see phase. With
-  Griffin-Lim held out it ranks it far better than any spectrum (AUC 0.77 vs 0.53), but it misses held-out HiFi-GAN
-  (0.40) and Piper TTS: it learns rebuilt phase, not neural vocoders. So it is not used alone but beside the
-  linear model (v1.1: `calibrated_max` of the two; models/voice.md). Retired in v1.2.
-- phase: no network. `phase_stats` (16 numbers per window on how the phase of spectral peaks moves) for
-  `PhaseNovelty`, a one-class model of real speech fitted on real speech only (v1.2, beside the linear model).
+`linear` (shipped): 80 linear-frequency bands, not mel, because vocoder artefacts sit at 4-8 kHz, which a mel scale
+squeezes together. `phase` (shipped beside it): no network, the phase statistics of `PhaseNovelty`, a one-class model
+of real speech. `spec`, `linear_if`, `mel` and `wave` are kept for the ablations of models/voice.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The voice detector only scores speech; music, noise and silence are out of its scope and it abstains on them.
 The model is driven directly through onnxruntime (32 ms steps of 512 samples at 16 kHz, 64 samples of context),
-which avoids importing torch for the VAD and is 4x faster than the package's TorchScript path (MODELS.md).
+which avoids importing torch for the VAD and is 4x faster than the package's TorchScript path
+(../shared/MODELS.md).
 """
 
 from __future__ import annotations

@@ -193,9 +193,9 @@ def grade(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     (shadows and highlights tinted apart), per-channel tone curves, a saturation change and a vignette.
 
     Applied to real and fake crops alike (each at random: `deepscreen train --grade-p`), so that a graded photo is
-    not evidence of a blend. Why: v1.3, trained without it, flags graded real LFW faces 14 % of the time instead of
-    2 %, and the real photos of dev/yonsei it flags most are stylised, colour-graded ones. Training with it did not
-    change yonsei's ranking, so the recipe does not use it (models/face_blend.md)."""
+    not evidence of a blend. Why: a model trained without it flags graded real faces far more often than ungraded
+    ones, and the real photos of dev/yonsei it flags most are stylised, colour-graded ones. Training with it did not
+    change yonsei's ranking, so the recipe does not use it (the numbers: models/face_blend.md)."""
     x = rgb.astype(np.float32) / 255.0
     lum = x.mean(-1, keepdims=True)
     x = x + (1 - lum) * rng.uniform(-0.12, 0.12, 3) + lum * rng.uniform(-0.12, 0.12, 3)

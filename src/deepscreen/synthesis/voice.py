@@ -195,7 +195,7 @@ def _hifigan():
 
 
 def hifigan(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """HiFi-GAN copy synthesis: n_fft/win 640, hop 160, 80 mels 0-8 kHz, natural log (settings in MODELS.md)."""
+    """HiFi-GAN copy synthesis: n_fft/win 640, hop 160, 80 mels 0-8 kHz, natural log (settings in ../shared/MODELS.md)."""
     import torch
 
     n_fft, hop = 640, 160
