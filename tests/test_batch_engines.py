@@ -119,7 +119,7 @@ def ray_runtime():
     from deepscreen.batch.worker import CRASH_ON_ENV
 
     os.environ[CRASH_ON_ENV] = "POISON"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
     os.environ.pop(CRASH_ON_ENV, None)

@@ -123,8 +123,9 @@ class RayEngine:
             kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             if self.address:
                 ray.init(address=self.address, **kwargs)
-            else:  # a private local runtime, sized so that every actor fits at once
-                ray.init(num_cpus=max(os.cpu_count() or 1, self.workers * self.threads), **kwargs)
+            else:  # a private local runtime, sized so that every actor fits at once; "local", or ray.init would
+                # join a cluster that `ray start` once ran on this machine (it leaves its address in /tmp/ray)
+                ray.init(address="local", num_cpus=max(os.cpu_count() or 1, self.workers * self.threads), **kwargs)
             self._started_ray = True
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-run INFO lines would break the bar
         ctx = ray.data.DataContext.get_current()

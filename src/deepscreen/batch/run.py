@@ -73,7 +73,7 @@ def run_batch(opts: BatchOptions, console=None) -> tuple[int, dict]:
         scan_s = time.perf_counter() - scan_started
     rows = store.compact([i.path for i in items], {i.path: i.truth for i in items})
     run = report.run_stats(tally, skipped, scan_s, time.perf_counter() - started, engine.name, workers, threads)
-    summary = report.summarise(rows, run, config.thresholds)
+    summary = {"input": os.path.abspath(opts.source), **report.summarise(rows, run, config.thresholds)}
     report.write(Path(opts.out), summary, rows)
     code = 2 if summary["errors"] else 1 if summary["flagged"] else 0
     return code, summary
