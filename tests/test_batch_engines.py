@@ -26,6 +26,9 @@ from deepscreen.batch.rows import TIMING_COLUMNS
 from deepscreen.config import SHARED_DIR
 from media_factory import gradient, sine, write_video
 
+# Tiers (pyproject): every test here runs the scanner in subprocesses or Ray (over 20 s) on LFW faces.
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+
 LFW = SHARED_DIR / "data/faces/lfw"
 SPEECH = SHARED_DIR / "data/speech"
 PEOPLE = ["Aaron_Eckhart", "Colin_Powell", "George_W_Bush", "Tony_Blair", "Gerhard_Schroeder", "Ariel_Sharon",
@@ -48,7 +51,7 @@ def collection(tmp_path_factory) -> tuple[Path, Path]:
     photos = {p: sorted((LFW / p).glob("*.jpg"))[:1] for p in PEOPLE if (LFW / p).is_dir()}
     people = [p for p in PEOPLE if photos.get(p)]
     if len(people) < 6:
-        pytest.skip(f"LFW faces missing under {LFW}")
+        pytest.skip(f"needs data not on this machine: LFW faces missing under {LFW} (see README, Data)")
     root = tmp_path_factory.mktemp("batch")
     col = root / "collection"
     (col / "real").mkdir(parents=True)
