@@ -174,3 +174,17 @@ def test_pending_skips_unchanged_files_under_the_same_setup_key_only(tmp_path):
     assert [i.path.rsplit("/", 1)[1] for i in pending(items, done, "k1")] == ["changed", "other_key", "new"]
     assert [i.path.rsplit("/", 1)[1] for i in pending(items, done, "k1", retry_errors=True)] == \
         ["changed", "other_key", "failed", "new"]
+
+
+def test_batch_imports_neither_the_generator_side_nor_training():
+    """Batch jobs only call the scan core: importing every batch module pulls in no deepscreen.synthesis or
+    deepscreen.training (checked in a fresh interpreter, so other tests' imports do not count)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pkgutil, importlib, deepscreen.batch as b\n"
+            "for m in pkgutil.iter_modules(b.__path__): importlib.import_module('deepscreen.batch.' + m.name)\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('deepscreen.synthesis', 'deepscreen.training'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
