@@ -25,13 +25,17 @@ def test_tracker_follows_two_people_and_starts_a_third():
     assert ids[2] == [0, 2]
 
 
-def test_track_logit_is_a_median_weighted_by_detail():
+def test_track_logit_is_a_median_weighted_by_detail_over_half_the_track():
     assert track_logit([5.0]) == 5.0
     assert track_logit([1.0, 3.0, 2.0]) == 2.0
-    assert track_logit([4.0, 2.0, -8.0, -9.0]) == -8.0  # an even count takes the lower middle: no tie convicts
-    # Two sharp frames outweigh three soft ones whose scores jumped; detail saturates at SHARPNESS_CAP.
-    assert track_logit([6.0, 7.0, 5.0, -2.0, -3.0], [5, 5, 5, 150, 150]) == -2.0
-    assert track_logit([6.0, -2.0], [SHARPNESS_CAP * 10, SHARPNESS_CAP]) == -2.0
+    # Isolated spikes of a real face do not convict it; a stretch of half the track does (a spliced-in swap).
+    real = [-3.0, 6.0, -2.5, -3.0, 7.0, -2.0, -3.5, 5.0]
+    assert track_logit(real) < 0
+    spliced = [-3.0, -2.0, -3.0, -2.5, 4.0, 5.0, 3.0, 4.5]
+    assert track_logit(spliced) == 4.0  # lower middle of the last four: no tie convicts
+    # Sharp frames outweigh soft ones whose scores jumped; detail saturates at SHARPNESS_CAP.
+    assert track_logit([6.0, 7.0, -1.0, -2.0, -3.0, -2.5], [5, 5, 150, 150, 150, 150]) == -1.0
+    assert track_logit([6.0, -2.0, -2.0], [SHARPNESS_CAP * 10, SHARPNESS_CAP, SHARPNESS_CAP]) == -2.0
 
 
 def _results(logits, widths, sharpness):

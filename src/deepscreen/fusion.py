@@ -52,10 +52,14 @@ def weighted_median(values, weights=None) -> float:
 
 
 def track_logit(logits: list[float], sharpness: list[float | None] | None = None) -> float:
-    """A face track's score: the median of its frames' logits, weighted by each crop's sharpness (capped)."""
-    if sharpness is None:
-        return weighted_median(logits)
-    return weighted_median(logits, [min(s, SHARPNESS_CAP) if s is not None else SHARPNESS_CAP for s in sharpness])
+    """A face track's score: the highest weighted median over every stretch of consecutive judged frames half the
+    track long (at least MIN_VIDEO_FRAMES), each frame weighted by its crop's sharpness (capped). A face swapped
+    for the whole clip, or spliced in for half of it, holds high over such a stretch; a real face's isolated
+    spikes (blur, a turned head, a compression burst) do not. One frame (a photo) is its own score."""
+    z = list(logits)
+    w = [SHARPNESS_CAP if s is None else min(s, SHARPNESS_CAP) for s in sharpness] if sharpness else [1.0] * len(z)
+    k = min(len(z), max(MIN_VIDEO_FRAMES, -(-len(z) // 2)))
+    return max(weighted_median(z[i:i + k], w[i:i + k]) for i in range(len(z) - k + 1))
 
 
 def unjudgeable(obs: FaceObservation, limits: FaceLimits) -> str | None:
