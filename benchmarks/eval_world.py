@@ -146,6 +146,7 @@ def compare(path: Path, weights: Path | None) -> None:
     rows = json.loads(path.read_text())["rows"]
     det = FaceBlendDetector(weights) if weights else FaceBlendDetector()
     for name, rescored in (("as scanned", rows),
+                           ("median rule, the model's limits", rescore(rows, det.calibrate, det.limits)),
                            ("median rule, no limits", rescore(rows, det.calibrate, FaceLimits())),
                            ("top-half rule, no limits", rescore(rows, det.calibrate, FaceLimits(), "tophalf"))):
         print(f"\n== {name}")

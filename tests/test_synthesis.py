@@ -283,3 +283,50 @@ def test_an_enlarged_face_is_warped_directly(face):
     assert np.sqrt(abs(np.linalg.det(m[:, :2]))) > 1  # LFW faces are enlarged to the crop
     direct = cv2.warpAffine(rgb, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     assert np.array_equal(crop, direct)
+
+
+@pytest.mark.parametrize("codec", ["h264", "mpeg4", "vp9"])
+def test_video_channel_treats_real_and_fake_alike(face, codec):
+    """The channel scales both faces to the drawn width and sends them through one codec setting: outside the blend
+    mask the two decoded pictures agree (the codec is the same function of the same pixels), the landmarks move with
+    the scale, and the picture is really re-encoded (blocking changes pixels)."""
+    from deepscreen.synthesis.channel import Channel, face_width, pass_channel
+
+    rgb, lms = face
+    blend = self_blend(rgb, lms, np.random.default_rng(3), family="face")
+    low = {"h264": 34.0, "mpeg4": 14.0, "vp9": 46.0}[codec]
+    ch = Channel(codec, low, face_width=60.0, motion=(2, 1), keep=2)
+    real, fake, mask, moved = pass_channel(rgb, blend.image, blend.mask, lms, ch)
+    assert real.shape == fake.shape and real.shape[:2] == mask.shape
+    assert face_width(moved) == pytest.approx(60.0, abs=2.0)
+    outside = cv2.erode((mask < 0.01).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    inside = mask > 0.5
+    diff = np.abs(real.astype(int) - fake.astype(int)).mean(-1)
+    assert diff[outside].mean() < diff[inside].mean() / 3  # alike where the forgery did not touch the face
+    scaled = cv2.resize(rgb, real.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(scaled.astype(int) - real.astype(int)).mean() > 0.5  # really through the codec
+
+
+def test_channel_pair_is_found_and_aligned_by_the_scanner_code(face):
+    """A pool pair: two aligned crops and a boundary map, with the face re-found on the decoded real picture; far
+    too small a face (10 px) is not found, as the scanner would not find it, and gives no pair."""
+    from deepscreen.training.channel_pool import make_channel_pair
+    from deepscreen.training.data import FaceSet
+
+    rgb, lms = face
+
+    class One(FaceSet):
+        def image(self, i):
+            return rgb
+
+    faces = One(["a/x.jpg", "b/y.jpg"], np.stack([lms, lms]), None)
+    analyzer = FaceAnalyzer(max_faces=1)
+    try:
+        pair = make_channel_pair([faces], [1.0], np.random.default_rng(0), analyzer, jitter=False, face_width=90.0)
+        assert pair is not None
+        real, fake, fmap, width = pair
+        assert real.shape == fake.shape == (CROP_SIZE, CROP_SIZE, 3) and fmap.shape == (MAP_SIZE, MAP_SIZE)
+        assert fmap.max() > 0.3 and 70 < width < 120
+        assert make_channel_pair([faces], [1.0], np.random.default_rng(0), analyzer, face_width=10.0) is None
+    finally:
+        analyzer.close()

@@ -115,7 +115,7 @@ def test_recipe_runs_both_stages_and_resumes(small_lfw, tmp_path):
     logs: list[str] = []
     small = dict(pairs_per_batch=2, val_every=1, val_images=4, precision="float32")
     out, work = tmp_path / "w.safetensors", tmp_path / "work"
-    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=3, stage2_steps=2, **small)
+    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=3, stage2_steps=2, stage3_steps=0, **small)
     first = FaceBlendDetector(weights=work / "stage1" / "face_blend.safetensors").meta
     meta = FaceBlendDetector(weights=out).meta
     assert first["trained_steps"] == 3 and first["config"]["donor_p"] == 0.0 and first["config"]["keep"] == "best"
@@ -125,13 +125,13 @@ def test_recipe_runs_both_stages_and_resumes(small_lfw, tmp_path):
     assert meta["config"]["lr_scale"] == 0.3 and meta["init_sha256"] is not None
     assert (work / "lfw_landmarks.npz").exists() and not (work / "stage1" / "lfw_landmarks.npz").exists()
     logs.clear()
-    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=3, stage2_steps=2, **small)
+    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=3, stage2_steps=2, stage3_steps=0, **small)
     assert any("stage 1 already done" in line for line in logs)
     assert not any(line.startswith("step ") and " val AUC " not in line for line in logs)
     assert FaceBlendDetector(weights=out).meta["trained_steps"] == 2
     short = tmp_path / "short.safetensors"
     train_recipe(small_lfw, short, tmp_path / "short", log=logs.append, stage1_steps=15, stage2_steps=2,
-                 stop_early=True, lowres_p=0.5, **small)
+                 stage3_steps=0, stop_early=True, lowres_p=0.5, **small)
     meta = FaceBlendDetector(weights=short).meta
     assert meta["prior_steps"] == 11 and meta["trained_steps"] == 1 and meta["config"]["keep"] == "last"
     first = FaceBlendDetector(weights=tmp_path / "short" / "stage1" / "face_blend.safetensors").meta

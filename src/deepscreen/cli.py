@@ -59,7 +59,7 @@ def train(
                                       "starting weights: cheaper steps (0 trains every layer)."),
     stage3_steps: Optional[int] = typer.Option(None, help="Stage 3: length of a third cycle in which most pairs "
                                                "come through the video channel from world photos and real video "
-                                               "frames; 0 stops after stage 2; 1500 if not given."),
+                                               "frames; 0 stops after stage 2; 600 if not given."),
     init3: Path = typer.Option(None, help="Skip stages 1-2: run stage 3 from these weights."),
     shared: Path = typer.Option(SHARED_DIR, help="Folder with data/faces/world and data/video (stage 3)."),
     stop_early: bool = typer.Option(False, "--stop-early", help="The short recipe: stop each cycle early (11/15 "

@@ -295,7 +295,7 @@ STAGE1_STOP_AT, STAGE2_STOP_AT = 4400 / 6000, 600 / 1200
 # real faces of other sources (world photos, real video frames) and LFW, with their forgeries, sent through the
 # video channel and re-found by the scanner's face code; the other 4 pairs are stage 2's LFW pairs, so that what
 # stages 1-2 learned is kept (models/face_blend.md).
-STAGE3_STEPS, STAGE3_LR_SCALE, STAGE3_POOL_PAIRS = 1500, 0.3, 12
+STAGE3_STEPS, STAGE3_LR_SCALE, STAGE3_POOL_PAIRS = 600, 0.3, 12
 
 
 def train_recipe(data: Path, out: Path, work: Path, log=print, stage1_steps: int = STAGE1_STEPS,
