@@ -73,6 +73,7 @@ class VoiceDetector(Detector):
     def __init__(self, weights=None, wave_weights=None, phase_weights=None):
         path = weights or MODELS_DIR / WEIGHTS
         model, meta = self._load_weights(path, load_weights, "deepscreen train-voice")
+        first = meta
         self.branches, self._infos, versions = [Branch.of(model, meta)], [self._info], [meta.get("version", "1.0")]
         for named, default in ((wave_weights, WAVE_WEIGHTS), (phase_weights, PHASE_WEIGHTS)):
             extra = named or path.with_name(default)
@@ -82,7 +83,9 @@ class VoiceDetector(Detector):
                 self._infos.append(self._info)
                 versions.append(meta.get("version", "1.0"))
         self.version = max(versions, key=lambda v: tuple(map(int, v.split("."))))  # the newest model's recipe
-        self.a, self.b = 1.0, 0.0  # each branch carries its own calibration
+        # Each branch carries its own calibration; the recording's log-odds then go through the calibration fitted
+        # on other people's TTS and real speech of other corpora, where the weights carry one (models/voice.md).
+        self.a, self.b = first.get("recording_platt", (1.0, 0.0))
 
     def models(self) -> list[ModelInfo]:
         return list(self._infos)

@@ -1,0 +1,45 @@
+"""voice v1.3: the recording calibration in the weights' metadata is what the detector applies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from deepscreen.config import MODELS_DIR
+from deepscreen.detectors.dsp import sigmoid
+from deepscreen.detectors.voice import VoiceDetector
+from deepscreen.media.speech import SpeechSegment
+
+
+def _without_recording_platt(src, dst):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), "pt") as f:
+        meta = json.loads(f.metadata()["deepscreen"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta.pop("recording_platt", None)
+    save_file(tensors, str(dst), metadata={"deepscreen": json.dumps(meta)})
+
+
+def test_recording_calibration_is_read_from_the_weights_and_applied(tmp_path):
+    shipped = VoiceDetector()
+    a, b = shipped.a, shipped.b
+    assert (a, b) != (1.0, 0.0) and 0.5 < a < 1.5  # v1.3 carries one
+    plain = tmp_path / "voice.safetensors"
+    _without_recording_platt(MODELS_DIR / "voice.safetensors", plain)
+    shutil.copy(MODELS_DIR / "voice_phase.safetensors", tmp_path / "voice_phase.safetensors")
+    bare = VoiceDetector(weights=plain)
+    assert (bare.a, bare.b) == (1.0, 0.0)
+    rng = np.random.default_rng(0)
+    t = np.arange(4 * 16000) / 16000
+    x = (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) +
+         0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    seg = [SpeechSegment(0.0, 4.0)]
+    p_bare = bare.analyse(x, seg).probability
+    p_shipped = shipped.analyse(x, seg).probability
+    z = np.log(p_bare / (1 - p_bare))
+    assert p_shipped == pytest.approx(float(sigmoid(a * z + b)), abs=1e-6)
