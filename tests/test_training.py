@@ -294,11 +294,12 @@ def test_cli_train_defaults_are_the_committed_recipe(tmp_path):
     assert recipe.stop_step(recipe.STAGE1_STEPS, recipe.STAGE1_STOP_AT) == 4400  # short recipe: v1.3's kept steps
     assert recipe.stop_step(recipe.STAGE2_STEPS, recipe.STAGE2_STOP_AT) == 600
     assert f"; {recipe.STAGE1_STEPS} if not given" in opts["steps"].default.help
+    assert f"; {recipe.STAGE3_STEPS} if not given" in opts["stage3_steps"].default.help
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"x")
     res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--init", str(weights), "--steps", "5"],
                          capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and "--init runs stage 2 only" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "--init skips stage 1" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_frozen_early_blocks_stay_fixed_in_training(small_lfw, tmp_path):

@@ -499,7 +499,7 @@ def test_voice_explanation_names_the_trace_that_flagged_it(held_out):
 
 def test_voice_detector_uses_the_models_that_are_there(tmp_path, held_out):
     """models/ ships two files: the detector lists both (names and hashes) and scores with their maximum; with
-    the filterbank model alone it still works, as version 1.0."""
+    the filterbank model alone it still works, under the version its own file carries."""
     import shutil
 
     from deepscreen.config import MODELS_DIR
@@ -507,11 +507,11 @@ def test_voice_detector_uses_the_models_that_are_there(tmp_path, held_out):
     from deepscreen.detectors.voicenet import Branch, calibrated_max
 
     full = VoiceDetector()
-    assert [m.name for m in full.models()] == ["voice", "voice_phase"] and full.version == "1.2"
+    assert [m.name for m in full.models()] == ["voice", "voice_phase"] and full.version == "1.3"
     assert len({m.sha256 for m in full.models()}) == 2
     shutil.copy(MODELS_DIR / "voice.safetensors", tmp_path / "voice.safetensors")
     alone = VoiceDetector(weights=tmp_path / "voice.safetensors")
-    assert [m.name for m in alone.models()] == ["voice"] and alone.version == "1.0"
+    assert [m.name for m in alone.models()] == ["voice"] and alone.version == alone.models()[0].version == "1.3"
     windows = np.stack([held_out[0][:32000], held_out[1][:32000]])
     z_full, z_alone = full.score_windows(windows), alone.score_windows(windows)
     z_rest = calibrated_max([Branch.load(MODELS_DIR / "voice_phase.safetensors")], windows)

@@ -84,8 +84,8 @@ def train(
               "--stage3-steps 0", file=sys.stderr)
         raise typer.Exit(2)
     if init is not None and (stage2_steps == 0 or steps is not None):
-        print("deepscreen: error: --init skips stage 1 (stage 2 runs from those weights): set its length with --stage2-steps "
-              "(not 0), not --steps", file=sys.stderr)
+        print("deepscreen: error: --init skips stage 1 (stage 2 runs from those weights): set its length with "
+              "--stage2-steps (not 0), not --steps", file=sys.stderr)
         raise typer.Exit(2)
     lowres_p = STAGE2_LOWRES_P if lowres_p is None else lowres_p
     for flag, p in (("--donor-p", donor_p), ("--grade-p", grade_p), ("--lowres-p", lowres_p),
