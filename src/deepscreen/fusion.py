@@ -14,6 +14,11 @@ Rules (docs/verdicts.md explains them to users):
   - Face and voice (videos with speech): the file's probability is the higher of the two; either one faked makes
     the file manipulated. When one is manipulated and the other looks clean, `cross_check` says so in words:
     that split is the signature of a lip-sync, a dub or a cloned voice laid over real footage.
+  - Provenance (detectors/provenance.py): a file that declares its own AI generation (valid Content Credentials, a
+    Stable Diffusion watermark, generator metadata) gets at least the provenance score, and the summary leads with
+    that cue: the file says what it is, whatever the face and voice detectors saw. Everything else the provenance
+    reader finds (a camera-capture manifest, a manifest that no longer validates) is reported in the evidence and
+    the summary but does not move the probability; finding nothing changes nothing.
 """
 
 from __future__ import annotations
@@ -168,3 +173,14 @@ def summarise_voice(probability: float | None, voice: VoiceAnalysis, thresholds:
     verb = "likely synthetic" if label == "manipulated" else "possibly synthetic"
     return (f"{voice.speech_s:.0f} s of speech analysed; the voice is {verb} ({percent(probability)}), "
             f"most at {worst.start_s:.1f}-{worst.end_s:.1f} s.")
+
+
+def apply_provenance(probability: float | None, summary: str, provenance: dict | None) -> tuple[float | None, str]:
+    """The file's probability and summary once its own declarations are taken into account (rule in the module
+    docstring): only a declaration of AI generation changes the number."""
+    findings = (provenance or {}).get("findings") or []
+    if not findings:
+        return probability, summary
+    if provenance.get("declares_ai") and provenance.get("score") is not None:
+        return max(probability or 0.0, provenance["score"]), f"{findings[0]} {summary}"
+    return probability, f"{summary} {findings[0]}"

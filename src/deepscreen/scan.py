@@ -41,6 +41,7 @@ class Scanner:
         self.detectors = [load_detector(name) for name in detectors]
         self.face_detectors = [d for d in self.detectors if isinstance(d, FaceDetector)]
         self.voice_detector = next((d for d in self.detectors if d.modality == "voice"), None)
+        self.provenance = next((d for d in self.detectors if d.modality == "provenance"), None)
         self.analyzer = FaceAnalyzer(max_faces=self.config.max_faces) if self.face_detectors else None
         self.speech = SpeechFinder() if self.voice_detector else None
         self._lock = threading.Lock()  # MediaPipe graphs and torch modules are shared state
@@ -134,6 +135,8 @@ class Scanner:
             if voice.probability is not None:
                 summary += " Voice: " + fusion.summarise_voice(voice.probability, voice, cfg.thresholds)
         probability = fusion.combine(face_p, voice)
+        provenance = self._provenance(path, info.kind, evidence)
+        probability, summary = fusion.apply_provenance(probability, summary, provenance)
         used = self.face_detectors + ([self.voice_detector] if voice else [])
         media = {**info.to_dict(), "frames_analysed": len(sampled), "faces_found": len(results)}
         return Verdict(
@@ -141,20 +144,33 @@ class Scanner:
             label=cfg.thresholds.label(probability), summary=summary,
             faces=tracks, timeline=fusion.timeline(results, sampled) if info.kind == "video" else [],
             evidence=evidence, models=[m for d in used for m in d.models()], media=media, voice=voice,
-            cross_check=fusion.cross_check(face_p, voice, cfg.thresholds),
+            cross_check=fusion.cross_check(face_p, voice, cfg.thresholds), provenance=provenance,
         )
+
+    def _provenance(self, path: Path, kind: str, evidence: list[Evidence]) -> dict | None:
+        """Read what the file declares about its origin; its Evidence is appended only when something was found
+        (no provenance is no evidence)."""
+        if not self.provenance:
+            return None
+        found, provenance = self.provenance.read(path, kind)
+        if found:
+            evidence.append(found)
+        return provenance
 
     def _scan_audio(self, path: Path, info, digest: str) -> Verdict:
         if not self.voice_detector:
             raise media_error(path, "is an audio file; no voice detector loaded")
         voice = self._voice(path, soundtrack=False)
         d = self.voice_detector
+        evidence = [Evidence(d.name, d.version, voice.probability, voice.explanation)]
+        provenance = self._provenance(path, "audio", evidence)
+        probability, summary = fusion.apply_provenance(
+            voice.probability, fusion.summarise_voice(voice.probability, voice, self.config.thresholds), provenance)
         return Verdict(
-            path=str(path), sha256=digest, kind="audio", probability=voice.probability,
-            label=self.config.thresholds.label(voice.probability),
-            summary=fusion.summarise_voice(voice.probability, voice, self.config.thresholds),
-            evidence=[Evidence(d.name, d.version, voice.probability, voice.explanation)],
+            path=str(path), sha256=digest, kind="audio", probability=probability,
+            label=self.config.thresholds.label(probability), summary=summary, evidence=evidence,
             models=d.models(), media={**info.to_dict(), "speech_s": round(voice.speech_s, 2)}, voice=voice,
+            provenance=provenance,
         )
 
     def _voice(self, path: Path, soundtrack: bool) -> VoiceAnalysis:

@@ -114,6 +114,9 @@ class Verdict:
     voice: VoiceAnalysis | None = None  # audio files and videos with a sound track
     # When the face and the voice disagree (one manipulated, the other clean): a lip-sync or dub, in words.
     cross_check: str | None = None
+    # What the file declares about its origin (detectors/provenance.py: Content Credentials, generator watermarks,
+    # generator metadata), whether or not anything was found; None when the provenance reader did not run.
+    provenance: dict[str, Any] | None = None
     elapsed_s: float = 0.0
     error: str | None = None  # one-line reason when label == "error"
     # True when the file name had bytes that are not UTF-8 and `path` shows them as backslash escapes ('\\xff');

@@ -15,7 +15,7 @@ import numpy as np
 from ..verdict import ModelInfo, percent
 
 REGISTRY: dict[str, type["Detector"]] = {}
-DEFAULT_DETECTORS = ("face_blend", "voice")
+DEFAULT_DETECTORS = ("face_blend", "voice", "provenance")
 
 
 def register(cls: type["Detector"]) -> type["Detector"]:
@@ -37,7 +37,7 @@ class FaceScores:
 class Detector(ABC):
     name: ClassVar[str]
     version: ClassVar[str]
-    modality: ClassVar[str]  # "face" (aligned face crops) or "voice" (16 kHz speech)
+    modality: ClassVar[str]  # "face" (aligned face crops), "voice" (16 kHz speech), "provenance" (the file's own claims)
     _info: ModelInfo | None = None
     a, b = 1.0, 0.0  # Platt calibration: p = sigmoid(a * logit + b)
 
@@ -100,7 +100,7 @@ class FaceDetector(Detector):
 
 
 def load_detector(name: str) -> Detector:
-    from . import face_blend, voice  # noqa: F401  (they register themselves)
+    from . import face_blend, provenance, voice  # noqa: F401  (they register themselves)
 
     if name not in REGISTRY:
         raise DetectorUnavailable(f"unknown detector {name!r}; known: {', '.join(sorted(REGISTRY))}")
