@@ -57,12 +57,16 @@ class _Detector:
 def test_faces_too_small_or_soft_are_not_judged_and_say_why():
     det = _Detector()
     tracks, ev = fuse_tracks(_results([6.0], [40], [100.0]), det)
-    assert tracks[0].probability is None and "too small to judge (40 px" in tracks[0].abstained
+    assert tracks[0].probability is None and "too small to judge: 40 px wide, under 60 px" in tracks[0].abstained
     assert "held-out AUC" in ev[0].explanation and ev[0].score is None
     tracks, _ = fuse_tracks(_results([6.0], [120], [8.0]), det)
     assert "too soft or compressed" in tracks[0].abstained
     assert file_probability(tracks) is None
     assert "none that could be judged" in summarise("image", None, tracks, Thresholds(), 1)
+    from deepscreen.report.html import _face_card
+
+    card = _face_card(tracks[0])
+    assert "not judged: too soft" in card and "likely manipulated" not in card
     # Soft frames are left out of a video track; the sharp ones decide.
     tracks, _ = fuse_tracks(_results([8.0, 8.0, -3.0, -2.0, -4.0], [120] * 5, [5, 5, 90, 90, 90]), det, video=True)
     assert tracks[0].probability == pytest.approx(float(metrics.sigmoid(-3.0)))

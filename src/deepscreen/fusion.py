@@ -70,11 +70,11 @@ def track_logit(logits: list[float], sharpness: list[float | None] | None = None
 def unjudgeable(obs: FaceObservation, limits: FaceLimits) -> str | None:
     """Why this face cannot be judged at the detector's measured rate, or None if it can."""
     width = obs.box[2] - obs.box[0]
+    why = f", {limits.note.strip('() ')}" if limits.note.strip("() ") else ""
     if width < limits.min_width:
-        return f"too small to judge ({width} px wide; under {limits.min_width:.0f} px {limits.note})".rstrip()
+        return f"too small to judge: {width} px wide, under {limits.min_width:.0f} px{why}"
     if obs.sharpness is not None and obs.sharpness < limits.min_sharpness:
-        return (f"too soft or compressed to judge (detail {obs.sharpness:.0f}; under {limits.min_sharpness:.0f} "
-                f"{limits.note})").rstrip()
+        return f"too soft or compressed to judge: detail {obs.sharpness:.0f}, under {limits.min_sharpness:.0f}{why}"
     return None
 
 

@@ -220,7 +220,7 @@ def _face_card(f: FaceTrack) -> str:
         imgs = '<div class="noimg">no face crop kept</div>'
     else:
         imgs = f'<figure><img src="{png_data_uri(crop)}" alt="face {f.track_id}"><figcaption>face</figcaption></figure>'
-        if f.peak_heatmap is not None:
+        if f.peak_heatmap is not None and not f.abstained:  # a face not judged has no finding to point at
             over = heat_overlay(crop, f.peak_heatmap)
             imgs += (f'<figure><img src="{png_data_uri(over)}" alt="face {f.track_id} with heat map">'
                      '<figcaption>where the detector looked (red = most suspicious)</figcaption></figure>')
