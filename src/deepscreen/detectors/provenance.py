@@ -5,7 +5,8 @@ Three sources, strongest first (docs/provenance.md says what each finding means 
      bytes it covers are checked; the actions say how the content came to be (`c2pa.created` with a
      `digitalSourceType` of trained algorithmic media = made by a generative model; `digitalCapture` = a camera).
   2. The invisible watermarks Stable Diffusion's reference scripts (b"StableDiffusionV1", 136 bits) and SDXL
-     (diffusers, 48 fixed bits) put into every image they make, both with imwatermark's dwtDct method.
+     (diffusers, 48 fixed bits) put into every image they make, both with imwatermark's dwtDct method (decoded here
+     by a vectorised copy of imwatermark's decoder: same bits, ~10x faster).
   3. Generator metadata: PNG text chunks with prompts and sampler settings (A1111, ComfyUI, InvokeAI, NovelAI,
      Fooocus), `Software` / `CreatorTool` tags naming a known generator, an IPTC DigitalSourceType in XMP.
 
@@ -19,7 +20,6 @@ manifest) or cannot be parsed is reported in words, unscored: it says the file c
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -208,22 +208,62 @@ class Provenance(Detector):
     def read_watermark(self, img) -> dict:
         if img is None:
             return {"checked": False, "note": "image not decodable here"}
+        if img.format == "JPEG":
+            # Measured (tests): JPEG's chroma subsampling wipes the mark, even at quality 100, so decoding a JPEG
+            # could only ever say "absent". Skipped to save the time; "not checked" is the honest answer.
+            return {"checked": False, "note": "JPEG: the dwtDct watermark does not survive JPEG encoding"}
         w, h = img.size
         if w * h < 256 * 256 or w * h > WATERMARK_MAX_PIXELS:
             return {"checked": False, "note": f"{w}x{h}: outside the sizes the dwtDct watermark can be read at"}
-        try:
-            from imwatermark import WatermarkDecoder
-        except ImportError:
-            return {"checked": False, "note": "invisible-watermark not installed"}
-        bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])  # imwatermark takes BGR uint8
-        sd1 = np.unpackbits(np.frombuffer(WatermarkDecoder("bytes", 136).decode(bgr, "dwtDct"), np.uint8))
-        sd1_match = int((sd1 == np.unpackbits(np.frombuffer(SD1_MESSAGE, np.uint8))).sum()) if len(sd1) == 136 else 0
-        xl = np.asarray(WatermarkDecoder("bits", 48).decode(bgr, "dwtDct"), int)
-        xl_match = int((xl == np.asarray(SDXL_BITS)).sum())
+        bits = _dwtdct_block_bits(np.asarray(img.convert("RGB")))
+        sd1 = _dwtdct_decode(bits, 136)
+        sd1_match = int((sd1 == np.unpackbits(np.frombuffer(SD1_MESSAGE, np.uint8))).sum())
+        xl_match = int((_dwtdct_decode(bits, 48) == np.asarray(SDXL_BITS)).sum())
         found = ("Stable Diffusion" if sd1_match >= SD1_MIN_MATCH else
                  "Stable Diffusion XL" if xl_match >= SDXL_MIN_MATCH else None)
         return {"checked": True, "found": found, "sd1_bits_matching": f"{sd1_match}/136",
                 "sdxl_bits_matching": f"{xl_match}/48"}
+
+
+def _dwtdct_block_bits(rgb: np.ndarray, scale: float = 36.0) -> list[np.ndarray]:
+    """imwatermark's dwtDct decoder (`EmbedMaxDct.decode`, scales [0, 36, 36], 4x4 blocks), vectorised: in the U
+    colour channel, the Haar approximation band is cut into 4x4 blocks (row by row) and each block's bit is whether
+    its largest non-DC coefficient, modulo the scale, lies in the upper half. Block k carries message bit
+    k % length, so one pass serves every message length (SD's 136 bits and SDXL's 48). imwatermark loops over
+    blocks in Python (~30 ms per decode at 512x512, 0.8 s for both at 2048x2048); this is the same arithmetic, checked
+    bit for bit against imwatermark in tests/test_provenance.py."""
+    import cv2
+
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)  # = imwatermark's BGR2YUV of the BGR copy, without the copy
+    row, col = rgb.shape[:2]
+    out = []
+    # imwatermark loops `for channel in range(2)` with scales [0, 36, 36]: Y is skipped (scale 0) and V never
+    # reached, so the mark is in U alone, and so is what its decoder reads.
+    for ch in (1,):
+        x = yuv[:row // 4 * 4, :col // 4 * 4, ch].astype(np.float64)
+        # Haar approximation band, bit-identical to pywt.dwt2(x, "haar")[0] (same products, same order: columns,
+        # then rows) but 10x faster. Bit-identical matters: coefficients are multiples of 0.5, and one landing on
+        # exactly half the scale flips its bit on a rounding difference.
+        h = 0.7071067811865476  # pywt's haar dec_lo taps, 1/sqrt(2) as a double
+        ca1 = x[0::2] * h + x[1::2] * h
+        ca1 = ca1[:, 0::2] * h + ca1[:, 1::2] * h
+        r, c = ca1.shape[0] // 4, ca1.shape[1] // 4
+        blocks = ca1[:r * 4, :c * 4].reshape(r, 4, c, 4).transpose(0, 2, 1, 3).reshape(r * c, 16)
+        pos = np.argmax(np.abs(blocks[:, 1:]), axis=1) + 1
+        val = np.abs(blocks[np.arange(len(blocks)), pos])
+        out.append((val % scale > 0.5 * scale).astype(float))
+    return out
+
+
+def _dwtdct_decode(block_bits: list[np.ndarray], length: int) -> np.ndarray:
+    """Message bits (0/1) of `length`: the mean of the blocks that carry each bit above 0.5
+    (imwatermark: mean * 255 > 127)."""
+    sums, counts = np.zeros(length), np.zeros(length)
+    for b in block_bits:
+        idx = np.arange(len(b)) % length
+        sums += np.bincount(idx, b, length)
+        counts += np.bincount(idx, minlength=length)
+    return (sums / np.maximum(counts, 1) * 255 > 127).astype(np.uint8)
 
 
 def summarise_store(store: dict, state: str | None) -> dict:
