@@ -292,3 +292,39 @@ def test_scan_of_a_plain_photo_has_no_provenance_score(tmp_path, scanner):
     assert v.provenance["watermark"]["checked"] is False  # a JPEG: see test_jpeg_is_not_decoded_for_a_watermark
     assert all(e.detector != "provenance" for e in v.evidence)
     assert v.label == "inconclusive" and v.probability is None  # no face, and no provenance is no evidence
+
+
+def test_scan_of_a_signed_ai_voice_recording(tmp_path, signer, scanner):
+    """c2pa reads WAV too: an audio file whose credentials declare a trained model is manipulated even where the
+    voice detector abstains (here: two seconds of quiet noise, no speech)."""
+    import wave
+
+    raw = io.BytesIO()
+    with wave.open(raw, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.random.default_rng(0).normal(0, 300, 32000)).astype("<i2").tobytes())
+    manifest = {"claim_generator_info": [{"name": "deepscreen-tests", "version": "0.1"}], "title": "voice.wav",
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": [
+                    {"action": "c2pa.created", "digitalSourceType": AI, "softwareAgent": {"name": "VoiceMaker"}}]}}]}
+    out = io.BytesIO()
+    with c2pa.Builder(manifest) as b:
+        b.sign(signer[0], "audio/wav", io.BytesIO(raw.getvalue()), out)
+    path = tmp_path / "voice.wav"
+    path.write_bytes(out.getvalue())
+    v = scanner.scan(path)
+    assert v.kind == "audio" and v.voice.probability is None
+    assert v.label == "manipulated" and v.summary.startswith("Content Credentials say: created by VoiceMaker")
+    assert [e.detector for e in v.evidence] == ["voice", "provenance"]
+
+
+def test_report_has_a_provenance_section(tmp_path, signer, scanner):
+    from deepscreen.report import render_html
+
+    path = tmp_path / "generated.jpg"
+    path.write_bytes(_sign(signer, AI, "Imaginator Diffusion"))
+    plain = tmp_path / "plain.jpg"
+    plain.write_bytes(_jpeg(6))
+    page = render_html([scanner.scan(path), scanner.scan(plain)])
+    assert page.count("<h3>Provenance</h3>") == 2
+    assert "<li>Content Credentials say: created by Imaginator Diffusion" in page
+    assert "this is no evidence either way" in page

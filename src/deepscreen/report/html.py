@@ -269,6 +269,19 @@ def _voice_part(v: Verdict, th: Thresholds, span: tuple[float, float] | None) ->
     return "".join(o)
 
 
+def _provenance_part(v: Verdict) -> str:
+    """What the file declares about its origin (detectors/provenance.py), or that it declares nothing: a reader
+    should see that nothing was found is no evidence either way."""
+    prov = v.provenance
+    if not prov:
+        return ""
+    findings = prov.get("findings") or []
+    if not findings:
+        return ('<h3>Provenance</h3><p class="muted">No Content Credentials, generator watermark or generator '
+                "metadata found. Most files carry none (platforms strip them): this is no evidence either way.</p>")
+    return "<h3>Provenance</h3><ul>" + "".join(f"<li>{_e(f)}</li>" for f in findings) + "</ul>"
+
+
 def _file_section(v: Verdict, th: Thresholds) -> str:
     lab = _label(v)
     name = v.path.replace("\\", "/").rsplit("/", 1)[-1] or v.path
@@ -288,14 +301,17 @@ def _file_section(v: Verdict, th: Thresholds) -> str:
         o.append("<h3>Face: probability of manipulation over time</h3>" + timeline_svg(v.timeline, th, t_range=span))
         o.append('<p class="muted">Gaps are moments where no face was visible.</p>')
     o.append(_voice_part(v, th, span))
+    o.append(_provenance_part(v))
     if v.faces:
         faces = sorted(v.faces, key=lambda f: -(_finite(f.probability) or 0.0))[:MAX_FACES]
         more = f" (showing {MAX_FACES} of {len(v.faces)})" if len(v.faces) > MAX_FACES else ""
         o.append(f"<h3>Faces{more}</h3><div class=\"faces\">" + "".join(_face_card(f) for f in faces) + "</div>")
     if v.evidence:
+        # provenance with no score is a finding (a broken manifest, an untrusted claim), not an abstention
+        unscored = {"provenance": "not scored"}
         rows = "".join(
             f"<tr><td>{_e(ev.detector)}</td><td>{_e(ev.version)}</td>"
-            f"<td>{'abstained' if _finite(ev.score) is None else percent(ev.score)}</td>"
+            f"<td>{unscored.get(ev.detector, 'abstained') if _finite(ev.score) is None else percent(ev.score)}</td>"
             f"<td>{_e(ev.explanation)}</td></tr>"
             for ev in v.evidence)
         o.append('<h3>Evidence</h3><div class="scroll"><table><tr><th>detector</th><th>version</th><th>score</th>'
