@@ -117,6 +117,26 @@ def test_valid_capture_manifest_is_evidence_of_authenticity_only_when_trusted(tm
     assert ev2.score is None and "cannot be checked" in ev2.explanation
 
 
+def test_ai_ingredient_of_an_edited_file_is_reported(tmp_path, signer):
+    """An edit of an AI-generated picture: its own manifest declares only an edit, but the ingredient's manifest,
+    carried along in the store, declares a trained model."""
+    generated = _sign(signer, AI, "Imaginator Diffusion")
+    manifest = {"claim_generator_info": [{"name": "PhotoEditor", "version": "9"}], "title": "edited.jpg",
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": [
+                    {"action": "c2pa.opened", "parameters": {"ingredientIds": ["generated"]}},
+                    {"action": "c2pa.color_adjustments"}]}}]}
+    out = io.BytesIO()
+    with c2pa.Builder(manifest) as b:
+        b.add_ingredient({"title": "generated.jpg", "relationship": "parentOf", "label": "generated"}, "image/jpeg",
+                         io.BytesIO(generated))
+        b.sign(signer[0], "image/jpeg", io.BytesIO(_jpeg(7)), out)
+    ev, found = _read(tmp_path, out.getvalue(), trusted_ca=signer[1])
+    c = found["c2pa"]
+    assert c["signature_valid"] and not c["ai_generated"] and c["ai_ingredient"]
+    assert c["ingredients"] == [{"title": "generated.jpg", "relationship": "parentOf"}]
+    assert found["declares_ai"] and ev.score == pytest.approx(0.97) and "an ingredient" in ev.explanation
+
+
 def test_tampered_file_no_longer_validates(tmp_path, signer):
     data = bytearray(_sign(signer, AI, "Imaginator Diffusion"))
     assert data[-2:] == b"\xff\xd9"
