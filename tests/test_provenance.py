@@ -268,6 +268,32 @@ def test_exif_software_of_a_known_generator(tmp_path):
     assert read_metadata(Image.open(buf)).get("generator") is None
 
 
+def test_xmp_digital_source_type_without_c2pa(tmp_path):
+    # IPTC's field, written into XMP by some generators without any signed manifest
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           '<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+           f'Iptc4xmpExt:DigitalSourceType="{AI}"/></rdf:RDF></x:xmpmeta>')
+    ev, found = _read(tmp_path, _png(_picture(4), **{"XML:com.adobe.xmp": xmp}), name="x.png")
+    assert found["metadata"]["xmp_digital_source_type"] == "trainedAlgorithmicMedia"
+    assert ev.score == pytest.approx(0.9) and "trained model" in ev.explanation
+
+
+def test_an_unreadable_declaration_never_costs_the_verdict(tmp_path, monkeypatch):
+    # A decoder failure on some odd file (forced here) becomes a note; the rest is still read and judged.
+    from deepscreen.detectors import provenance
+
+    monkeypatch.setattr(provenance, "_dwtdct_block_bits", lambda rgb: (_ for _ in ()).throw(ValueError("odd")))
+    ev, found = _read(tmp_path, _png(_picture(1), parameters="x\nSteps: 20, Sampler: Euler"), name="o.png")
+    assert found["watermark"] == {"checked": False, "note": "not read (ValueError: odd)"}
+    assert ev.score == pytest.approx(0.9)  # the metadata was still read
+    # and a 16-bit greyscale PNG, an unusual mode, is read without a note
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(300 * 300).reshape(300, 300) % 65536).astype(np.uint16)).save(buf, "PNG")
+    monkeypatch.undo()
+    _, found = _read(tmp_path, buf.getvalue(), name="g16.png")
+    assert found["watermark"]["checked"] and found["watermark"]["found"] is None
+
+
 # ---- fusion and the scan core ----------------------------------------------------------------------------------
 
 def test_fusion_only_an_ai_declaration_moves_the_probability():

@@ -112,8 +112,13 @@ class Provenance(Detector):
         found: dict[str, Any] = {"c2pa": self.read_c2pa(path)}
         if kind == "image":
             img = _open_image(path)
-            found["watermark"] = self.read_watermark(img)
-            found["metadata"] = read_metadata(img)
+            # A reader of optional declarations must never cost the file its verdict: an odd image mode or a
+            # malformed chunk is a note here, not a scan error.
+            for key, fn in (("watermark", self.read_watermark), ("metadata", read_metadata)):
+                try:
+                    found[key] = fn(img)
+                except Exception as err:
+                    found[key] = {"checked": False, "note": f"not read ({type(err).__name__}: {err})"[:200]}
         return self.judge(found)
 
     def judge(self, found: dict) -> tuple[Evidence | None, dict]:
