@@ -374,3 +374,22 @@ def test_report_has_a_provenance_section(tmp_path, signer, scanner):
     assert page.count("<h3>Provenance</h3>") == 2
     assert "<li>Content Credentials say: created by Imaginator Diffusion" in page
     assert "this is no evidence either way" in page
+
+
+def test_scan_of_a_signed_ai_video(tmp_path, signer, scanner):
+    """MP4 credentials are read too: a faceless generated clip is manipulated on its declaration alone."""
+    from media_factory import level_frames, write_video
+
+    clip = write_video(tmp_path / "raw.mp4", level_frames(10, 64, 64), fps=10)
+    manifest = {"claim_generator_info": [{"name": "deepscreen-tests", "version": "0.1"}], "title": "clip.mp4",
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": [
+                    {"action": "c2pa.created", "digitalSourceType": AI, "softwareAgent": {"name": "ClipMaker"}}]}}]}
+    out = io.BytesIO()
+    with c2pa.Builder(manifest) as b:
+        b.sign(signer[0], "video/mp4", io.BytesIO(clip.read_bytes()), out)
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(out.getvalue())
+    v = scanner.scan(path)
+    assert v.kind == "video" and not v.faces
+    assert v.label == "manipulated" and v.summary.startswith("Content Credentials say: created by ClipMaker")
+    assert "watermark" not in v.provenance  # pictures only
