@@ -294,6 +294,15 @@ def test_an_unreadable_declaration_never_costs_the_verdict(tmp_path, monkeypatch
     assert found["watermark"]["checked"] and found["watermark"]["found"] is None
 
 
+def test_the_decisive_finding_leads_the_words():
+    """The summary quotes the first finding: with a broken manifest and a watermark, the watermark must lead."""
+    found = {"c2pa": {"present": True, "signature_valid": False, "state": "Invalid"},
+             "watermark": {"checked": True, "found": "Stable Diffusion XL"}, "metadata": {}}
+    ev, out = Provenance().judge(found)
+    assert out["findings"][0].startswith("An invisible Stable Diffusion XL watermark") and ev.score == 0.99
+    assert "do not validate" in out["findings"][1]
+
+
 # ---- fusion and the scan core ----------------------------------------------------------------------------------
 
 def test_fusion_only_an_ai_declaration_moves_the_probability():

@@ -172,7 +172,7 @@ class Provenance(Detector):
         scores = [s for s, _ in cues if s is not None]
         # The most decisive cue leads: the highest score if any says AI, else the lowest (capture), else unscored.
         score = (max(scores) if declares_ai else min(scores)) if scores else None
-        cues.sort(key=lambda c: -1 if c[0] is None else -abs(c[0] - 0.5))
+        cues.sort(key=lambda c: 1 if c[0] is None else -abs(c[0] - 0.5))  # scored and most decisive first
         found.update(score=score, declares_ai=declares_ai, findings=[s for _, s in cues])
         if not cues:
             return None, found
