@@ -147,8 +147,8 @@ class Provenance(Detector):
                 edited = f", then {', '.join(edits)}" if edits else ""
                 if c.get("trusted"):
                     cues.append((SCORE_CAPTURE, f"Content Credentials say: captured by {c.get('agent') or who}"
-                                                f"{edited}; signed by a trusted signer and the file is unchanged "
-                                                "since (evidence of authenticity)."))
+                                                f"{edited}; signed by a trusted signer, and the file is unchanged "
+                                                "since it was signed (evidence of authenticity)."))
                 else:
                     cues.append((None, f"Content Credentials say: captured by {c.get('agent') or who}{edited}; the "
                                        f"signature is valid but {signer} is not on a trust list here, so the claim "
