@@ -92,8 +92,8 @@ def codec_roundtrip(rgb: np.ndarray, ch: Channel, fps: int = 25) -> np.ndarray:
     buf.seek(0)
     with av.open(buf, "r") as inp:
         decoded = [f.to_ndarray(format="rgb24") for f in inp.decode(video=0)]
-    out_rgb = decoded[min(ch.keep, len(decoded) - 1)]
     k = min(ch.keep, len(decoded) - 1)
+    out_rgb = decoded[k]
     if k:
         out_rgb = cv2.warpAffine(out_rgb, np.float32([[1, 0, -k * dx], [0, 1, -k * dy]]), (w, h),
                                  borderMode=cv2.BORDER_REPLICATE)
