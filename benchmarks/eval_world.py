@@ -120,7 +120,8 @@ def rescore(rows: list[dict], calibrate, limits, rule: str = "median") -> list[d
     """The stored observations re-fused without scanning again: `rule` 'median' (the scanner's: judged frames'
     median weighted by detail, with the abstentions of `limits`) or 'tophalf' (the rule before v2.0: mean logit of
     the most suspicious half, every frame judged). For measuring what the track rule and the limits each buy."""
-    from deepscreen.fusion import MIN_VIDEO_FRAMES, track_logit
+    from deepscreen.fusion import MIN_VIDEO_FRAMES, track_logit, unjudgeable
+    from deepscreen.verdict import FaceObservation
 
     out = []
     for r in rows:
@@ -131,7 +132,8 @@ def rescore(rows: list[dict], calibrate, limits, rule: str = "median") -> list[d
                 z = np.sort(t["logits"])[::-1]
                 ps.append(calibrate(float(z[: max(1, (len(z) + 1) // 2)].mean())))
                 continue
-            ok = [(z, s) for z, w, s in obs if w >= limits.min_width and (s is None or s >= limits.min_sharpness)]
+            ok = [(z, s) for z, w, s in obs
+                  if unjudgeable(FaceObservation(0, 0.0, (0, 0, w, w), 0.0, z, s), limits) is None]
             if len(ok) >= (MIN_VIDEO_FRAMES if r["kind"] == "video" else 1):
                 ps.append(calibrate(track_logit([z for z, _ in ok], [s for _, s in ok])))
         out.append({**r, "p": max(ps) if ps else None})

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from deepscreen.config import MODELS_DIR, SHARED_DIR, ScanConfig
+from deepscreen.training.weights_meta import update_metadata
 
 MAX_FLAGGED = 0.05
 
@@ -35,9 +35,6 @@ def validation_reals() -> list[Path]:
 
 
 def main() -> None:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     from deepscreen.detectors.face_blend import FaceBlendDetector
     from deepscreen.scan import Scanner
 
@@ -63,15 +60,12 @@ def main() -> None:
         shift -= 0.5
     print(f"shift {shift:+.1f}: {np.mean(z + shift >= 0):.1%} flagged (at most {MAX_FLAGGED:.0%})")
     if args.write:
-        with safe_open(str(args.weights), "pt") as f:
-            meta = json.loads(f.metadata()["deepscreen"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        a, b = meta.setdefault("platt_fitted", meta["platt"])
-        meta["platt"] = [a, b + shift]
-        meta["operating_point"] = (f"Platt intercept moved by {shift:+.1f}: the smallest shift, in steps of 0.5, at "
-                                   f"which at most {MAX_FLAGGED:.0%} of {len(z)} judged real files held out of "
-                                   "training and of every dev set are flagged (benchmarks/face_operating_point.py)")
-        save_file(tensors, str(args.weights), metadata={"deepscreen": json.dumps(meta)})
+        a, b = det.meta.get("platt_fitted", det.meta["platt"])
+        update_metadata(args.weights, {
+            "platt_fitted": [a, b], "platt": [a, b + shift],
+            "operating_point": (f"Platt intercept moved by {shift:+.1f}: the smallest shift, in steps of 0.5, at "
+                                f"which at most {MAX_FLAGGED:.0%} of {len(z)} judged real files held out of "
+                                "training and of every dev set are flagged (benchmarks/face_operating_point.py)")})
         print(f"written into {args.weights}")
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from deepscreen.config import MODELS_DIR, PROJECT_ROOT, SHARED_DIR
 from deepscreen.scan import sharpness
+from deepscreen.training.weights_meta import update_metadata
 
 WIDTHS = (24, 32, 40, 48, 56, 64, 80, 100, 130, 170)
 MIN_AUC = 0.75  # below this a flag on a real face is as likely as a catch: the scanner abstains instead
@@ -108,19 +108,8 @@ def main() -> None:
               "note": f"(held-out AUC under {MIN_AUC} there)"}
     print(f"\nAUC over all pairs {auc(y, z):.3f}; limits: {json.dumps(limits)}")
     if args.write:
-        set_face_limits(args.weights, limits)
+        update_metadata(args.weights, {"face_limits": limits})
         print(f"written into {args.weights}")
-
-
-def set_face_limits(path: Path, limits: dict) -> None:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["deepscreen"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    meta["face_limits"] = limits
-    save_file(tensors, str(path), metadata={"deepscreen": json.dumps(meta)})
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 
 import numpy as np
 
 from deepscreen.config import MODELS_DIR, SHARED_DIR
 from deepscreen.training import metrics
+from deepscreen.training.weights_meta import update_metadata
 from deepscreen.training.voice_whisper import fold_of, speaker_group
 
 DEV = SHARED_DIR / "data/speech/dev"
@@ -78,15 +78,8 @@ def main() -> None:
     a, b = fit(y, z, args.prior)
     print(f"recording calibration on every clip: slope {a:.4f}, intercept {b:+.4f} (prior {args.prior})")
     if args.write:
-        from safetensors import safe_open
-        from safetensors.torch import save_file
-
         path = MODELS_DIR / "voice.safetensors"
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads(f.metadata()["deepscreen"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta["recording_platt"] = [float(a), float(b)]
-        save_file(tensors, str(path), metadata={"deepscreen": json.dumps(meta)})
+        update_metadata(path, {"recording_platt": [float(a), float(b)]})
         print(f"written into {path}")
 
 

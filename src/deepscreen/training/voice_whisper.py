@@ -176,33 +176,6 @@ def leave_one_system_out(data: dict, log=print, l2: float = 1.0) -> list[dict]:
     return [{**m, "logit": float(s)} for m, s in zip(meta, scores) if not np.isnan(s)]
 
 
-def per_system(rows: list[dict], platt: tuple[float, float], threshold: float = 0.5) -> list[dict]:
-    """AUC / EER against all real dev clips, share of fakes caught and of real clips flagged at `threshold`."""
-    a, b = platt
-    real = np.array([r["logit"] for r in rows if r["label"] == "real"])
-    p_real = metrics.sigmoid(a * real + b)
-    out = []
-    systems = sorted({r["system"] for r in rows if r["label"] == "fake"})
-    for s in systems:
-        fake = np.array([r["logit"] for r in rows if r["system"] == s])
-        fam = next(r["family"] for r in rows if r["system"] == s)
-        y = np.r_[np.zeros(len(real)), np.ones(len(fake))]
-        z = np.r_[real, fake]
-        out.append({"system": s, "family": fam, "clips": len(fake), "auc": metrics.auc(y, z),
-                    "eer": metrics.eer(y, z)[0], "caught": float(np.mean(metrics.sigmoid(a * fake + b) >= threshold))})
-    fake = np.array([r["logit"] for r in rows if r["label"] == "fake"])
-    y = np.r_[np.zeros(len(real)), np.ones(len(fake))]
-    out.append({"system": "all", "family": "", "clips": len(fake), "auc": metrics.auc(y, np.r_[real, fake]),
-                "eer": metrics.eer(y, np.r_[real, fake])[0],
-                "caught": float(np.mean(metrics.sigmoid(a * fake + b) >= threshold)),
-                "real_flagged": float(np.mean(p_real >= threshold)), "real_clips": len(real)})
-    for corpus in sorted({r["system"] for r in rows if r["label"] == "real"}):
-        zc = np.array([r["logit"] for r in rows if r["system"] == corpus])
-        out.append({"system": f"real:{corpus}", "family": "real", "clips": len(zc),
-                    "real_flagged": float(np.mean(metrics.sigmoid(a * zc + b) >= threshold))})
-    return out
-
-
 VERSION = "2.0"
 L2 = 1.0
 
@@ -255,8 +228,6 @@ def format_rates(table: list[dict]) -> str:
 def recipe(work: Path, out: Path | None, log=print) -> dict:
     """Features, the leave-one-system-out table, then the shipped probe: trained on every source, calibrated on
     the held-out logits of the table's models."""
-    from ..detectors.whisper_encoder import save_probe
-
     data = extract(work, log)
     rows = leave_one_system_out(data, log, L2)
     p = cross_fitted_probabilities(rows)
@@ -276,3 +247,12 @@ def recipe(work: Path, out: Path | None, log=print) -> dict:
                                 "loso_all": next(r for r in loso if r["system"] == "all")})
         log(f"wrote {out}")
     return report
+
+
+def save_probe(path: Path, probe: dict, meta: dict) -> None:
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"mean": probe["mean"], "std": probe["std"], "w": probe["w"], "b": np.array([probe["b"]], np.float32)}
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(path),
+              metadata={"deepscreen": json.dumps(meta)})
