@@ -3,6 +3,8 @@ each one the way the README says (forgeries flagged, originals authentic, no fac
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from deepscreen.config import SHARED_DIR
@@ -40,3 +42,33 @@ def test_swap_is_placed_in_time_and_dub_is_cross_checked(sample_verdicts):
     dub = sample_verdicts["dubbed_clip.mp4"]
     assert dub.faces[0].probability < 0.25 and dub.voice.probability >= 0.5
     assert dub.cross_check and "voice sounds synthetic" in dub.cross_check
+
+
+def test_outputs_match_the_recording(sample_verdicts):
+    """JSON and HTML of every sample as recorded by tests/golden/record.py: a refactoring of the scan core
+    changes neither (numbers to within the last of the 4 decimals JSON shows, every word exactly)."""
+    from golden.record import ADDED_FIELDS, HTML_FILE, JSON_FILE, report_html, verdict_json
+
+    recorded = json.loads(JSON_FILE.read_text())
+    now = {name: verdict_json(v) for name, v in sample_verdicts.items()}
+    assert sorted(now) == sorted(recorded)
+    for name, before in recorded.items():
+        after = {k: v for k, v in now[name].items() if k not in ADDED_FIELDS}
+        _assert_same(after, before, name)
+    assert report_html(list(sample_verdicts.values())) == HTML_FILE.read_text(encoding="utf-8")
+
+
+def _assert_same(now, recorded, where: str) -> None:
+    """Equal, except that floats may differ by one unit in the 4th decimal (rounding of a number a hair away)."""
+    if isinstance(recorded, float) and isinstance(now, (int, float)) and not isinstance(now, bool):
+        assert abs(now - recorded) <= 1.5e-4, f"{where}: {now} != {recorded}"
+    elif isinstance(recorded, dict) and isinstance(now, dict):
+        assert sorted(now) == sorted(recorded), f"{where}: fields {sorted(now)} != {sorted(recorded)}"
+        for k in recorded:
+            _assert_same(now[k], recorded[k], f"{where}.{k}")
+    elif isinstance(recorded, list) and isinstance(now, list):
+        assert len(now) == len(recorded), f"{where}: {len(now)} items != {len(recorded)}"
+        for k, (a, b) in enumerate(zip(now, recorded)):
+            _assert_same(a, b, f"{where}[{k}]")
+    else:
+        assert now == recorded, f"{where}: {now!r} != {recorded!r}"
