@@ -11,7 +11,9 @@ from deepscreen.detectors.face_blend import FaceBlendDetector
 from deepscreen.faces.align import CROP_SIZE
 from deepscreen.training.data import split_of
 from deepscreen.training.evaluate import evaluate_folder, format_metrics, write_forgery_folder
-from deepscreen.training.train import STAGE2_LOWRES_P, TrainConfig, train, train_recipe
+from deepscreen.training.face_stages import train_recipe
+from deepscreen.training.recipe import FACE_BLEND
+from deepscreen.training.train import TrainConfig, train
 
 from conftest import LFW_DIR, needs_data
 
@@ -109,29 +111,31 @@ def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
 
 
 def test_recipe_runs_both_stages_and_resumes(small_lfw, tmp_path):
-    """The committed recipe in one call: stage 1 from ImageNet, stage 2 from stage 1's weights with composites from
-    other people; the final weights count both stages, and a second call redoes nothing. `stop_early` stops each
-    stage part way through its cycle (11/15 and 1/2) and keeps stage 2's last weights."""
+    """The recipe in one call: stage 1 from ImageNet, stage 2 from stage 1's weights with composites from other
+    people; the final weights count both stages, and a second call redoes nothing. `stop_early` stops each stage
+    at the recipe's `short_stop_at` (11/15 and 1/2) and keeps stage 2's last weights."""
     logs: list[str] = []
-    small = dict(pairs_per_batch=2, val_every=1, val_images=4, precision="float32")
+    small = FACE_BLEND.replace(pairs_per_batch=2, val_every=1, val_images=4, precision="float32",
+                               stage1={"steps": 3}, stage2={"steps": 2}, stage3={"steps": 0})
     out, work = tmp_path / "w.safetensors", tmp_path / "work"
-    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=3, stage2_steps=2, stage3_steps=0, **small)
+    train_recipe(small, small_lfw, out, work, log=logs.append)
     first = FaceBlendDetector(weights=work / "stage1" / "face_blend.safetensors").meta
     meta = FaceBlendDetector(weights=out).meta
     assert first["trained_steps"] == 3 and first["config"]["donor_p"] == 0.0 and first["config"]["keep"] == "best"
     assert meta["trained_steps"] == 2 and meta["prior_steps"] == 3 and meta["config"]["donor_p"] == 0.3
-    assert first["config"]["lowres_p"] == 0.0 and meta["config"]["lowres_p"] == STAGE2_LOWRES_P  # the recipe's values
+    assert first["config"]["lowres_p"] == 0.0 and meta["config"]["lowres_p"] == FACE_BLEND.stage2.lowres_p
     assert meta["config"]["keep"] == "best"
     assert meta["config"]["lr_scale"] == 0.3 and meta["init_sha256"] is not None
+    assert meta["recipe"]["stage2"]["steps"] == 2 and meta["recipe"]["version"] == FACE_BLEND.version
     assert (work / "lfw_landmarks.npz").exists() and not (work / "stage1" / "lfw_landmarks.npz").exists()
     logs.clear()
-    train_recipe(small_lfw, out, work, log=logs.append, stage1_steps=3, stage2_steps=2, stage3_steps=0, **small)
+    train_recipe(small, small_lfw, out, work, log=logs.append)
     assert any("stage 1 already done" in line for line in logs)
     assert not any(line.startswith("step ") and " val AUC " not in line for line in logs)
     assert FaceBlendDetector(weights=out).meta["trained_steps"] == 2
     short = tmp_path / "short.safetensors"
-    train_recipe(small_lfw, short, tmp_path / "short", log=logs.append, stage1_steps=15, stage2_steps=2,
-                 stage3_steps=0, stop_early=True, lowres_p=0.5, **small)
+    train_recipe(small.replace(stage1={"steps": 15}, stage2={"lowres_p": 0.5}), small_lfw, short, tmp_path / "short",
+                 log=logs.append, stop_early=True)
     meta = FaceBlendDetector(weights=short).meta
     assert meta["prior_steps"] == 11 and meta["trained_steps"] == 1 and meta["config"]["keep"] == "last"
     first = FaceBlendDetector(weights=tmp_path / "short" / "stage1" / "face_blend.safetensors").meta
@@ -276,30 +280,67 @@ def test_keeping_freed_memory_stops_page_faults_for_reused_buffers(tmp_path):
     assert min(runs["keep"][1][-3:]) < pages // 20, runs
 
 
-def test_cli_train_defaults_are_the_committed_recipe(tmp_path):
-    """`deepscreen train` with no options runs train_recipe's stages; `--init` runs stage 2 alone and refuses
-    `--steps` (stage 1's length), which it would otherwise ignore."""
-    import inspect
-    import subprocess
-    import sys
+def test_cli_train_defaults_are_the_recipe(tmp_path, monkeypatch):
+    """`deepscreen train`'s defaults are the recipe's values, the very objects (read through face_flags), and
+    `--help` shows them; with no flag the CLI hands training the recipe itself, whose stage configs carry the same
+    values; a flag changes only the fields it names."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
 
     from deepscreen import cli
-    from deepscreen.training import train as recipe
+    from deepscreen.training import face_stages
+    from deepscreen.training.face_flags import FLAGS, flag_default
 
-    opts = inspect.signature(cli.train).parameters
-    assert opts["stage2_steps"].default.default == recipe.STAGE2_STEPS
-    assert opts["donor_p"].default.default == recipe.STAGE2_DONOR_P
-    assert opts["lr_scale"].default.default == recipe.STAGE2_LR_SCALE
-    assert opts["stop_early"].default.default is False
-    assert recipe.stop_step(recipe.STAGE1_STEPS, recipe.STAGE1_STOP_AT) == 4400  # short recipe: v1.3's kept steps
-    assert recipe.stop_step(recipe.STAGE2_STEPS, recipe.STAGE2_STOP_AT) == 600
-    assert f"; {recipe.STAGE1_STEPS} if not given" in opts["steps"].default.help
-    assert f"; {recipe.STAGE3_STEPS} if not given" in opts["stage3_steps"].default.help
+    options = {p.name: p for p in typer.main.get_command(cli.app).commands["train"].params}
+    page = CliRunner().invoke(cli.app, ["train", "--help"], env={"COLUMNS": "1000", "NO_COLOR": "1"}).output
+    shown = dict(re.findall(r"--([a-z0-9-]+)\s.*?\[default: ([^\]]+)\]", page))
+    assert set(FLAGS) <= options.keys()
+    for flag in FLAGS:
+        assert options[flag].default is flag_default(flag), flag  # not a copy that could drift
+        assert shown[flag.replace("_", "-")] == str(flag_default(flag)), flag
+    assert (FACE_BLEND.stage1.steps, FACE_BLEND.stage2.steps, FACE_BLEND.stage3.steps) == (6000, 1200, 600)
+
+    ran = []
+    monkeypatch.setattr(face_stages, "train_recipe", lambda recipe, *a, **k: ran.append((recipe, k)))
+    shared = tmp_path / "shared"
+    (shared / "data/faces/world").mkdir(parents=True)
+    (shared / "data/faces/world/manifest.csv").write_text("")
+    base = ["train", "--work", str(tmp_path / "work"), "--shared", str(shared)]
+    assert CliRunner().invoke(cli.app, base).exit_code == 0
+    recipe, kwargs = ran[-1]
+    assert recipe is FACE_BLEND and kwargs["stop_early"] is False
+    for n in (1, 2, 3):
+        cfg = face_stages.stage_config(recipe, n, tmp_path, tmp_path / "w", tmp_path / "work")
+        stage = FACE_BLEND.stage(n)
+        assert (cfg.steps, cfg.lr_scale, cfg.donor_p, cfg.lowres_p) == \
+            (stage.steps, stage.lr_scale, stage.donor_p, stage.lowres_p)
+        assert (cfg.seed, cfg.precision, cfg.grade_p, cfg.blur_p, cfg.frozen_blocks) == \
+            tuple(options[k].default for k in ("seed", "precision", "grade_p", "blur_p", "frozen_blocks"))
+    assert CliRunner().invoke(cli.app, [*base, "--donor-p", "0.5", "--steps", "7", "--stop-early"]).exit_code == 0
+    recipe, kwargs = ran[-1]
+    assert recipe == FACE_BLEND.replace(stage1={"steps": 7}, stage2={"donor_p": 0.5}, stage3={"donor_p": 0.5})
+    assert kwargs["stop_early"] is True
+
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"x")
-    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--init", str(weights), "--steps", "5"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and "--init skips stage 1" in res.stderr and "Traceback" not in res.stderr
+    res = CliRunner().invoke(cli.app, [*base, "--init", str(weights), "--steps", "5"])
+    assert res.exit_code == 2 and "--init skips stage 1" in res.output and len(ran) == 2
+
+
+def test_recipe_files_refuse_unknown_and_missing_keys(tmp_path):
+    """A typo in a recipe fails when it is read, not by training with something else."""
+    from deepscreen.training.recipe import RECIPES_DIR, VOICE, load_recipe
+
+    text = (RECIPES_DIR / "voice.toml").read_text()
+    assert load_recipe(RECIPES_DIR / "voice.toml") == VOICE
+    for bad, match in ((text.replace("p_degrade =", "p_degrad ="), "missing p_degrade; unknown p_degrad"),
+                       (text.replace("steps = 4000", 'steps = "4000"'), "steps = '4000' must be of type int"),
+                       (text.replace('model = "voice"', 'model = "ears"'), "use face_blend or voice")):
+        (tmp_path / "r.toml").write_text(bad)
+        with pytest.raises(ValueError, match=match):
+            load_recipe(tmp_path / "r.toml")
 
 
 def test_frozen_early_blocks_stay_fixed_in_training(small_lfw, tmp_path):

@@ -7,6 +7,7 @@ included. Files where no face was found are counted separately ('abstained') and
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -163,3 +164,26 @@ def write_forgery_folder(data: Path, out: Path, split: str, limit: int, seed: in
     with open(out / "forgeries.csv", "w", newline="") as f:
         csv.writer(f).writerows(manifest)
     return len(manifest) - 1
+
+
+def synthesize(out: Path, data: Path, split: str, limit: int, seed: int, method: str, cache: Path) -> str:
+    """`deepscreen synthesize`: the forgery folder written; returns the line that says what was written. Raises
+    FlagError, before writing anything, for a method or split it cannot make."""
+    from .recipe import FlagError
+
+    if method not in METHODS:
+        raise FlagError(f"--method {method!r}: use one of {', '.join(METHODS)}")
+    try:
+        n = write_forgery_folder(data, out, split, limit, seed, cache=cache, method=method)
+    except ValueError as err:
+        raise FlagError(str(err)) from None
+    kind = "self-blended" if method == "sbi" else "face-swapped"
+    return f"wrote {n} real and {n} {kind} images to {out}"
+
+
+def evaluate(scanner, folder: Path, limit: int = 0, scores_csv: Path | None = None, as_json: bool = False,
+             progress: bool = False) -> str:
+    """`deepscreen evaluate`: the metrics of `scanner` on a labelled folder, as text or JSON."""
+    result = evaluate_folder(scanner, folder, limit=limit, scores_csv=scores_csv, progress=progress)
+    return json.dumps(result, indent=2) if as_json else format_metrics(result)
+

@@ -74,9 +74,9 @@ def build(cache: Path, generators: list[str] | None = None, speech_dir: Path = S
           progress=None) -> dict[str, Clips]:
     """{'real': ..., generator: ...}, from the cache or made now (default: the training and the unseen ones)."""
     cache.mkdir(parents=True, exist_ok=True)
-    rows = manifest(speech_dir)
     real_path = cache / "real.npz"
-    if not real_path.exists():
+    if not real_path.exists():  # the corpus is read only to make the cache
+        rows = manifest(speech_dir)
         audio = [read_audio(speech_dir / r["path"]).samples for r in rows]
         _save(real_path, _pack(audio, [r["speaker"] for r in rows], [r["utterance"] for r in rows]))
     out = {"real": load_clips(real_path)}
