@@ -75,13 +75,15 @@ def signer():
     return s, pem(ca).decode()
 
 
-def _sign(signer, source_type: str, agent: str, jpeg: bytes | None = None) -> bytes:
-    manifest = {"claim_generator_info": [{"name": "deepscreen-tests", "version": "0.1"}], "title": "picture.jpg",
+def _sign(signer, source_type: str, agent: str, media: bytes | None = None, mime: str = "image/jpeg",
+          title: str = "picture.jpg") -> bytes:
+    """`media` (a JPEG made here if not given) with a signed manifest: created by `agent`, of `source_type`."""
+    manifest = {"claim_generator_info": [{"name": "deepscreen-tests", "version": "0.1"}], "title": title,
                 "assertions": [{"label": "c2pa.actions", "data": {"actions": [
                     {"action": "c2pa.created", "digitalSourceType": source_type, "softwareAgent": {"name": agent}}]}}]}
     out = io.BytesIO()
     with c2pa.Builder(manifest) as b:
-        b.sign(signer[0], "image/jpeg", io.BytesIO(jpeg or _jpeg()), out)
+        b.sign(signer[0], mime, io.BytesIO(media or _jpeg()), out)
     return out.getvalue()
 
 
@@ -358,14 +360,8 @@ def test_scan_of_a_signed_ai_voice_recording(tmp_path, signer, scanner):
     with wave.open(raw, "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
         w.writeframes((np.random.default_rng(0).normal(0, 300, 32000)).astype("<i2").tobytes())
-    manifest = {"claim_generator_info": [{"name": "deepscreen-tests", "version": "0.1"}], "title": "voice.wav",
-                "assertions": [{"label": "c2pa.actions", "data": {"actions": [
-                    {"action": "c2pa.created", "digitalSourceType": AI, "softwareAgent": {"name": "VoiceMaker"}}]}}]}
-    out = io.BytesIO()
-    with c2pa.Builder(manifest) as b:
-        b.sign(signer[0], "audio/wav", io.BytesIO(raw.getvalue()), out)
     path = tmp_path / "voice.wav"
-    path.write_bytes(out.getvalue())
+    path.write_bytes(_sign(signer, AI, "VoiceMaker", raw.getvalue(), "audio/wav", "voice.wav"))
     v = scanner.scan(path)
     assert v.kind == "audio" and v.voice.probability is None
     assert v.label == "manipulated" and v.summary.startswith("Content Credentials say: created by VoiceMaker")
@@ -390,14 +386,8 @@ def test_scan_of_a_signed_ai_video(tmp_path, signer, scanner):
     from media_factory import level_frames, write_video
 
     clip = write_video(tmp_path / "raw.mp4", level_frames(10, 64, 64), fps=10)
-    manifest = {"claim_generator_info": [{"name": "deepscreen-tests", "version": "0.1"}], "title": "clip.mp4",
-                "assertions": [{"label": "c2pa.actions", "data": {"actions": [
-                    {"action": "c2pa.created", "digitalSourceType": AI, "softwareAgent": {"name": "ClipMaker"}}]}}]}
-    out = io.BytesIO()
-    with c2pa.Builder(manifest) as b:
-        b.sign(signer[0], "video/mp4", io.BytesIO(clip.read_bytes()), out)
     path = tmp_path / "clip.mp4"
-    path.write_bytes(out.getvalue())
+    path.write_bytes(_sign(signer, AI, "ClipMaker", clip.read_bytes(), "video/mp4", "clip.mp4"))
     v = scanner.scan(path)
     assert v.kind == "video" and not v.faces
     assert v.label == "manipulated" and v.summary.startswith("Content Credentials say: created by ClipMaker")

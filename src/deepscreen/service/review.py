@@ -10,7 +10,9 @@ import secrets
 import time
 from html import escape
 
-from fastapi import APIRouter, HTTPException, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import insert, select, update
@@ -78,6 +80,18 @@ def _csrf(request: Request, sid: str) -> str:
 
 def _login_redirect() -> RedirectResponse:
     return RedirectResponse("/review/login", status_code=303)
+
+
+def _reviewer(request: Request) -> tuple[Caller, str]:
+    """The logged-in reviewer and their session id; anyone else is sent to the login page (303)."""
+    sess = _session(request)
+    if sess is None:
+        raise HTTPException(303, "log in first", headers={"Location": "/review/login"})
+    return sess
+
+
+# Every page but the login form's takes this: the route runs only for a reviewer with a live session.
+Reviewer = Annotated[tuple[Caller, str], Depends(_reviewer)]
 
 
 LOGIN_COOKIE = "deepscreen_login"
@@ -161,11 +175,8 @@ def _summary(verdict_json: str | None) -> str:
 
 
 @router.get("")
-async def queue(request: Request, show: str = "open"):
-    sess = _session(request)
-    if not sess:
-        return _login_redirect()
-    caller, sid = sess
+async def queue(request: Request, session: Reviewer, show: str = "open"):
+    caller, sid = session
     q = select(scans).where(scans.c.route.in_(("review", "quarantine"))).order_by(scans.c.seq.desc()).limit(500)
     if show == "open":
         q = q.where(scans.c.review_state.in_(OPEN_STATES))
@@ -190,12 +201,17 @@ async def queue(request: Request, show: str = "open"):
     return _page("Review queue", body, caller, _csrf(request, sid))
 
 
+def _audit_row(h: dict, link: bool = False) -> str:
+    """One decision as a table row; `link`: with a column that opens its scan (the whole log's page)."""
+    scan = f'<td><a href="/review/scans/{h["scan_id"]}">{h["scan_id"][:8]}</a></td>' if link else ""
+    return (f'<tr class="audit"><td>{iso(h["at"])}</td><td>{escape(h["actor"])}</td>{scan}<td>{h["action"]}</td>'
+            f'<td>{escape(h["previous_state"] or "")} → {escape(h["new_state"] or "")}</td>'
+            f'<td>{escape(h["comment"] or "")}</td></tr>')
+
+
 @router.get("/scans/{scan_id}")
-async def detail(request: Request, scan_id: str):
-    sess = _session(request)
-    if not sess:
-        return _login_redirect()
-    caller, sid = sess
+async def detail(request: Request, scan_id: str, session: Reviewer):
+    caller, sid = session
     row = await asyncio.to_thread(load_scan, request.app.state.engine, scan_id)
     if row is None:
         raise HTTPException(404, "no such scan")
@@ -207,9 +223,7 @@ async def detail(request: Request, scan_id: str):
         ("Summary", _summary(row["verdict_json"])), ("Top cue", top_cue(row["verdict_json"], row["reason"])),
         ("Review state", row["review_state"] or "not in review"), ("Submitted", iso(row["created_at"])),
         ("SHA-256", row["sha256"]), ("Reason", row["reason"] or "")))
-    hist = "".join(f'<tr class="audit"><td>{iso(h["at"])}</td><td>{escape(h["actor"])}</td><td>{h["action"]}</td>'
-                   f'<td>{escape(h["previous_state"] or "")} → {escape(h["new_state"] or "")}</td>'
-                   f'<td>{escape(h["comment"] or "")}</td></tr>' for h in history)
+    hist = "".join(_audit_row(h) for h in history)
     hist = hist or '<tr><td class="muted">No decisions yet.</td></tr>'
     buttons = "".join(f'<button type="submit" name="decision" value="{d}" id="decide-{d}">{label}</button>'
                       for d, label in (("confirmed_fake", "Confirmed fake"), ("false_alarm", "False alarm"),
@@ -225,11 +239,8 @@ async def detail(request: Request, scan_id: str):
 
 
 @router.post("/scans/{scan_id}/decision")
-async def decide(request: Request, scan_id: str):
-    sess = _session(request)
-    if not sess:
-        return _login_redirect()
-    caller, sid = sess
+async def decide(request: Request, scan_id: str, session: Reviewer):
+    caller, sid = session
     form = await request.form()
     if not csrf_ok(request.app.state.settings.secret("session"), sid, form.get("csrf")):
         raise HTTPException(403, "bad or missing CSRF token; reload the page and try again")
@@ -263,17 +274,13 @@ async def decide(request: Request, scan_id: str):
     return RedirectResponse(f"/review/scans/{scan_id}", status_code=303)
 
 
-@router.get("/scans/{scan_id}/report")
+@router.get("/scans/{scan_id}/report", dependencies=[Depends(_reviewer)])
 async def report(request: Request, scan_id: str):
-    if not _session(request):
-        return _login_redirect()
     return await report_response(request, scan_id)
 
 
-@router.get("/scans/{scan_id}/thumb")
+@router.get("/scans/{scan_id}/thumb", dependencies=[Depends(_reviewer)])
 async def thumb(request: Request, scan_id: str):
-    if not _session(request):
-        return _login_redirect()
     row = await asyncio.to_thread(load_scan, request.app.state.engine, scan_id)
     if row is None or not row["thumb"]:
         raise HTTPException(404, "no thumbnail")
@@ -281,26 +288,18 @@ async def thumb(request: Request, scan_id: str):
 
 
 @router.get("/audit")
-async def audit(request: Request):
-    sess = _session(request)
-    if not sess:
-        return _login_redirect()
-    caller, sid = sess
+async def audit(request: Request, session: Reviewer):
+    caller, sid = session
     rows = await asyncio.to_thread(audit_rows, request.app.state.engine)
-    trs = "".join(f'<tr class="audit"><td>{iso(h["at"])}</td><td>{escape(h["actor"])}</td>'
-                  f'<td><a href="/review/scans/{h["scan_id"]}">{h["scan_id"][:8]}</a></td><td>{h["action"]}</td>'
-                  f'<td>{escape(h["previous_state"] or "")} → {escape(h["new_state"] or "")}</td>'
-                  f'<td>{escape(h["comment"] or "")}</td></tr>' for h in reversed(rows))
+    trs = "".join(_audit_row(h, link=True) for h in reversed(rows))
     body = ('<h1>Audit log</h1><p>Export: <a href="/review/audit.csv">CSV</a> · '
             '<a href="/review/audit.jsonl">JSON Lines</a></p><table id="audit"><tr><th>When</th><th>Who</th>'
             '<th>Scan</th><th>Decision</th><th>State</th><th>Comment</th></tr>' + trs + '</table>')
     return _page("Audit log", body, caller, _csrf(request, sid))
 
 
-@router.get("/audit.{fmt}")
+@router.get("/audit.{fmt}", dependencies=[Depends(_reviewer)])
 async def audit_export(request: Request, fmt: str) -> Response:
-    if not _session(request):
-        return _login_redirect()
     if fmt not in ("csv", "jsonl"):
         raise HTTPException(404, "export as audit.csv or audit.jsonl")
     return export_audit(await asyncio.to_thread(audit_rows, request.app.state.engine), fmt)
