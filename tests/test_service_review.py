@@ -99,6 +99,20 @@ def test_reviewer_marks_a_quarantined_item_in_the_browser(svc):
     assert state == "confirmed_fake"
 
 
+def test_every_review_page_sends_strangers_to_the_login(svc):
+    """Without a reviewer session each page and export answers 303 to the login form, and never runs the route."""
+    c = httpx.Client(base_url=svc.url)
+    scan = svc.fake["id"]
+    for method, url in [("GET", "/review"), ("GET", f"/review/scans/{scan}"), ("GET", f"/review/scans/{scan}/report"),
+                        ("GET", f"/review/scans/{scan}/thumb"), ("GET", "/review/audit"),
+                        ("GET", "/review/audit.csv"), ("POST", f"/review/scans/{scan}/decision")]:
+        r = c.request(method, url, data={"decision": "escalate"} if method == "POST" else None)
+        assert (r.status_code, r.headers.get("location")) == (303, "/review/login"), url
+    submitter = httpx.Client(base_url=svc.url)
+    review_login(submitter, svc.keys["submit"])  # a key without the review role gets no session
+    assert submitter.get("/review/audit").status_code == 303
+
+
 def test_login_and_decisions_need_csrf_tokens(svc):
     c = httpx.Client(base_url=svc.url)
     r = c.post("/review/login", data={"key": svc.keys["review"]})  # no form token: a cross-site login attempt
