@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -16,6 +18,13 @@ from deepscreen.training.recipe import FACE_BLEND
 from deepscreen.training.train import TrainConfig, train
 
 from conftest import LFW_DIR, needs_data
+
+
+# The keys training wrote before the recipe was data (models/face_blend.safetensors has them all, and more that
+# benchmarks add later: face_limits, the operating point).
+FACE_META_KEYS = {"name", "version", "input_size", "platt", "trained_steps", "train_minutes", "precision",
+                  "prior_steps", "prior_minutes", "init_sha256", "init_weights_sha256", "config", "val_auc",
+                  "test_crop_auc", "weights_sha256"}
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +54,41 @@ def test_train_writes_loadable_calibrated_weights(small_lfw, tmp_path):
     assert report["test_crops"]["n_real"] == report["test_crops"]["n_fake"] > 0
     det = FaceBlendDetector(weights=cfg.out)
     assert det.meta["trained_steps"] == 2 and len(det.meta["platt"]) == 2
+    assert FACE_META_KEYS <= det.meta.keys() and det.meta["version"] == FACE_BLEND.version
+    assert det.meta["recipe"] == json.loads(json.dumps(asdict(FACE_BLEND)))  # the recipe the stage was cut from
+    assert det.meta["config"]["threads"] == FACE_BLEND.threads and "recipe" not in det.meta["config"]
+    shipped = FaceBlendDetector().meta  # what the scanner reads: every key a run writes but the new "recipe"
+    assert FACE_META_KEYS <= shipped.keys() and det.meta.keys() - shipped.keys() == {"recipe"}
     crops = np.random.default_rng(0).integers(0, 256, (3, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
     scores = det.score_faces(crops)
-    assert scores.probabilities.shape == (3,) and np.all((scores.probabilities >= 0) & (scores.probabilities <= 1))
+    a, b = det.meta["platt"]
+    p = 1 / (1 + np.exp(-(a * scores.logits + b)))  # the calibration the weights carry
+    assert scores.logits.shape == (3,) and np.all(np.isfinite(p) & (p >= 0) & (p <= 1))
     assert scores.heatmaps.shape == (3, 10, 10)
 
     # Resuming a finished run does no more steps and keeps the same step count.
     report2 = train(cfg, log=logs.append)
     assert any("resumed at step 2" in line for line in logs)
     assert FaceBlendDetector(weights=cfg.out).meta["trained_steps"] == 2 and report2["test_crops"]["n_real"] > 0
+
+
+def test_a_stage_in_its_parts_starts_steps_validates_and_finishes(small_lfw, tmp_path):
+    """train() is setup, take_step, validate and finish: each can be driven alone (as a notebook or a search
+    would), and together they write the weights train() writes."""
+    from deepscreen.training.train import finish, setup, take_step, validate
+
+    cfg = TrainConfig(data=small_lfw, out=tmp_path / "w.safetensors", work=tmp_path / "work", steps=2,
+                      pairs_per_batch=2, val_every=2, val_images=4, precision="float32")
+    run = setup(cfg, log=lambda _: None)
+    assert run.step == 0 and run.end == 2 and len(run.val_x) == len(run.val_y) > 0
+    losses = [take_step(run) for _ in range(2)]
+    assert run.step == 2 and all(np.isfinite(loss).all() for loss in losses)
+    auc = validate(run)
+    assert 0 <= auc <= 1 and run.best_auc == auc and run.checkpoint.exists() and run.best.exists()
+    report = finish(run)
+    meta = FaceBlendDetector(weights=cfg.out).meta
+    assert meta["trained_steps"] == 2 and meta["val_auc"] == report["val"]["auc"]
+    assert setup(cfg, log=lambda _: None).step == 2  # a new setup resumes from the checkpoint validate wrote
 
 
 def test_two_runs_of_one_config_write_the_same_weights(small_lfw, tmp_path):

@@ -197,9 +197,10 @@ def _validation_pool(cfg: TrainConfig, log) -> tuple[dict, dict]:
     lfw_cache = cfg.landmark_cache or cfg.work / "lfw_landmarks.npz"
     sources = partial(stage3_sources, cfg.shared, cfg.data, lfw_cache, cfg.work.parent / "world")
     sources(split="train")  # landmarks once, here, before the workers need them
-    pool = build_pool(cfg.work / "pool_train", partial(sources, split="train"), cfg.pool_size, cfg.seed + 10, log=log)
+    pool = build_pool(cfg.work / "pool_train", partial(sources, split="train"), cfg.pool_size, cfg.seed + 10,
+                      workers=cfg.threads, log=log)
     val_pool = build_pool(cfg.work / "pool_val", partial(sources, split="val"), cfg.val_pool_size, cfg.seed + 20,
-                          jitter=False, log=log)
+                          jitter=False, workers=cfg.threads, log=log)
     return pool, val_pool
 
 
