@@ -20,6 +20,15 @@ from deepscreen.training.train import TrainConfig, train
 from conftest import LFW_DIR, needs_data
 
 
+def _cli(*args: str):
+    """The command in this process (typer's CliRunner): a one-line usage error needs no new interpreter."""
+    from typer.testing import CliRunner
+
+    from deepscreen.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
 # The keys training wrote before the recipe was data (models/face_blend.safetensors has them all, and more that
 # benchmarks add later: face_limits, the operating point).
 FACE_META_KEYS = {"name", "version", "input_size", "platt", "trained_steps", "train_minutes", "precision",
@@ -117,8 +126,6 @@ def test_two_runs_of_one_config_write_the_same_weights(small_lfw, tmp_path):
 
 def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
     """`train --init W --lr-scale s`: the run starts from W (not ImageNet) and its metadata counts W's steps."""
-    import subprocess
-    import sys
 
     from deepscreen.config import MODELS_DIR
     from deepscreen.detectors.blendnet import file_weights_digest
@@ -140,9 +147,8 @@ def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
     b = FaceBlendDetector(weights=init).score_faces(crops).logits
     assert np.allclose(a, b, atol=0.05)
 
-    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--init", str(tmp_path / "none.st")],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and res.stderr.strip() == f"deepscreen: error: {tmp_path / 'none.st'}: no such weights file"
+    res = _cli("train", "--init", str(tmp_path / "none.st"))
+    assert res.exit_code == 2 and res.stderr.strip() == f"deepscreen: error: {tmp_path / 'none.st'}: no such weights file"
 
 
 def test_recipe_runs_both_stages_and_resumes(small_lfw, tmp_path):
@@ -381,8 +387,6 @@ def test_recipe_files_refuse_unknown_and_missing_keys(tmp_path):
 def test_frozen_early_blocks_stay_fixed_in_training(small_lfw, tmp_path):
     """`frozen_blocks`: the stem and the first blocks keep their weights and batch-norm statistics through a training
     step (a fixed feature extractor, in eval mode even while the model trains); the next block learns."""
-    import subprocess
-    import sys
 
     import torch
 
@@ -413,17 +417,14 @@ def test_frozen_early_blocks_stay_fixed_in_training(small_lfw, tmp_path):
     train(cfg, log=lambda _: None)
     assert FaceBlendDetector(weights=cfg.out).meta["config"]["frozen_blocks"] == 3
 
-    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--frozen-blocks", "17"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and res.stderr.strip() == \
+    res = _cli("train", "--frozen-blocks", "17")
+    assert res.exit_code == 2 and res.stderr.strip() == \
         "deepscreen: error: --frozen-blocks 17: the backbone has 16 blocks"
 
 
 def test_bfloat16_training_step(small_lfw, tmp_path):
     """`train --precision bfloat16`: steps under autocast give finite losses, the weights load and score, and the
     metadata says how they were trained; an unknown precision is a one-line error."""
-    import subprocess
-    import sys
 
     cfg = TrainConfig(data=small_lfw, out=tmp_path / "w.safetensors", work=tmp_path / "work", steps=3,
                       pairs_per_batch=2, val_every=3, val_images=4, precision="bfloat16")
@@ -436,9 +437,8 @@ def test_bfloat16_training_step(small_lfw, tmp_path):
     crops = np.random.default_rng(0).integers(0, 256, (2, CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
     assert np.isfinite(det.score_faces(crops).logits).all()
 
-    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--precision", "half"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and res.stderr.strip() == \
+    res = _cli("train", "--precision", "half")
+    assert res.exit_code == 2 and res.stderr.strip() == \
         "deepscreen: error: --precision 'half': use one of auto, float32, bfloat16"
 
 
@@ -461,8 +461,6 @@ def test_training_arithmetic_follows_the_cpu(small_lfw, tmp_path):
 def test_donor_forgeries_in_batches(small_lfw, tmp_path):
     """`train --donor-p`: forgeries with another person's region come in pairs with their real face, with a
     boundary map; the committed recipe (donor_p 0) draws the same random stream as before the option existed."""
-    import subprocess
-    import sys
 
     from deepscreen.training.data import load_faceset
     from deepscreen.training.train import _batch, _other_person
@@ -479,15 +477,12 @@ def test_donor_forgeries_in_batches(small_lfw, tmp_path):
     x1 = _batch(faces, b, 2, donor_p=0.0)[0]
     assert np.array_equal(x0.numpy(), x1.numpy()) and a.random() == b.random()
 
-    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--donor-p", "1.5"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --donor-p 1.5: must be between 0 and 1"
-    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--lowres-p", "-0.1"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --lowres-p -0.1: must be between 0 and 1"
-    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "train", "--blur-p", "2"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --blur-p 2.0: must be between 0 and 1"
+    res = _cli("train", "--donor-p", "1.5")
+    assert res.exit_code == 2 and res.stderr.strip() == "deepscreen: error: --donor-p 1.5: must be between 0 and 1"
+    res = _cli("train", "--lowres-p", "-0.1")
+    assert res.exit_code == 2 and res.stderr.strip() == "deepscreen: error: --lowres-p -0.1: must be between 0 and 1"
+    res = _cli("train", "--blur-p", "2")
+    assert res.exit_code == 2 and res.stderr.strip() == "deepscreen: error: --blur-p 2.0: must be between 0 and 1"
 
 
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):
@@ -530,9 +525,6 @@ def test_evaluate_reports_each_source_and_follows_symlinked_sets(tmp_path, lfw_f
 
 
 def test_face_swap_folder_names_its_donors_and_the_cli_checks_the_method(small_lfw, tmp_path):
-    import subprocess
-    import sys
-
     from PIL import Image
 
     out = tmp_path / "swaps"
@@ -547,7 +539,6 @@ def test_face_swap_folder_names_its_donors_and_the_cli_checks_the_method(small_l
         real, fake = (np.asarray(Image.open(out / sub / name), dtype=int) for sub in ("real", "fake"))
         assert np.abs(real - fake).mean() > 1  # a changed face, not a re-save
 
-    res = subprocess.run([sys.executable, "-m", "deepscreen.cli", "synthesize", str(tmp_path / "x"), "--method",
-                          "gan"], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and res.stderr.strip() == "deepscreen: error: --method 'gan': use one of sbi, faceswap"
+    res = _cli("synthesize", str(tmp_path / "x"), "--method", "gan")
+    assert res.exit_code == 2 and res.stderr.strip() == "deepscreen: error: --method 'gan': use one of sbi, faceswap"
     assert not (tmp_path / "x").exists()

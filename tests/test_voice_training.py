@@ -95,3 +95,24 @@ def test_voice_run_defaults_are_the_recipe():
     cfg = VoiceTrainConfig.of(VOICE)
     assert cfg == VoiceTrainConfig() and cfg.recipe() == VOICE
     assert VoiceTrainConfig(steps=5).recipe().steps == 5
+
+
+@pytest.mark.parametrize("args,error", [
+    (["--frontend", "cqcc"], "unknown front end 'cqcc'; known: linear, mel, spec, linear_if, wave, phase"),
+    (["--head", "svm"], "unknown head 'svm'; known: linear, oc"),
+    (["--augment", "rawboost"], "unknown augmentation 'rawboost'; known: none, eq"),
+    (["--add", "piper"], "--add piper: not an optional generator; known: world_hnm"),
+    (["--exclude", "wavenet"], f"unknown generator(s) wavenet; known: {', '.join(GENERATORS)}"),
+    (["--ensemble", "--frontend", "wave"], "--ensemble trains the front ends linear and phase; leave out --frontend"),
+    (["--eval-only", "--out", "{work}/none.safetensors"], "{work}/none.safetensors: no such weights file"),
+])
+def test_train_voice_refuses_what_cannot_run_in_one_line(tmp_path, args, error):
+    """Each is one error line and exit code 2, before anything is made in WORK."""
+    from typer.testing import CliRunner
+
+    from deepscreen import cli
+
+    work = tmp_path / "work"
+    res = CliRunner().invoke(cli.app, ["train-voice", "--work", str(work), *[a.format(work=work) for a in args]])
+    assert res.exit_code == 2 and res.stderr.strip() == "deepscreen: error: " + error.format(work=work)
+    assert not work.exists()
