@@ -15,13 +15,16 @@ RATE = 16000
 META_KEYS = {"name", "version", "width", "platt", "window_s", "frontend", "head", "steps", "generators"}
 
 
-def _speakers(per_split: int = 2) -> list[str]:
-    picked = {"train": [], "val": [], "test": []}
+def _speakers() -> list[str]:
+    """Two training speakers (phase novelty's folds need more than one), one for validation, one for the test."""
+    want = {"train": 2, "val": 1, "test": 1}
+    picked = []
     for i in range(999):
         s = f"spk{i}"
-        if len(picked[split_of(s)]) < per_split:
-            picked[split_of(s)].append(s)
-    return [s for names in picked.values() for s in names]
+        if want[split_of(s)]:
+            want[split_of(s)] -= 1
+            picked.append(s)
+    return picked
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +76,33 @@ def test_voice_training_run_steps_validates_and_writes_weights(clip_cache, tmp_p
     report = (clip_cache / "all" / "report.json").read_text()
     assert '"platt"' in report and '"real_fpr_at_0.5"' in report
 
-    # A finished run resumes at its last step: no more steps, the same weights.
-    res = CliRunner().invoke(cli.app, ["train-voice", "--work", str(clip_cache), "--out", str(out), "--steps", "3"])
-    assert res.exit_code == 0 and "step " not in res.output
-    again, _ = load_weights(out)
-    assert all(a.equal(b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    # A finished run resumes at its last step (no more steps to take), with the weights it wrote.
+    from deepscreen.training.voice_config import VoiceTrainConfig
+    from deepscreen.training.voice_train import load_data, setup
+
+    cfg = VoiceTrainConfig(steps=3)
+    run = setup(cfg, clip_cache / "all", *load_data(cfg, clip_cache / "clips"))
+    assert run.step == 3
+    assert all(a.equal(b) for a, b in zip(model.state_dict().values(), run.model.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_ensemble_trains_both_models_and_scores_them_together(clip_cache, tmp_path):
+    """`--ensemble`: the filterbank model and phase novelty (fitted on real speech alone, no steps), each written
+    beside OUT, and the tables of each and of the combination from one pass."""
+    from typer.testing import CliRunner
+
+    from deepscreen import cli
+    from deepscreen.detectors.voicenet import load_weights
+
+    out = tmp_path / "voice.safetensors"
+    res = CliRunner().invoke(cli.app, ["train-voice", "--work", str(clip_cache), "--out", str(out), "--steps", "2",
+                                       "--ensemble"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("voice detector, ") == 3 and "phase novelty, fitted on real speech only" in res.stdout
+    _, meta = load_weights(tmp_path / "voice_phase.safetensors")
+    assert META_KEYS <= meta.keys() and meta["frontend"] == "phase" and meta["generators"] == []
+    assert load_weights(out)[1]["frontend"] == "linear"
 
 
 def test_voice_run_defaults_are_the_recipe():
