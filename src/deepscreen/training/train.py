@@ -190,7 +190,7 @@ def _check(cfg: TrainConfig) -> None:
     stop_step(cfg.steps, cfg.stop_at)
 
 
-def _validation_pool(cfg: TrainConfig, log) -> tuple[dict, dict]:
+def _channel_pools(cfg: TrainConfig, log) -> tuple[dict, dict]:
     """The channel pool's training and validation pairs (built once into WORK, then read back)."""
     if cfg.shared is None:
         raise ValueError("pool_pairs needs `shared` (the folder with data/faces/world and data/video)")
@@ -234,7 +234,7 @@ def setup(cfg: TrainConfig, log=print) -> FaceRun:
     val_x, val_y = _heldout(val_set, seed=1, limit=cfg.val_images)
     pool = None
     if cfg.pool_pairs:  # validation then pools LFW and channel pairs: one ranking (and calibration) for both
-        pool, val_pool = _validation_pool(cfg, log)
+        pool, val_pool = _channel_pools(cfg, log)
         val_x = np.concatenate([val_x, val_pool["real"], val_pool["fake"]])
         val_y = np.r_[val_y, np.zeros(len(val_pool["real"])), np.ones(len(val_pool["fake"]))]
         log(f"channel pool: {len(pool['real'])} training pairs, {len(val_pool['real'])} validation pairs")

@@ -31,11 +31,12 @@ from .voice_eval import (CHANNELS, WIN, Scorer, Scores, assess, assess_runs, cal
 from .voice_novelty import NOVELTY_QUANTILE, fit_novelty
 from .voice_report import format_logo, format_report
 
-# What other modules import from here, from before the split into voice_config/_eval/_novelty/_report.
-__all__ = ["AUGMENTS", "CHANNELS", "ENSEMBLE", "NOVELTY_QUANTILE", "VERSION", "Scorer", "Scores", "VoiceTrainConfig",
-           "assess", "assess_runs", "calibrated", "config_of", "evaluate", "evaluate_views", "fit_calibration",
-           "format_logo", "format_report", "load_data", "model_scorer", "random_eq", "scanner_windows",
-           "score_test_split", "table_of", "tested_generators", "train", "trained_generators"]
+# Beside its own: the names other modules import from here, defined in voice_config, _eval, _novelty and _report.
+__all__ = ["AUGMENTS", "CHANNELS", "ENSEMBLE", "NOVELTY_QUANTILE", "VERSION", "Scorer", "Scores", "VoiceRun",
+           "VoiceTrainConfig", "assess", "assess_runs", "calibrated", "config_of", "evaluate", "evaluate_views",
+           "finish", "fit_calibration", "format_logo", "format_report", "load_data", "model_scorer", "random_eq",
+           "scanner_windows", "score_test_split", "setup", "table_of", "take_step", "tested_generators", "train",
+           "trained_generators", "validate"]
 
 log = logging.getLogger(__name__)
 VERSION = VOICE.version
