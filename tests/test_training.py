@@ -370,6 +370,35 @@ def test_cli_train_defaults_are_the_recipe(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "--init skips stage 1" in res.output and len(ran) == 2
 
 
+def _shipped_meta(name: str) -> dict:
+    from safetensors import safe_open
+
+    from deepscreen.config import MODELS_DIR
+
+    with safe_open(str(MODELS_DIR / f"{name}.safetensors"), "pt") as f:
+        return json.loads(f.metadata()["deepscreen"])
+
+
+def test_the_recipes_are_how_the_shipped_weights_were_made():
+    """The shipped weights' metadata (each stage records its settings) agrees with the recipe files: a recipe
+    edited without retraining, or weights retrained without their recipe, fails here."""
+    from deepscreen.training.recipe import VOICE
+
+    face = _shipped_meta("face_blend")
+    stage = FACE_BLEND.stage3  # the shipped file is stage 3's
+    assert face["version"] == FACE_BLEND.version and face["prior_steps"] == FACE_BLEND.stage1.steps + \
+        FACE_BLEND.stage2.steps and face["trained_steps"] == stage.steps
+    cfg = face["config"]
+    for key in ("pairs_per_batch", "lr", "head_lr", "map_weight", "val_every", "val_images", "seed", "threads",
+                "precision", "grade_p", "blur_p", "frozen_blocks", "pool_size", "val_pool_size"):
+        assert cfg[key] == getattr(FACE_BLEND, key), key
+    for key in ("steps", "keep", "lr_scale", "donor_p", "lowres_p", "pool_pairs"):
+        assert cfg[key] == getattr(stage, key), key
+    voice, phase = _shipped_meta("voice"), _shipped_meta("voice_phase")
+    assert (voice["steps"], voice["width"], voice["frontend"]) == (VOICE.steps, VOICE.width, VOICE.ensemble[0])
+    assert (phase["version"], phase["frontend"]) == (VOICE.version, VOICE.ensemble[1])
+
+
 def test_recipe_files_refuse_unknown_and_missing_keys(tmp_path):
     """A typo in a recipe fails when it is read, not by training with something else."""
     from deepscreen.training.recipe import RECIPES_DIR, VOICE, load_recipe
