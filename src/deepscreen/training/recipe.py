@@ -94,10 +94,10 @@ def _build(cls, values: dict, where: str):
     recipe fails at start-up rather than training with a default."""
     names = {f.name: f for f in fields(cls)}
     missing, unknown = names.keys() - values.keys(), values.keys() - names.keys()
-    if missing or unknown:
-        raise ValueError(f"{where}: " + "; ".join(
-            part for part in (f"missing {', '.join(sorted(missing))}" if missing else "",
-                              f"unknown {', '.join(sorted(unknown))}" if unknown else "") if part))
+    problems = [f"{what} {', '.join(sorted(keys))}" for what, keys in (("missing", missing), ("unknown", unknown))
+                if keys]
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
     kinds = {"int": int, "float": (int, float), "str": str}
     out = {}
     for name, value in values.items():
