@@ -1,0 +1,119 @@
+"""Fit the generated-image patch CNN on packed training patches. Needs only numpy and torch, so it also runs on a
+machine with nothing else installed (a GPU box):
+
+    python src/deepscreen/training/generated_fit.py .cache/generated/gpu/train.npz OUT_DIR [--device cuda]
+
+Writes OUT_DIR/<run>.pt (state dict + settings) for each run: the shipped recipe, its ablations, and the recipe
+without each generator family (for the held-out-family table). Calibration and every evaluation happen afterwards
+in generated_train.py, on pictures this never sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:
+    from ..detectors.generated_net import PatchCNN
+except ImportError:  # run as a file, without the package (and its dependencies) installed
+    _spec = importlib.util.spec_from_file_location(
+        "generated_net", Path(__file__).resolve().parents[1] / "detectors" / "generated_net.py")
+    _mod = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_mod)
+    PatchCNN = _mod.PatchCNN
+
+FAMILIES = ("realesrgan", "realsr", "dcgan", "autoencoder")  # index + 1 = family code; 0 = real
+RUNS = {  # name: (family left out, width, spectrum)
+    "main": (None, 16, True),
+    "no_spectrum": (None, 16, False),
+    "wide": (None, 24, True),
+    **{f"without_{f}": (f, 16, True) for f in FAMILIES},
+}
+
+
+def pack(patches: np.ndarray) -> np.ndarray:
+    """uint8 patches -> zlib of their horizontal differences (mod 256): ~0.3 of the raw size."""
+    d = np.diff(patches, axis=2, prepend=np.zeros(patches.shape[:2] + (1,), np.uint8))
+    return np.frombuffer(zlib.compress(d.tobytes(), 6), np.uint8)
+
+
+def unpack(blob: np.ndarray, shape) -> np.ndarray:
+    d = np.frombuffer(zlib.decompress(blob.tobytes()), np.uint8).reshape(shape)
+    return np.cumsum(d, axis=2, dtype=np.uint64).astype(np.uint8)  # wraps mod 256 like the differences
+
+
+def fit(patches: np.ndarray, labels: np.ndarray, family: np.ndarray, width: int, spectrum: bool, epochs: int,
+        device: str, seed: int = 0, batch: int = 256, log=print) -> PatchCNN:
+    """Class-balanced, and within the fakes family-balanced (each family present weighs the same), AdamW + cosine,
+    random horizontal flips."""
+    torch.manual_seed(seed)
+    model = PatchCNN(width, spectrum).to(device)
+    x = torch.from_numpy(patches).to(device)
+    y = torch.from_numpy(labels.astype(np.float32)).to(device)
+    w = np.zeros(len(labels), np.float32)
+    w[labels == 0] = 0.5 / max(1, (labels == 0).sum())
+    fams = [f for f in np.unique(family[labels == 1])]
+    for f in fams:
+        sel = (labels == 1) & (family == f)
+        w[sel] = 0.5 / len(fams) / sel.sum()
+    w = torch.from_numpy(w * len(w)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    steps = epochs * ((len(y) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps, pct_start=0.1)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    for ep in range(epochs):
+        model.train()
+        perm = torch.randperm(len(y), generator=g).to(device)
+        total = 0.0
+        for i in range(0, len(perm), batch):
+            b = perm[i:i + batch]
+            xb = x[b]
+            flip = torch.rand(len(b), device=device) < 0.5
+            xb = torch.where(flip[:, None, None], xb.flip(2), xb)
+            loss = (torch.nn.functional.binary_cross_entropy_with_logits(model(xb), y[b], reduction="none")
+                    * w[b]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(b)
+        if ep % 5 == 0 or ep == epochs - 1:
+            log(f"  epoch {ep} loss {total / len(y):.4f}")
+    return model.eval()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("out")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--runs", default=",".join(RUNS))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    z = np.load(args.data)
+    patches = unpack(z["blob"], tuple(z["shape"]))
+    labels, family = z["label"], z["family"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{len(labels)} patches ({int(labels.sum())} fake) on {args.device}", flush=True)
+    for name in args.runs.split(","):
+        left_out, width, spectrum = RUNS[name]
+        keep = family != (FAMILIES.index(left_out) + 1 if left_out else -1)
+        t0 = time.time()
+        model = fit(patches[keep], labels[keep], family[keep], width, spectrum, args.epochs, args.device,
+                    log=lambda m: print(m, flush=True))
+        torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "width": width,
+                    "spectrum": spectrum, "left_out": left_out, "epochs": args.epochs}, out / f"{name}.pt")
+        print(f"{name}: {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
