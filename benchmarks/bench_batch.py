@@ -143,63 +143,23 @@ def measure(engine: str, workers: int, source: Path, out: Path) -> dict:
 
 # -- profile -------------------------------------------------------------------------------------------------------
 def profile(photos: list[str], threads: int = 1) -> dict[str, float]:
-    """Milliseconds per photo in each stage of one worker (`threads` threads), from timers around the scan core's
-    stages (decode runs in the prefetch thread: its time is measured there)."""
+    """Milliseconds per photo in each stage of one worker (`threads` threads): the scan core's own per-stage
+    timings (Verdict.timings; decode runs in the prefetch thread and is measured there)."""
+    import json
+
     from deepscreen.batch.worker import Worker
-    from deepscreen.faces.detect import FaceAnalyzer
 
-    scan_mod = sys.modules["deepscreen.scan"]
     worker = Worker(ScanConfig(keep_crops=False), threads)
+    for p in photos[:5]:
+        worker.scan(p, None)  # warm caches and lazy initialisation
     spent: dict[str, float] = {}
-    lock = threading.Lock()
-
-    def timed(name, fn):
-        def wrapper(*a, **kw):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                with lock:
-                    spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
-        return wrapper
-
-    def timed_iter(name, fn):
-        def wrapper(*a, **kw):
-            it = fn(*a, **kw)
-            while True:
-                t = time.perf_counter()
-                try:
-                    item = next(it)
-                except StopIteration:
-                    return
-                finally:
-                    with lock:
-                        spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
-                yield item
-        return wrapper
-
-    patches = {(scan_mod, "probe"): timed("probe (sniff, headers)", scan_mod.probe),
-               (scan_mod, "file_sha256"): timed("sha256", scan_mod.file_sha256),
-               (scan_mod, "iter_frames"): timed_iter("decode", scan_mod.iter_frames),
-               (scan_mod, "align_face"): timed("align", scan_mod.align_face),
-               (scan_mod, "_score"): timed("CNN (face + mirror)", scan_mod._score),
-               (FaceAnalyzer, "__call__"): timed("face finding (MediaPipe)", FaceAnalyzer.__call__)}
-    saved = {k: getattr(*k) for k in patches}
-    for (obj, name), fn in patches.items():
-        setattr(obj, name, fn)
-    try:
-        for p in photos[:5]:
-            worker.scan(p, None)  # warm caches and lazy initialisation
-        spent.clear()
-        t = time.perf_counter()
-        for p in photos:
-            worker.scan(p, None)
-        total = time.perf_counter() - t
-    finally:
-        for (obj, name), fn in saved.items():
-            setattr(obj, name, fn)
-    ms = {k: 1000 * v / len(photos) for k, v in spent.items()}
-    ms["rest (fusion, verdict, row)"] = 1000 * total / len(photos) - sum(ms.values())
+    t = time.perf_counter()
+    for p in photos:
+        for stage, ms in json.loads(worker.scan(p, None).get("timings_json") or "{}").items():
+            spent[stage] = spent.get(stage, 0.0) + ms
+    total = time.perf_counter() - t
+    ms = {k: v / len(photos) for k, v in spent.items()}
+    ms["rest (hashing, verdict, row)"] = 1000 * total / len(photos) - sum(ms.values())
     ms["total"] = 1000 * total / len(photos)
     return ms
 

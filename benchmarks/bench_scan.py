@@ -7,7 +7,8 @@
    still photos are scored).
 2. A 10 s 1280x720 30 fps H.264 clip with a moving face, at the default sampling: scan time divided by the time
    PyAV needs just to decode every frame of it, both measured here in the same run (goal: <= 1.5x).
-3. Peak resident memory of the process (goal: <= 1.5 GB).
+3. Where the time of each goes, stage by stage, as the verdict records it (Verdict.timings).
+4. Peak resident memory of the process (goal: <= 1.5 GB).
 The CNN runs as the scanner picks: float32 run by onnxruntime. The photo and video measures alternate that with
 the other setups (float32 in torch; bfloat16 in torch where the CPU has it natively), for the gain of each in the
 same run.
@@ -75,6 +76,10 @@ def decode_only(path: Path) -> None:
             pass
 
 
+def stage_medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -128,6 +133,9 @@ def main() -> None:
                 ratios[s].append(video[s][-1] / base[-1])
         det.precision, det.runtime = setups[0]
         v = scanner.scan(clip)
+        # Where the time goes, as every verdict records it (Verdict.timings): medians of a few scans.
+        stages = {name: stage_medians([scanner.scan(path).timings for _ in range(args.repeats)])
+                  for name, path in (("image", photo), ("video", clip))}
 
     med = lambda xs: statistics.median(xs)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -150,6 +158,8 @@ def main() -> None:
          f"{med(video[ours]):.2f} s", ""),
         ("  ratio scan / decode (median of paired runs)", f"{med(ratios[ours]):.2f}x", "goal <= 1.5x"),
         *[(f"  for comparison, CNN {name(s)}: ratio", f"{med(ratios[s]):.2f}x", "") for s in others],
+        *[(f"{name} scan stages (Verdict.timings, ms; decode overlaps faces)",
+           " ".join(f"{k} {ms:.0f}" for k, ms in t.items() if ms >= 0.5), "") for name, t in stages.items()],
         ("peak resident memory", f"{peak_mb:.0f} MB", "goal <= 1536 MB"),
     ]
     print_table(rows)

@@ -42,8 +42,10 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, default=MODELS_DIR / "face_blend.safetensors")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
+    from deepscreen.detectors import Calibration
+
     det = FaceBlendDetector(args.weights)
-    det.a, det.b = det.meta.get("platt_fitted", det.meta["platt"])  # judge at the balanced calibration
+    det.calibration = Calibration(*det.meta.get("platt_fitted", det.meta["platt"]))  # judge at the balanced one
     scanner = Scanner(ScanConfig(keep_crops=False))
     scanner.face_detectors[0] = det
     files = validation_reals()

@@ -28,10 +28,11 @@ DEV = SHARED_DIR / "data/speech/dev"
 
 
 def scan_dev() -> list[dict]:
+    from deepscreen.detectors import Calibration
     from deepscreen.scan import Scanner
 
     scanner = Scanner(detectors=("voice",))
-    scanner.voice_detector.a, scanner.voice_detector.b = 1.0, 0.0
+    scanner.voice_detector.calibration = Calibration()  # uncalibrated: the recording calibration is fitted here
     with open(DEV / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     out = []

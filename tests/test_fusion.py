@@ -8,9 +8,10 @@ import pytest
 from deepscreen.cli import exit_code
 from deepscreen.config import Thresholds
 from deepscreen.faces.track import FaceTracker
-from deepscreen.detectors import FaceLimits
-from deepscreen.fusion import (MIN_VIDEO_FRAMES, SHARPNESS_CAP, CropResult, file_probability, fuse_tracks, summarise,
-                               track_logit)
+from deepscreen.detectors import Calibration, DetectorResult, FaceLimits
+from deepscreen.fusion import (MIN_VIDEO_FRAMES, SHARPNESS_CAP, face_observations, file_probability, fuse_tracks,
+                               summarise, track_logit)
+from deepscreen.prepared import FaceCrop
 from deepscreen.training import metrics
 from deepscreen.verdict import FaceObservation, Verdict, percent
 
@@ -38,28 +39,26 @@ def test_track_logit_is_a_median_weighted_by_detail_over_half_the_track():
     assert track_logit([6.0, -2.0, -2.0], [SHARPNESS_CAP * 10, SHARPNESS_CAP, SHARPNESS_CAP]) == -2.0
 
 
-def _results(logits, widths, sharpness):
-    return [CropResult(0, FaceObservation(i, i / 4, (10, 10, 10 + w, 10 + w), 0.5, z, s), None, np.zeros((10, 10)),
-                       None) for i, (z, w, s) in enumerate(zip(logits, widths, sharpness))]
+def _explain(p, bands, heatmap=None, landmarks_crop=None):
+    return "looks pasted" if p >= bands.manipulated else "weak signs" if p >= bands.suspicious else "clean"
 
 
-class _Detector:
-    name, version = "face_blend", "test"
-    limits = FaceLimits(min_width=60, min_sharpness=20, note="(held-out AUC under 0.75 there)")
-
-    def calibrate(self, z):
-        return float(metrics.sigmoid(z))
-
-    def explain(self, p, heat, lms, bands):
-        return "looks pasted" if p >= bands.manipulated else "weak signs" if p >= bands.suspicious else "clean"
+def _fuse(logits, widths, sharpness, bands=Thresholds(), video=False):
+    """fuse_tracks on one face track with these raw scores, box widths and sharpness, from a detector with
+    plain sigmoid calibration and known limits."""
+    crops = [FaceCrop(0, i, i / 4, (10, 10, 10 + w, 10 + w), np.zeros((4, 4, 3), np.uint8), None, s)
+             for i, (_, w, s) in enumerate(zip(logits, widths, sharpness))]
+    result = DetectorResult("face_blend", "test", Calibration(), np.array(logits, float), np.zeros((len(logits), 10, 10)),
+                            limits=FaceLimits(min_width=60, min_sharpness=20, note="(held-out AUC under 0.75 there)"),
+                            explain=_explain)
+    return fuse_tracks(crops, face_observations(crops, result), result, bands, video=video)
 
 
 def test_faces_too_small_or_soft_are_not_judged_and_say_why():
-    det = _Detector()
-    tracks, ev = fuse_tracks(_results([6.0], [40], [100.0]), det)
+    tracks, ev = _fuse([6.0], [40], [100.0])
     assert tracks[0].probability is None and "too small to judge: 40 px wide, under 60 px" in tracks[0].abstained
     assert "held-out AUC" in ev[0].explanation and ev[0].score is None
-    tracks, _ = fuse_tracks(_results([6.0], [120], [8.0]), det)
+    tracks, _ = _fuse([6.0], [120], [8.0])
     assert "too soft or compressed" in tracks[0].abstained
     assert file_probability(tracks) is None
     assert "none that could be judged" in summarise("image", None, tracks, Thresholds(), 1)
@@ -68,19 +67,18 @@ def test_faces_too_small_or_soft_are_not_judged_and_say_why():
     card = _face_card(tracks[0])
     assert "not judged: too soft" in card and "likely manipulated" not in card
     # Soft frames are left out of a video track; the sharp ones decide.
-    tracks, _ = fuse_tracks(_results([8.0, 8.0, -3.0, -2.0, -4.0], [120] * 5, [5, 5, 90, 90, 90]), det, video=True)
+    tracks, _ = _fuse([8.0, 8.0, -3.0, -2.0, -4.0], [120] * 5, [5, 5, 90, 90, 90], video=True)
     assert tracks[0].probability == pytest.approx(float(metrics.sigmoid(-3.0)))
     # A face judged in fewer than MIN_VIDEO_FRAMES frames of a video abstains.
-    tracks, _ = fuse_tracks(_results([8.0] * (MIN_VIDEO_FRAMES - 1), [120] * 5, [90] * 5), det, video=True)
+    tracks, _ = _fuse([8.0] * (MIN_VIDEO_FRAMES - 1), [120] * 5, [90] * 5, video=True)
     assert "too few frames" in tracks[0].abstained
 
 
 def test_evidence_words_follow_the_bands_in_force():
     """With --threshold 0.8 a face at p 0.6 is suspicious, and its evidence must not say it looks pasted."""
-    det = _Detector()
     bands = Thresholds(suspicious=0.5, manipulated=0.8)
     z = float(np.log(0.6 / 0.4))
-    tracks, ev = fuse_tracks(_results([z], [120], [90.0]), det, bands)
+    tracks, ev = _fuse([z], [120], [90.0], bands)
     assert bands.label(tracks[0].probability) == "suspicious" and "weak signs" in ev[0].explanation
 
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "deepscreen"
-SCANNER = ["media", "faces", "detectors", "report", "fusion.py", "scan.py", "verdict.py", "config.py", "__init__.py",
-           "service", "batch"]
+SCANNER = ["media", "faces", "detectors", "report", "fusion.py", "prepared.py", "scan.py", "verdict.py", "config.py",
+           "__init__.py", "service", "batch"]
 LAB = ("synthesis", "training")
 
 

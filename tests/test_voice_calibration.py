@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from deepscreen.config import MODELS_DIR
+from deepscreen.detectors import Calibration
 from deepscreen.detectors.dsp import sigmoid
 from deepscreen.detectors.voice import VoiceDetector
 from deepscreen.media.speech import SpeechSegment
@@ -27,13 +28,13 @@ def _without_recording_platt(src, dst):
 
 def test_recording_calibration_is_read_from_the_weights_and_applied(tmp_path):
     shipped = VoiceDetector()
-    a, b = shipped.a, shipped.b
+    a, b = shipped.calibration.slope, shipped.calibration.intercept
     assert (a, b) != (1.0, 0.0) and 0.5 < a < 1.5  # v1.3 carries one
     plain = tmp_path / "voice.safetensors"
     _without_recording_platt(MODELS_DIR / "voice.safetensors", plain)
     shutil.copy(MODELS_DIR / "voice_phase.safetensors", tmp_path / "voice_phase.safetensors")
     bare = VoiceDetector(weights=plain)
-    assert (bare.a, bare.b) == (1.0, 0.0)
+    assert bare.calibration == Calibration()
     rng = np.random.default_rng(0)
     t = np.arange(4 * 16000) / 16000
     x = (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) +

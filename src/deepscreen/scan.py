@@ -1,18 +1,22 @@
 """The scan core: path -> Verdict. The CLI, the service and batch jobs all call this and nothing else.
 
-media (decode, sample, limits) -> faces (detect, align, track) -> detectors -> fusion -> Verdict.
-Sound (audio files, and the sound track of videos) goes media.audio -> media.speech -> the voice detector.
-A `Scanner` loads its models once; `scan()` keeps one per process for callers that don't manage their own.
+Two steps, so a batch engine can run them on different workers (Prepared pickles):
+  prepare(path) -> Prepared: media (read once: media.source) -> faces (detect, align, track); sound -> speech
+      (media.speech); the file's own provenance declarations. CPU work, no detector network.
+  judge(prepared) -> Verdict: the detectors score the crops and the speech windows (detectors.DetectorResult),
+      and fusion.build_verdict makes the verdict of their results.
+`scan(path)` is judge(prepare(path)). A `Scanner` loads its models once; `scan()` keeps one per process for
+callers that don't manage their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -21,16 +25,18 @@ import numpy as np
 from . import fusion
 from .config import ScanConfig
 from .detectors import DEFAULT_DETECTORS, FaceDetector, load_detector
-from .media.sniff import access_problem, file_sha256
 from .faces.align import align_face
 from .faces.detect import FaceAnalyzer
 from .faces.track import FaceTracker
-from .media import MediaError, iter_frames, probe, sample_times
-from .media.audio import AudioReader
+from .media import MediaError, sample_times
+from .media.audio import SAMPLE_RATE
 from .media.errors import label, media_error, shown_path
 from .media.prefetch import prefetched
+from .media.sniff import access_problem
+from .media.source import MediaFile
 from .media.speech import SpeechFinder
-from .verdict import Evidence, FaceObservation, Verdict, VoiceAnalysis
+from .prepared import HELD_SOUND_S, FaceCrop, Prepared, Sound
+from .verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -44,192 +50,228 @@ class Scanner:
         self.provenance = next((d for d in self.detectors if d.modality == "provenance"), None)
         self.analyzer = FaceAnalyzer(max_faces=self.config.max_faces) if self.face_detectors else None
         self.speech = SpeechFinder() if self.voice_detector else None
-        self._lock = threading.Lock()  # MediaPipe graphs and torch modules are shared state
+        # MediaPipe graphs and torch modules are shared state: one file at a time in each step (a prepare and a
+        # judge may overlap, in two threads).
+        self._prepare_lock, self._judge_lock = threading.Lock(), threading.Lock()
 
     def models(self):
         return [m for d in self.detectors for m in d.models()]
 
     def scan(self, path: str | os.PathLike, on_frame: Callable[[int, int], None] | None = None) -> Verdict:
         """Scan one file. Bad input never raises: it comes back as a Verdict with label 'error'."""
-        path = Path(path)
-        started = time.perf_counter()
-        try:
-            with self._lock:
-                verdict = self._scan(path, on_frame)
-        except MediaError as err:
-            verdict = Verdict(str(path), "", "unknown", None, "error", str(err), error=str(err))
-        except MemoryError:
-            msg = f"{label(path)}: out of memory while decoding (lower the limits or the sampling)"
-            verdict = Verdict(str(path), "", "unknown", None, "error", msg, error=msg)
-        except Exception as err:  # a bug or a decoder crash on one file must not lose the rest of a batch
-            log.exception("unexpected error scanning %s", path)
-            msg = " ".join(f"{label(path)}: unexpected error ({type(err).__name__}: {err})".split())
-            verdict = Verdict(str(path), "", "unknown", None, "error", msg, error=msg)
-        verdict.elapsed_s = time.perf_counter() - started
-        # Every front end writes the path to UTF-8 (JSON, HTML, a database): a name with undecodable bytes is
-        # shown with backslash escapes, and the verdict says so.
-        verdict.path, verdict.path_escaped = shown_path(path)
-        return verdict
+        return self.judge(self.prepare(path, on_frame))
 
     def scan_many(self, paths: Iterable[Path]) -> Iterator[Verdict]:
         for path in paths:
             yield self.scan(path)
 
-    def _scan(self, path: Path, on_frame) -> Verdict:
-        cfg = self.config
+    def prepare(self, path: str | os.PathLike, on_frame: Callable[[int, int], None] | None = None) -> Prepared:
+        """Decode the file and find its faces and speech. Never raises: what is wrong with the file is
+        Prepared.error. `on_frame(done, expected)` after each analysed frame (progress bars)."""
+        path = Path(path)
+        started = time.perf_counter()
+        prepared = Prepared(path)
         try:
-            is_dir = path.is_dir()
-        except (OSError, ValueError):  # too long, NUL byte: sniffing it below says what is wrong
-            is_dir = False
-        if is_dir:
+            with self._prepare_lock:
+                self._prepare(prepared, on_frame)
+        except MemoryError:
+            prepared.error = f"{label(path)}: out of memory while decoding (lower the limits or the sampling)"
+        except Exception as err:
+            prepared.error = _error_line(path, err)
+        if prepared.error:
+            prepared.crops, prepared.sound = [], None
+        prepared.elapsed_s = time.perf_counter() - started
+        return prepared
+
+    def judge(self, prepared: Prepared) -> Verdict:
+        """Score a prepared file with the detectors and build its verdict (fusion.build_verdict). Never raises."""
+        started = time.perf_counter()
+        path, timings, error = prepared.path, dict(prepared.timings), prepared.error
+        verdict = None
+        if not error:
             try:
-                os.scandir(path).close()
-            except PermissionError:
-                raise media_error(path, "permission denied (cannot list the folder)") from None
-            except OSError as exc:
-                raise media_error(path, access_problem(path, exc)) from None
-            raise media_error(path, "folder contains no files to scan")
-        info = probe(path, cfg.limits)
-        digest = file_sha256(path)
-        if info.kind == "audio":
-            return self._scan_audio(path, info, digest)
-        if not self.face_detectors:
-            raise media_error(path, f"{info.kind} file, but no face detector is loaded")
-        detector = self.face_detectors[0]  # one face detector today; fusion of several comes with issue #4
+                with self._judge_lock:
+                    verdict = self._judge(prepared, timings)
+            except MemoryError:
+                error = f"{label(path)}: out of memory while scoring (lower the limits or the sampling)"
+            except Exception as err:
+                error = _error_line(path, err)
+        if verdict is None:
+            verdict = Verdict(str(path), "", "unknown", None, "error", error, error=error)
+        verdict.thresholds = self.config.thresholds
+        verdict.timings = timings
+        verdict.elapsed_s = prepared.elapsed_s + time.perf_counter() - started
+        # Every front end writes the path to UTF-8 (JSON, HTML, a database): a name with undecodable bytes is
+        # shown with backslash escapes, and the verdict says so.
+        verdict.path, verdict.path_escaped = shown_path(path)
+        return verdict
+
+    # ---- prepare ------------------------------------------------------------------------------------------------
+
+    def _prepare(self, prepared: Prepared, on_frame) -> None:
+        path, cfg, timings = prepared.path, self.config, prepared.timings
+        _refuse_folder(path)
+        with MediaFile(path, cfg.limits) as media:
+            info = prepared.info = media.info
+            if info.kind == "audio" and not self.voice_detector:
+                raise media_error(path, "is an audio file; no voice detector loaded")
+            if info.kind != "audio":
+                if not self.face_detectors:
+                    raise media_error(path, f"{info.kind} file, but no face detector is loaded")
+                self._find_faces(prepared, media, on_frame)
+            if info.has_audio and self.voice_detector:
+                prepared.sound = self._find_speech(prepared, media)
+            prepared.sha256 = media.sha256
+        if self.provenance:
+            with _stage(timings, "provenance"):
+                prepared.provenance = self.provenance.find(path, info.kind)
+
+    def _find_faces(self, prepared: Prepared, media: MediaFile, on_frame) -> None:
+        """Faces of the sampled frames, aligned and tracked: full detection on every n-th frame, in between the
+        landmark model follows the last frame's faces."""
+        cfg, info, timings = self.config, media.info, prepared.timings
         tracker = FaceTracker()
         faces: list = []  # of the last analysed frame, followed into the next one
-        results: list[fusion.CropResult] = []
-        sampled: list[tuple[int, float]] = []
         expected = (info.frame_count or 1) if cfg.sampling.all_frames or info.kind == "image" else \
             len(sample_times(info.duration_s or 0.0, cfg.sampling))
-        # Crops wait for one CNN call per `detector.batch_size` of them: cheaper per crop than one call each, and
-        # the wait is bounded (memory in --all-frames scans of long videos).
-        pending: list[_Pending] = []
-        mirror = info.kind == "image"  # one look at each face: score its mirror image too (FaceDetector.score_mirrored)
-        for frame in prefetched(iter_frames(path, info, cfg.sampling, cfg.limits)):
-            # Full detection on every n-th frame; in between the landmark model follows the last frame's faces.
-            follow = faces if len(sampled) % cfg.sampling.redetect_every else None
-            sampled.append((frame.index, frame.time_s))
-            faces, crops = self._analyse_frame(frame, tracker, follow)
-            pending += crops
-            if len(pending) >= detector.batch_size:
-                results += _score(pending, detector, mirror)
-                pending = []
+        for frame in prefetched(_timed(media.frames(cfg.sampling), timings, "decode")):
+            with _stage(timings, "faces"):
+                follow = faces if len(prepared.sampled) % cfg.sampling.redetect_every else None
+                prepared.sampled.append((frame.index, frame.time_s))
+                faces = [f for f in self.analyzer(frame.rgb, follow) if f.landmarks is not None]
+                if faces:
+                    ids = tracker.update(frame.index, [f.box for f in faces])
+                    prepared.crops += [_aligned(frame, face, ids[k]) for k, face in enumerate(faces)]
             if on_frame:
-                on_frame(len(sampled), expected)
-        results += _score(pending, detector, mirror)
+                on_frame(len(prepared.sampled), expected)
 
-        tracks, evidence = fusion.fuse_tracks(results, detector, cfg.thresholds, video=info.kind == "video")
-        if not cfg.keep_crops:
-            for t in tracks:
-                t.peak_crop = t.peak_heatmap = None
-        face_p = fusion.file_probability(tracks)
-        if not tracks:
-            evidence = [Evidence(d.name, d.version, None, "abstained: no face found") for d in self.face_detectors]
-        summary = fusion.summarise(info.kind, face_p, tracks, cfg.thresholds, len(sampled))
-        voice = None
-        if info.kind == "video" and info.has_audio and self.voice_detector:
-            voice = self._voice(path, soundtrack=True)
-            evidence.append(Evidence(self.voice_detector.name, self.voice_detector.version, voice.probability,
-                                     f"sound track: {voice.explanation}"))
-            if voice.probability is not None:
-                summary += " Voice: " + fusion.summarise_voice(voice.probability, voice, cfg.thresholds)
-        probability = fusion.combine(face_p, voice)
-        provenance = self._provenance(path, info.kind, evidence)
-        probability, summary = fusion.apply_provenance(probability, summary, provenance)
-        used = self.face_detectors + ([self.voice_detector] if voice else [])
-        media = {**info.to_dict(), "frames_analysed": len(sampled), "faces_found": len(results)}
-        return Verdict(
-            path=str(path), sha256=digest, kind=info.kind, probability=probability,
-            label=cfg.thresholds.label(probability), summary=summary,
-            faces=tracks, timeline=fusion.timeline(results, sampled) if info.kind == "video" else [],
-            evidence=evidence, models=[m for d in used for m in d.models()], media=media, voice=voice,
-            cross_check=fusion.cross_check(face_p, voice, cfg.thresholds), provenance=provenance,
-        )
+    def _find_speech(self, prepared: Prepared, media: MediaFile) -> Sound:
+        """Decode the sound a block at a time and find the speech in it. The samples are kept for `judge` while
+        the track is short (HELD_SOUND_S); a longer one is decoded again there, so memory stays flat over hours.
+        A video whose sound track is damaged keeps its face verdict: the voice detector abstains and says why; an
+        audio file with no decodable sound is an error."""
+        held: list[np.ndarray] | None = []
+        cap = int(HELD_SOUND_S * SAMPLE_RATE)
 
-    def _provenance(self, path: Path, kind: str, evidence: list[Evidence]) -> dict | None:
-        """Read what the file declares about its origin; its Evidence is appended only when something was found
-        (no provenance is no evidence)."""
-        if not self.provenance:
-            return None
-        found, provenance = self.provenance.read(path, kind)
-        if found:
-            evidence.append(found)
-        return provenance
+        def keep(blocks):
+            nonlocal held
+            for block in blocks:
+                if held is not None:
+                    held.append(block)
+                    if sum(map(len, held)) > cap:
+                        held = None
+                yield block
 
-    def _scan_audio(self, path: Path, info, digest: str) -> Verdict:
-        if not self.voice_detector:
-            raise media_error(path, "is an audio file; no voice detector loaded")
-        voice = self._voice(path, soundtrack=False)
-        d = self.voice_detector
-        evidence = [Evidence(d.name, d.version, voice.probability, voice.explanation)]
-        provenance = self._provenance(path, "audio", evidence)
-        probability, summary = fusion.apply_provenance(
-            voice.probability, fusion.summarise_voice(voice.probability, voice, self.config.thresholds), provenance)
-        return Verdict(
-            path=str(path), sha256=digest, kind="audio", probability=probability,
-            label=self.config.thresholds.label(probability), summary=summary, evidence=evidence,
-            models=d.models(), media={**info.to_dict(), "speech_s": round(voice.speech_s, 2)}, voice=voice,
-            provenance=provenance,
-        )
-
-    def _voice(self, path: Path, soundtrack: bool) -> VoiceAnalysis:
-        """Decode the sound, find the speech, score it. A video whose sound track is damaged keeps its face
-        verdict: the voice detector abstains and says why; an audio file with no decodable sound is an error.
-
-        The sound is decoded twice, a block at a time, instead of held whole: once for the speech finder and,
-        if there is speech, once to cut the windows it marked (memory stays flat over hours of sound)."""
-        reader = AudioReader(path, self.config.limits)
+        timings = prepared.timings
         try:
-            probs, n_samples = self.speech.stream_probabilities(reader.blocks())
-            return self.voice_detector.analyse_blocks(reader.blocks(), n_samples, self.speech.segments(probs))
+            blocks = _timed(media.sound().blocks(), timings, "decode")
+            with _stage(timings, "speech", exclude="decode"):
+                probs, n_samples = self.speech.stream_probabilities(keep(blocks))
+                segments = self.speech.segments(probs)
         except MediaError as err:
-            if not soundtrack:
+            if prepared.info.kind == "audio":
                 raise
-            return VoiceAnalysis(None, 0.0, 0.0, explanation=f"abstained: {str(err).split(': ', 1)[-1]}")
+            return Sound(problem=str(err).split(": ", 1)[-1])
+        samples = np.concatenate(held) if held and segments else None
+        return Sound(n_samples, segments, samples)
 
-    def _analyse_frame(self, frame, tracker: FaceTracker, follow) -> tuple[list, list[_Pending]]:
-        """Faces of one frame, aligned and tracked; the CNN scores them later, in batches across frames."""
-        faces = [f for f in self.analyzer(frame.rgb, follow) if f.landmarks is not None]
-        if not faces:
-            return faces, []
-        ids = tracker.update(frame.index, [f.box for f in faces])
-        out = []
-        for k, face in enumerate(faces):
-            crop, m = align_face(frame.rgb, face.landmarks)
-            box = tuple(int(round(v)) for v in face.box)
-            out.append(_Pending(ids[k], frame.index, frame.time_s, box, crop, face.landmarks @ m[:, :2].T + m[:, 2]))
-        return faces, out
+    # ---- judge --------------------------------------------------------------------------------------------------
+
+    def _judge(self, prepared: Prepared, timings: dict[str, float]) -> Verdict:
+        info, face, voice, provenance = prepared.info, None, None, None
+        if info.kind != "audio":
+            detector = self.face_detectors[0]  # one face detector today; fusion of several comes with issue #4
+            crops = np.stack([c.crop for c in prepared.crops]) if prepared.crops else np.zeros((0, 1, 1, 3), np.uint8)
+            with _stage(timings, "face_cnn"):
+                # One look at each face in a photo: score its mirror image too (FaceDetector.score_mirrored).
+                face = detector.judge(crops, mirror=info.kind == "image")
+        if prepared.sound is not None:
+            with _stage(timings, "voice"):
+                voice = self._voice(prepared)
+        if self.provenance and prepared.provenance is not None:
+            with _stage(timings, "provenance"):
+                provenance = self.provenance.judge(dict(prepared.provenance))
+        with _stage(timings, "fusion"):
+            return fusion.build_verdict(prepared, face, voice, provenance, self.config.thresholds,
+                                        self.config.keep_crops)
+
+    def _voice(self, prepared: Prepared):
+        sound, detector = prepared.sound, self.voice_detector
+        if sound.problem:
+            return detector.result(np.zeros(0), spans_s=np.zeros((0, 2)), abstained=sound.problem)
+        try:
+            blocks = sound.blocks(prepared.path, self.config.limits, prepared.info.format)
+            return detector.judge(blocks, sound.n_samples, sound.segments)
+        except MediaError as err:  # the second read of a long sound track failed
+            if prepared.info.kind == "audio":
+                raise
+            return detector.result(np.zeros(0), spans_s=np.zeros((0, 2)), abstained=str(err).split(": ", 1)[-1])
 
 
-@dataclass
-class _Pending:
-    track_id: int
-    frame_index: int
-    time_s: float
-    box: tuple[int, int, int, int]
-    crop: np.ndarray
-    landmarks: np.ndarray  # in crop pixels
+def _refuse_folder(path: Path) -> None:
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError):  # too long, NUL byte: sniffing it says what is wrong
+        return
+    if is_dir:
+        try:
+            os.scandir(path).close()
+        except PermissionError:
+            raise media_error(path, "permission denied (cannot list the folder)") from None
+        except OSError as exc:
+            raise media_error(path, access_problem(path, exc)) from None
+        raise media_error(path, "folder contains no files to scan")
 
 
-def _score(pending: list[_Pending], detector: FaceDetector, mirror: bool) -> list[fusion.CropResult]:
-    if not pending:
-        return []
-    crops = np.stack([p.crop for p in pending])
-    scores = detector.score_mirrored(crops) if mirror else detector.score_faces(crops)
-    return [
-        fusion.CropResult(
-            p.track_id,
-            FaceObservation(p.frame_index, p.time_s, p.box, float(scores.probabilities[k]), float(scores.logits[k]),
-                            sharpness(p.crop)),
-            p.crop, scores.heatmaps[k], p.landmarks)
-        for k, p in enumerate(pending)
-    ]
+def _error_line(path: Path, err: Exception) -> str:
+    if isinstance(err, MediaError):
+        return str(err)
+    # a bug or a decoder crash on one file must not lose the rest of a batch
+    log.exception("unexpected error scanning %s", path)
+    return " ".join(f"{label(path)}: unexpected error ({type(err).__name__}: {err})".split())
+
+
+def _aligned(frame, face, track_id: int) -> FaceCrop:
+    crop, m = align_face(frame.rgb, face.landmarks)
+    box = tuple(int(round(v)) for v in face.box)
+    return FaceCrop(track_id, frame.index, frame.time_s, box, crop, face.landmarks @ m[:, :2].T + m[:, 2],
+                    sharpness(crop))
 
 
 def sharpness(crop: np.ndarray) -> float:
     grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+
+
+@contextlib.contextmanager
+def _stage(timings: dict[str, float], name: str, exclude: str | None = None):
+    """Add the time spent inside to timings[name] (ms), less what timings[exclude] gained meanwhile (a stage
+    that pulls its input through a timed decoder)."""
+    started, before = time.perf_counter(), timings.get(exclude, 0.0) if exclude else 0.0
+    try:
+        yield
+    finally:
+        inner = (timings.get(exclude, 0.0) - before) if exclude else 0.0
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - started) * 1000 - inner
+
+
+def _timed(items: Iterable, timings: dict[str, float], name: str) -> Iterator:
+    """`items`, the time spent producing each added to timings[name] (ms), in whichever thread pulls them."""
+    items = iter(items)
+    try:
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(items)
+            finally:
+                timings[name] = timings.get(name, 0.0) + (time.perf_counter() - started) * 1000
+            yield item
+    except StopIteration:
+        return
+    finally:
+        close = getattr(items, "close", None)
+        if close:
+            close()
 
 
 _default: Scanner | None = None

@@ -9,6 +9,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from .config import Thresholds
+
 Label = Literal["authentic", "suspicious", "manipulated", "inconclusive", "error"]
 Kind = Literal["image", "video", "audio", "unknown"]
 
@@ -117,7 +119,13 @@ class Verdict:
     # What the file declares about its origin (detectors/provenance.py: Content Credentials, generator watermarks,
     # generator metadata), whether or not anything was found; None when the provenance reader did not run.
     provenance: dict[str, Any] | None = None
+    # The bands the label and the words were made with (--threshold, --suspicious-from; defaults in config.py).
+    thresholds: Thresholds = field(default_factory=Thresholds)
     elapsed_s: float = 0.0
+    # Milliseconds per stage (prepared.STAGES: decode, faces, speech, face_cnn, voice, provenance, fusion), to
+    # show where the time goes. Decoding runs ahead in its own thread, so the stages can add up to more than
+    # elapsed_s.
+    timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # one-line reason when label == "error"
     # True when the file name had bytes that are not UTF-8 and `path` shows them as backslash escapes ('\\xff');
     # written to JSON only then.
@@ -135,6 +143,7 @@ class Verdict:
         for face in d["faces"]:
             face.pop("peak_crop", None)
             face.pop("peak_heatmap", None)
+        d["timings"] = {k: round(v, 1) for k, v in d["timings"].items()}
         return _rounded(d)
 
 

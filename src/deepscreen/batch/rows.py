@@ -16,6 +16,13 @@ import pyarrow as pa
 from ..report.jsonl import to_json_line
 from ..verdict import Verdict
 
+# The verdict's media facts with a column each.
+MEDIA_COLUMNS = {"width": pa.int32(), "height": pa.int32(), "duration_s": pa.float64(), "fps": pa.float64(),
+                 "frame_count": pa.int64(), "codec": pa.string(), "has_audio": pa.bool_(),
+                 "frames_analysed": pa.int32(), "faces_found": pa.int32()}
+# Nested `scan --json` fields kept whole as JSON text (timings: milliseconds per stage of the scan).
+NESTED = {"faces": [], "timeline": [], "voice": None, "evidence": [], "models": [], "media": {}, "timings": {}}
+
 SCHEMA = pa.schema([
     ("path", pa.string()),
     ("truth", pa.string()),  # the manifest's label (real/fake), None when unlabelled
@@ -33,31 +40,19 @@ SCHEMA = pa.schema([
     ("voice_probability", pa.float64()),
     ("speech_s", pa.float64()),
     ("cross_check", pa.string()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("duration_s", pa.float64()),
-    ("fps", pa.float64()),
-    ("frame_count", pa.int64()),
-    ("codec", pa.string()),
-    ("has_audio", pa.bool_()),
-    ("frames_analysed", pa.int32()),
-    ("faces_found", pa.int32()),
+    *MEDIA_COLUMNS.items(),
     ("model_versions", pa.string()),  # e.g. "face_blend 1.4, voice 1.0": the models this verdict used
     ("setup_key", pa.string()),  # every loaded model's hash + the scan settings; a change means rescan
     ("elapsed_s", pa.float64()),  # how long the scan took, in its worker
     ("scanned_at", pa.float64()),  # when it finished (Unix time, seconds): an audit trail, and throughput
-    ("faces_json", pa.string()),  # the nested scan --json fields, whole
-    ("timeline_json", pa.string()),
-    ("voice_json", pa.string()),
-    ("evidence_json", pa.string()),
-    ("models_json", pa.string()),
-    ("media_json", pa.string()),
-    ("extra_json", pa.string()),
+    # The nested scan --json fields, whole; `extra`: fields a newer scan core adds, until they get columns of
+    # their own (kept, not dropped).
+    *[(f"{name}_json", pa.string()) for name in (*NESTED, "extra")],
 ])
 
 COLUMNS = SCHEMA.names
 # Columns that measure the run rather than the file: they differ between two runs of the same scan.
-TIMING_COLUMNS = ("elapsed_s", "scanned_at")
+TIMING_COLUMNS = ("elapsed_s", "scanned_at", "timings_json")
 
 
 def setup_key(models: list, config) -> str:
@@ -87,20 +82,16 @@ def verdict_row(v: Verdict, truth: str | None, size: int | None, mtime_ns: int |
         "face_probability": max((f["probability"] for f in faces if f["probability"] is not None), default=None),
         "voice_probability": voice.get("probability"), "speech_s": voice.get("speech_s"),
         "cross_check": d["cross_check"],
-        **{k: media.get(k) for k in ("width", "height", "duration_s", "fps", "frame_count", "codec", "has_audio",
-                                     "frames_analysed", "faces_found")},
+        **{k: media.get(k) for k in MEDIA_COLUMNS},
         "model_versions": ", ".join(f"{m['name']} {m['version']}" for m in d["models"]) or None,
         "setup_key": key, "elapsed_s": d["elapsed_s"], "scanned_at": scanned_at,
-        "faces_json": js(faces), "timeline_json": js(d["timeline"]), "voice_json": js(d["voice"]),
-        "evidence_json": js(d["evidence"]), "models_json": js(d["models"]), "media_json": js(media),
-        # fields a newer scan core adds, until they get columns of their own: kept, not dropped
+        **{f"{name}_json": js(d.get(name)) for name in NESTED},
         "extra_json": js({k: v for k, v in d.items() if k not in _KNOWN}),
     }
 
 
 # Top-level `scan --json` fields that have columns above.
-_KNOWN = {"path", "sha256", "kind", "probability", "label", "summary", "faces", "timeline", "evidence", "models",
-          "media", "voice", "cross_check", "elapsed_s", "error"}
+_KNOWN = {"path", "sha256", "kind", "probability", "label", "summary", *NESTED, "cross_check", "elapsed_s", "error"}
 
 
 def verdict_dict(row: dict) -> dict:
@@ -111,8 +102,7 @@ def verdict_dict(row: dict) -> dict:
     return {
         **{k: row[k] for k in ("path", "sha256", "kind", "probability", "label", "summary", "cross_check",
                                "elapsed_s", "error")},
-        "faces": unjs("faces_json", []), "timeline": unjs("timeline_json", []), "evidence": unjs("evidence_json", []),
-        "models": unjs("models_json", []), "media": unjs("media_json", {}), "voice": unjs("voice_json", None),
+        **{name: unjs(f"{name}_json", empty) for name, empty in NESTED.items()},
         **unjs("extra_json", {}),
     }
 

@@ -78,12 +78,11 @@ class FaceBlendDetector(FaceDetector):
         net = self._onnx if self.runtime == "onnxruntime" else self.model
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.precision == "bfloat16"):
             logits, maps = net(preprocess(crops))
-        logits = logits.float().numpy().astype(np.float64)
-        return FaceScores(logits, np.array([self.calibrate(z) for z in logits]),
-                          torch.sigmoid(maps.float())[:, 0].numpy())
+        return FaceScores(logits.float().numpy().astype(np.float64), torch.sigmoid(maps.float())[:, 0].numpy())
 
-    def explain(self, probability: float, heatmap: np.ndarray, landmarks_crop: np.ndarray | None,
-                bands: Thresholds = Thresholds()) -> str:
+    @staticmethod
+    def explain(probability: float, bands: Thresholds = Thresholds(), heatmap: np.ndarray | None = None,
+                landmarks_crop: np.ndarray | None = None) -> str:
         where = describe_heat(heatmap, landmarks_crop)
         if probability >= bands.manipulated:
             return f"blending boundary found {where} ({percent(probability)}): the face looks pasted or partly replaced"
@@ -94,7 +93,7 @@ class FaceBlendDetector(FaceDetector):
 
 def describe_heat(heatmap: np.ndarray, lms: np.ndarray | None) -> str:
     """Name the facial region whose part of the boundary map is hottest ('along the face outline' by default)."""
-    if lms is None or heatmap.max() < 0.2:
+    if lms is None or heatmap is None or heatmap.max() < 0.2:
         return "in the face"
     h, w = heatmap.shape
     cell = CROP_SIZE / w

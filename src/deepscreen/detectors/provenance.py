@@ -108,6 +108,11 @@ class Provenance(Detector):
 
     def read(self, path: str | os.PathLike, kind: str) -> tuple[Evidence | None, dict]:
         """(one Evidence, or None when nothing was found; what was found, for `Verdict.provenance`)."""
+        return self.judge(self.find(path, kind))
+
+    def find(self, path: str | os.PathLike, kind: str) -> dict:
+        """What the file declares, unjudged (plain data: the scan core reads it while the file is at hand and
+        judges it with the other detectors' results)."""
         path = Path(path)
         found: dict[str, Any] = {"c2pa": self.read_c2pa(path)}
         if kind == "image":
@@ -119,7 +124,7 @@ class Provenance(Detector):
                     found[key] = fn(img)
                 except Exception as err:
                     found[key] = {"checked": False, "note": f"not read ({type(err).__name__}: {err})"[:200]}
-        return self.judge(found)
+        return found
 
     def judge(self, found: dict) -> tuple[Evidence | None, dict]:
         """Score and words from the findings; the strongest finding leads."""

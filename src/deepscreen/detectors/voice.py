@@ -10,10 +10,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..config import MODELS_DIR
+from ..config import MODELS_DIR, Thresholds
+from ..fusion import utterance_logit  # noqa: F401  (the lab scores recordings with the scanner's rule)
 from ..media.speech import SpeechSegment
-from ..verdict import ModelInfo, VoiceAnalysis, VoicePoint, VoiceSegment, percent
-from . import Detector, register
+from ..verdict import ModelInfo, VoiceAnalysis, VoiceSegment, percent
+from . import Calibration, Detector, DetectorResult, register
 from .voicenet import RATE, WINDOW_S, Branch, calibrated_logits, calibrated_max, load_weights
 
 WEIGHTS = "voice.safetensors"
@@ -29,13 +30,6 @@ _WIN = int(WINDOW_S * RATE)
 # Windows scored per network call when cutting from blocks: a multiple of calibrated_logits' chunk of 32, so
 # the batches match those of one whole array (same scores to the bit), and ~8 MB of windows at a time.
 WINDOW_BATCH = 64
-
-
-def utterance_logit(window_logits: np.ndarray) -> float:
-    """A recording's score: the mean of its most suspicious half of windows. A clip where only some sentences
-    were cloned (spliced into real speech) still stands out, while one odd window does not decide alone."""
-    z = np.sort(np.asarray(window_logits, np.float64))[::-1]
-    return float(z[: max(1, (len(z) + 1) // 2)].mean())
 
 
 def speech_windows(segments: list[SpeechSegment], n_samples: int, hop_s: float = 1.0) -> list[tuple[int, int]]:
@@ -85,7 +79,7 @@ class VoiceDetector(Detector):
         self.version = max(versions, key=lambda v: tuple(map(int, v.split("."))))  # the newest model's recipe
         # Each branch carries its own calibration; the recording's log-odds then go through the calibration fitted
         # on other people's TTS and real speech of other corpora, where the weights carry one (models/voice.md).
-        self.a, self.b = first.get("recording_platt", (1.0, 0.0))
+        self.calibration = Calibration(*first.get("recording_platt", (1.0, 0.0)))
 
     def models(self) -> list[ModelInfo]:
         return list(self._infos)
@@ -94,41 +88,33 @@ class VoiceDetector(Detector):
         """Calibrated log-odds per 2 s window."""
         return calibrated_max(self.branches, windows)
 
-    def analyse(self, samples: np.ndarray, segments: list[SpeechSegment]) -> VoiceAnalysis:
-        """Score the speech in 16 kHz mono audio; `segments` come from media.speech.SpeechFinder."""
-        return self.analyse_blocks([samples], len(samples), segments)
-
-    def analyse_blocks(self, blocks: Iterable[np.ndarray], n_samples: int,
-                       segments: list[SpeechSegment]) -> VoiceAnalysis:
-        """The same for audio that arrives in blocks (media.audio.AudioReader.blocks) of `n_samples` in all:
-        only the windows being scored are held, so memory does not grow with the duration. The blocks are not
-        read at all when the detector abstains."""
-        duration = n_samples / RATE
+    def judge(self, blocks: Iterable[np.ndarray], n_samples: int, segments: list[SpeechSegment]) -> DetectorResult:
+        """Raw (calibrated per model, the highest kept) log-odds of the 2 s windows over the speech `segments`
+        (media.speech.SpeechFinder) of 16 kHz mono audio that arrives in `blocks` (media.audio.AudioReader.blocks),
+        `n_samples` in all: only the windows being scored are held, so memory does not grow with the duration. The
+        blocks are not read at all when the detector abstains (under MIN_SPEECH_S of speech)."""
         speech_s = sum(s.duration_s for s in segments)
         if speech_s < MIN_SPEECH_S:
             what = "no speech found" if speech_s == 0 else f"only {speech_s:.1f} s of speech"
-            return VoiceAnalysis(None, speech_s, duration, [], [],
-                                 f"abstained: {what} (music, noise and silence are out of scope)")
+            return self.result(np.zeros(0), spans_s=np.zeros((0, 2)),
+                               abstained=f"{what} (music, noise and silence are out of scope)")
         spans = speech_windows(segments, n_samples)
         per_model = self._score_spans(blocks, spans)
-        logits = per_model.max(axis=0)  # = score_windows
-        probability = self.calibrate(utterance_logit(logits))
+        return self.result(per_model.max(axis=0), spans_s=np.array(spans, np.float64) / RATE,
+                           cues=self.cues(per_model))
 
-        # Which windows overlap a segment or a second, as arrays: a three-hour recording has ~10^4 of each.
-        starts, ends = np.array(spans).T
-        seg_out = []
-        for seg in segments:
-            inside = logits[(starts < seg.end_s * RATE) & (ends > seg.start_s * RATE)]
-            seg_out.append(VoiceSegment(seg.start_s, seg.end_s, self.calibrate(utterance_logit(inside))))
-        seg_a, seg_b = np.array([(s.start_s, s.end_s) for s in segments]).T
-        timeline = []
-        for sec in range(int(np.ceil(duration))):  # per second: mean logit of the windows that cover it
-            cover = logits[(starts < (sec + 1) * RATE) & (ends > sec * RATE)]
-            in_speech = bool(np.any((seg_a < sec + 1) & (seg_b > sec)))
-            p = self.calibrate(float(np.mean(cover))) if cover.size and in_speech else None
-            timeline.append(VoicePoint(float(sec), p))
-        return VoiceAnalysis(probability, speech_s, duration, seg_out, timeline,
-                             self.explain(probability, seg_out, speech_s, self.cues(per_model)))
+    def analyse(self, samples: np.ndarray, segments: list[SpeechSegment], bands: Thresholds = Thresholds()
+                ) -> VoiceAnalysis:
+        """The voice part of a verdict for 16 kHz mono audio held whole (for the lab and tests; the scan core
+        goes through `judge` and fusion)."""
+        return self.analyse_blocks([samples], len(samples), segments, bands)
+
+    def analyse_blocks(self, blocks: Iterable[np.ndarray], n_samples: int, segments: list[SpeechSegment],
+                       bands: Thresholds = Thresholds()) -> VoiceAnalysis:
+        from ..fusion import voice_analysis
+        from ..prepared import Sound
+
+        return voice_analysis(self.judge(blocks, n_samples, segments), Sound(n_samples, segments), bands)
 
     def _score_spans(self, blocks: Iterable[np.ndarray], spans: list[tuple[int, int]]) -> np.ndarray:
         """(models, windows) calibrated logits of the spans, cut from the blocks as they pass and scored
@@ -166,13 +152,14 @@ class VoiceDetector(Detector):
         order = [i for i in np.argsort(-counts, kind="stable") if counts[i] * 3 >= flagged.shape[1]]
         return [CUES.get(self.branches[i].frontend, "vocoder artefacts") for i in order]
 
-    def explain(self, probability: float, segments: list[VoiceSegment], speech_s: float,
-                cues: list[str] | None = None) -> str:
-        flagged = [s for s in segments if s.probability >= 0.5]
-        if probability >= 0.5:
+    @staticmethod
+    def explain(probability: float, bands: Thresholds = Thresholds(), segments: list[VoiceSegment] = (),
+                speech_s: float = 0.0, cues: list[str] | None = None) -> str:
+        flagged = [s for s in segments if s.probability >= bands.manipulated]
+        if probability >= bands.manipulated:
             where = ", ".join(f"{s.start_s:.1f}-{s.end_s:.1f} s" for s in flagged[:4]) or "across the speech"
             return (f"the voice sounds synthetic ({percent(probability)}): "
                     f"{'; '.join(cues or ['vocoder artefacts in the spectrum or waveform'])} at {where}")
-        if probability >= 0.25:
+        if probability >= bands.suspicious:
             return f"weak signs of a synthetic voice ({percent(probability)}) in {speech_s:.0f} s of speech"
         return f"the voice sounds natural ({percent(probability)} synthetic) over {speech_s:.0f} s of speech"

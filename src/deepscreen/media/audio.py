@@ -6,6 +6,7 @@ below 8 kHz anyway. Resampling happens in FFmpeg's resampler as packets decode, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +19,13 @@ from deepscreen.config import Limits
 
 from .av_probe import AV_ERRORS, open_container
 from .errors import hms, media_error, reason_of
+from .packets import decoded_frames
 from .sniff import sniff_format
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 BLOCK_SAMPLES = 60 * SAMPLE_RATE  # a minute a block: memory bounded, few Python round trips
-_MAX_BAD_PACKETS = 100
 
 
 @dataclass
@@ -51,8 +52,11 @@ class AudioReader:
     """Decodes the first sound track in blocks, so memory does not grow with the duration (three hours at
     16 kHz are 690 MB as one float32 array). Each call of `blocks` decodes the file again from the start."""
 
-    def __init__(self, path: Path, limits: Limits = Limits(), rate: int = SAMPLE_RATE):
-        self.path, self.limits, self.rate = Path(path), limits, rate
+    def __init__(self, path: Path, limits: Limits = Limits(), rate: int = SAMPLE_RATE, fmt: str | None = None,
+                 container=None):
+        """`fmt`: FFmpeg's demuxer for the file when it was sniffed already; `container`: the file already open and
+        not yet demuxed (media.source.MediaFile), used by the first `blocks` call instead of opening it again."""
+        self.path, self.limits, self.rate, self.fmt, self._open = Path(path), limits, rate, fmt, container
         self.source_rate: int | None = None  # the stream's own rate before resampling, once blocks() has started
         self.codec: str | None = None
 
@@ -60,12 +64,14 @@ class AudioReader:
         """float32 mono blocks in [-1, 1] of at least `block_samples` (the last one shorter), in order; together
         they are the whole track up to the duration limit. MediaError if there is no sound or none decodes."""
         path, rate = self.path, self.rate
-        kind, fmt = sniff_format(path, self.limits)
-        if kind == "image":
-            raise media_error(path, "is an image: it has no sound")
+        if self.fmt is None:
+            kind, self.fmt = sniff_format(path, self.limits)
+            if kind == "image":
+                raise media_error(path, "is an image: it has no sound")
         left = min(self.limits.max_audio_samples, int(self.limits.max_duration_s * rate))  # samples still allowed
         total = 0
-        with open_container(path, fmt) as container:
+        given, self._open = self._open, None
+        with contextlib.nullcontext(given) if given is not None else open_container(path, self.fmt) as container:
             if not container.streams.audio:
                 raise media_error(path, "has no sound track")
             stream = container.streams.audio[0]
@@ -89,30 +95,22 @@ class AudioReader:
 
 
 def _decoded(path: Path, container, stream, resampler, max_samples: int, rate: int) -> Iterator[np.ndarray]:
-    """Resampled chunks as packets decode: a damaged packet is skipped (up to _MAX_BAD_PACKETS), a demuxer that
-    gives up (truncated file) ends the sound where it stopped, and decoding stops past `max_samples`."""
-    total = bad = 0
+    """Resampled chunks as packets decode (media.packets.decoded_frames: damaged packets skipped, a truncated file
+    ends the sound where it stopped); decoding stops past `max_samples`."""
+    total = 0
     try:
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except AV_ERRORS:  # one damaged packet: skip it, keep the rest
-                bad += 1
-                if bad > _MAX_BAD_PACKETS:
-                    return
-                continue
-            for frame in frames:
-                for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    total += len(chunk)
-                    yield chunk
+        for frame in decoded_frames(path, container, stream):
+            for out in resampler.resample(frame):
+                chunk = out.to_ndarray().reshape(-1)
+                total += len(chunk)
+                yield chunk
             if total > max_samples:
                 log.warning("%s: sound stopped at the %s limit", path.name, hms(max_samples / rate))
                 return
         for out in resampler.resample(None):  # flush the resampler's delay line
             yield out.to_ndarray().reshape(-1)
-    except AV_ERRORS as exc:  # the demuxer gave up (truncated file): keep what decoded so far
-        log.debug("%s: audio demux stopped: %s", path.name, reason_of(exc))
+    except AV_ERRORS as exc:  # a frame the resampler refuses (a format change mid-stream): keep what came before
+        log.debug("%s: sound stopped: %s", path.name, reason_of(exc))
 
 
 def _clean(samples: np.ndarray) -> np.ndarray:

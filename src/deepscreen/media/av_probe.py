@@ -42,26 +42,34 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
 
 
 def av_info(path: Path, fmt: str, limits: Limits) -> MediaInfo:
+    """The streams' facts, with a video's size as displayed (one frame is decoded to read its rotation)."""
     with open_container(path, fmt) as c:
-        vs, audio = video_stream(c), list(c.streams.audio)
-        if vs is None:
-            if not audio:
-                raise media_error(path, "has no video or sound stream")
-            duration = _duration(c, audio[0])
-            _check_duration(path, "audio", duration, limits)
-            return MediaInfo("audio", None, None, duration, None, None, audio[0].codec_context.name, True)
-        w, h = vs.codec_context.width, vs.codec_context.height
-        if not w or not h:
-            raise media_error(path, "video stream has no frame size (truncated or corrupt?)")
-        if w * h > limits.max_frame_pixels:
-            limit = megapixels(limits.max_frame_pixels)
-            raise media_error(path, f"video frames are {w}x{h} = {megapixels(w * h)} MP, over the {limit} MP limit")
-        fps, duration = stream_fps(vs), _duration(c, vs)
-        _check_duration(path, "video", duration, limits)
-        frames = vs.frames or (round(duration * fps) if duration and fps else None)
-        if _first_rotation(c, vs) % 180 == 90:  # phones store portrait video as rotated landscape
-            w, h = h, w
-        return MediaInfo("video", w, h, duration, fps, frames, vs.codec_context.name, bool(audio))
+        info = header_info(path, fmt, c, limits)
+        if info.kind == "video" and _first_rotation(c, video_stream(c)) % 180 == 90:
+            info.width, info.height = info.height, info.width  # phones store portrait video as rotated landscape
+        return info
+
+
+def header_info(path: Path, fmt: str, c: av.container.InputContainer, limits: Limits) -> MediaInfo:
+    """The streams' facts from the headers alone, checked against the limits; nothing is demuxed, so the same
+    container can go on to decode. A video's size is as stored: rotation shows only on decoded frames."""
+    vs, audio = video_stream(c), list(c.streams.audio)
+    if vs is None:
+        if not audio:
+            raise media_error(path, "has no video or sound stream")
+        duration = _duration(c, audio[0])
+        _check_duration(path, "audio", duration, limits)
+        return MediaInfo("audio", None, None, duration, None, None, audio[0].codec_context.name, True, fmt)
+    w, h = vs.codec_context.width, vs.codec_context.height
+    if not w or not h:
+        raise media_error(path, "video stream has no frame size (truncated or corrupt?)")
+    if w * h > limits.max_frame_pixels:
+        limit = megapixels(limits.max_frame_pixels)
+        raise media_error(path, f"video frames are {w}x{h} = {megapixels(w * h)} MP, over the {limit} MP limit")
+    fps, duration = stream_fps(vs), _duration(c, vs)
+    _check_duration(path, "video", duration, limits)
+    frames = vs.frames or (round(duration * fps) if duration and fps else None)
+    return MediaInfo("video", w, h, duration, fps, frames, vs.codec_context.name, bool(audio), fmt)
 
 
 def stream_fps(vs: av.video.stream.VideoStream) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 from pathlib import Path
@@ -23,23 +24,26 @@ _PIL_ERRORS = (
 _EXIF_ORIENTATION = 0x0112
 
 
-def image_info(path: Path, fmt: str, limits: Limits) -> MediaInfo:
-    with wrapped(path, "cannot read image", *_PIL_ERRORS), open(path, "rb") as fp:
+def image_info(path: Path, fmt: str, limits: Limits, data: bytes | None = None) -> MediaInfo:
+    """Size (as displayed) and format from the header; `data`: the file's bytes when already read."""
+    with wrapped(path, "cannot read image", *_PIL_ERRORS), _source(path, data) as fp:
         im = _open_checked(fp, path, fmt, limits)
         w, h = im.size
         if _orientation(im) in (5, 6, 7, 8):  # these orientations swap width and height
             w, h = h, w
         codec = "jpeg" if im.format == "MPO" else (im.format or fmt).lower()
-        return MediaInfo("image", w, h, None, None, 1, codec, False)
+        return MediaInfo("image", w, h, None, None, 1, codec, False, fmt)
 
 
-def read_image(path: Path, limits: Limits = Limits()) -> np.ndarray:
-    """HxWx3 uint8 RGB as the image is meant to be seen (EXIF orientation applied); first frame of multi-page files."""
+def read_image(path: Path, limits: Limits = Limits(), fmt: str | None = None, data: bytes | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB as the image is meant to be seen (EXIF orientation applied); first frame of multi-page files.
+    `fmt` (Pillow's format name) when the file was sniffed already; `data`: its bytes when already read."""
     path = Path(path)
-    kind, fmt = sniff_format(path, limits)
-    if kind != "image":
-        raise media_error(path, f"not an image (a {kind} file)")
-    with wrapped(path, "cannot decode image", *_PIL_ERRORS), open(path, "rb") as fp:
+    if fmt is None:
+        kind, fmt = sniff_format(path, limits)
+        if kind != "image":
+            raise media_error(path, f"not an image (a {kind} file)")
+    with wrapped(path, "cannot decode image", *_PIL_ERRORS), _source(path, data) as fp:
         im = _open_checked(fp, path, fmt, limits)
         # load() raises on truncated data, unless something set ImageFile.LOAD_TRUNCATED_IMAGES,
         # in which case Pillow pads with grey and a half-image would be scored as if whole.
@@ -50,6 +54,10 @@ def read_image(path: Path, limits: Limits = Limits()) -> np.ndarray:
             except _PIL_ERRORS:  # malformed EXIF: the pixels are still good, show them as stored
                 pass
         return _to_rgb(im)
+
+
+def _source(path: Path, data: bytes | None) -> IO[bytes]:
+    return io.BytesIO(data) if data is not None else open(path, "rb")
 
 
 def _open_checked(fp: IO[bytes], path: Path, fmt: str, limits: Limits) -> Image.Image:

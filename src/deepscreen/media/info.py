@@ -17,9 +17,14 @@ class MediaInfo:
     frame_count: int | None  # estimated for video (stream metadata, else duration * fps); 1 for an image
     codec: str | None  # e.g. 'h264', 'jpeg', 'png'
     has_audio: bool
+    # How to read it again without sniffing: FFmpeg's demuxer name, or Pillow's format name for an image.
+    # Internal (not in the verdict's media facts).
+    format: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        del d["format"]
+        return d
 
 
 @dataclass

@@ -18,6 +18,7 @@ from .av_probe import AV_ERRORS, open_container, stream_fps, video_stream
 from .errors import media_error, reason_of
 from .image import read_image
 from .info import Frame, MediaInfo
+from .packets import decoded_frames
 from .sniff import sniff_format
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 # Seek rather than decode through when the next target is this far ahead. Longer than any sane keyframe interval,
 # so a seek lands past the current position instead of re-decoding frames already seen.
 SEEK_GAP_S = 30.0
-_MAX_BAD_PACKETS = 100  # a stream whose packets keep failing is not worth decoding to the end
 _FALLBACK_FPS = 25.0  # to time frames that carry no timestamp, in files that state no rate
 # Sampling needs a few frames, not all: the decoder may drop frames that no other frame refers to (most B-frames of
 # x264 and phone encoders: half the frames, a third of the decode time) unless they are shown within this many
@@ -50,21 +50,30 @@ def sample_times(duration_s: float, sampling: Sampling) -> list[float]:
 
 
 def iter_frames(
-    path: Path, info: MediaInfo, sampling: Sampling = Sampling(), limits: Limits = Limits()
+    path: Path, info: MediaInfo, sampling: Sampling = Sampling(), limits: Limits = Limits(), container=None
 ) -> Iterator[Frame]:
+    """The sampled frames of a video (its one picture for an image), decoded in the format `info` names (sniffed
+    again only if it names none). `container`: the video already open (media.source.MediaFile), else it is opened
+    here."""
     path = Path(path)
     if info.kind == "image":
-        yield Frame(0, 0.0, read_image(path, limits))
+        yield Frame(0, 0.0, read_image(path, limits, info.format or None))
         return
     if info.kind != "video":
         raise media_error(path, f"has no video frames (an {info.kind} file)")
-    _, fmt = sniff_format(path, limits)
-    with open_container(path, fmt) as container:
-        vs = video_stream(container)
-        if vs is None:
-            raise media_error(path, "has no video stream")
-        vs.codec_context.thread_type = "AUTO"
-        yield from _sampled(path, container, vs, info, sampling, limits)
+    if container is not None:
+        yield from _frames(path, container, info, sampling, limits)
+        return
+    with open_container(path, info.format or sniff_format(path, limits)[1]) as container:
+        yield from _frames(path, container, info, sampling, limits)
+
+
+def _frames(path: Path, container, info: MediaInfo, sampling: Sampling, limits: Limits) -> Iterator[Frame]:
+    vs = video_stream(container)
+    if vs is None:
+        raise media_error(path, "has no video stream")
+    vs.codec_context.thread_type = "AUTO"
+    yield from _sampled(path, container, vs, info, sampling, limits)
 
 
 @dataclass
@@ -100,7 +109,7 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
         k = bisect.bisect_left(targets, t_abs - t0 - near_s)
         return k < len(targets) and targets[k] <= t_abs - t0 + near_s
 
-    frames = _decode(container, vs, needed if targets is not None else None)
+    frames = _decode(path, container, vs, needed if targets is not None else None)
     while (f := next(frames, None)) is not None:
         count += 1
         if count > limits.max_frames_decoded:
@@ -153,7 +162,7 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
             else:
                 log.debug("%s: seeked from %.2f s to %.2f s", path.name, t, targets[ti])
                 frames.close()
-                frames = _decode(container, vs, needed)
+                frames = _decode(path, container, vs, needed)
                 skip_through, landing = t, True
 
     # The stream ended before the last targets (short or truncated): the last frame is the nearest one.
@@ -163,33 +172,26 @@ def _sampled(path, container, vs, info: MediaInfo, sampling: Sampling, limits: L
         raise media_error(path, "no decodable video frames (truncated or corrupt?)")
 
 
-def _decode(container, vs, needed: Callable[[float], bool] | None = None) -> Iterator[av.VideoFrame]:
-    """Decoded frames in presentation order; skips packets that fail, ends quietly where the file gives out.
-    `needed(t)`: whether the frame of a packet shown at stream time t must be decoded; where it says no, frames
-    that no other frame refers to are dropped. Packets with no timestamp are decoded."""
-    bad = 0
+def _decode(path: Path, container, vs, needed: Callable[[float], bool] | None = None) -> Iterator[av.VideoFrame]:
+    """Decoded frames in presentation order (media.packets.decoded_frames). `needed(t)`: whether the frame of a
+    packet shown at stream time t must be decoded; where it says no, frames that no other frame refers to are
+    dropped. Packets with no timestamp are decoded."""
     skipping = None  # unknown: a decoder reused after a seek may still be dropping frames
-    try:
-        for packet in container.demux(vs):
-            if needed is not None:
-                t = None if packet.pts is None or vs.time_base is None else float(packet.pts * vs.time_base)
-                skip = t is not None and not needed(t)
-                if skip != skipping:
-                    try:
-                        vs.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
-                        skipping = skip
-                    except (AttributeError, ValueError, *AV_ERRORS):  # a decoder without the option
-                        needed = None
+
+    def set_skipping(packet) -> None:
+        nonlocal skipping, needed
+        if needed is None:
+            return
+        t = None if packet.pts is None or vs.time_base is None else float(packet.pts * vs.time_base)
+        skip = t is not None and not needed(t)
+        if skip != skipping:
             try:
-                decoded = packet.decode()
-            except AV_ERRORS:
-                bad += 1
-                if bad > _MAX_BAD_PACKETS:
-                    return
-                continue
-            yield from decoded
-    except AV_ERRORS:  # the demuxer gave up (truncated file, broken index): keep what decoded so far
-        return
+                vs.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+                skipping = skip
+            except (AttributeError, ValueError, *AV_ERRORS):  # a decoder without the option
+                needed = None
+
+    return decoded_frames(path, container, vs, set_skipping)
 
 
 def _to_rgb(path: Path, frame: av.VideoFrame) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepscreen.config import Thresholds
 from deepscreen.report.html import render_html
 from deepscreen.report.jsonl import to_json_line
 from deepscreen.verdict import Verdict
@@ -12,10 +11,8 @@ from deepscreen.verdict import Verdict
 __all__ = ["render_html", "to_json_line", "write_html"]
 
 
-def write_html(verdicts: list[Verdict], path: str | Path, title: str = "deepscreen report",
-               thresholds: Thresholds | None = None) -> Path:
-    """Render `verdicts` to one self-contained HTML file at `path`; returns the path. `thresholds`: the bands the
-    verdicts were labelled with, if not the defaults."""
+def write_html(verdicts: list[Verdict], path: str | Path, title: str = "deepscreen report") -> Path:
+    """Render `verdicts` to one self-contained HTML file at `path`; returns the path."""
     path = Path(path)
-    path.write_text(render_html(verdicts, title=title, thresholds=thresholds), encoding="utf-8")
+    path.write_text(render_html(verdicts, title=title), encoding="utf-8")
     return path

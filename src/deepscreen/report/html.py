@@ -249,7 +249,9 @@ def _media_facts(v: Verdict) -> str:
     sha = v.sha256 or ""
     rows_html = "".join(f"<dt>{_e(k)}</dt><dd>{_e(val)}</dd>" for k, val in rows)
     rows_html += f'<dt>sha256</dt><dd><span title="{_e(sha)}">{_e(sha[:16])}{"…" if len(sha) > 16 else ""}</span></dd>'
-    rows_html += f"<dt>time taken</dt><dd>{_finite(v.elapsed_s) or 0:.1f} s</dd>"
+    stages = " · ".join(f"{_e(k.replace('_', ' '))} {ms:.0f} ms" for k, ms in (v.timings or {}).items() if ms >= 0.5)
+    stages = f' <span class="muted">({stages})</span>' if stages else ""
+    rows_html += f"<dt>time taken</dt><dd>{_finite(v.elapsed_s) or 0:.1f} s{stages}</dd>"
     return f'<dl class="facts">{rows_html}</dl>'
 
 
@@ -282,7 +284,8 @@ def _provenance_part(v: Verdict) -> str:
     return "<h3>Provenance</h3><ul>" + "".join(f"<li>{_e(f)}</li>" for f in findings) + "</ul>"
 
 
-def _file_section(v: Verdict, th: Thresholds) -> str:
+def _file_section(v: Verdict) -> str:
+    th = v.thresholds
     lab = _label(v)
     name = v.path.replace("\\", "/").rsplit("/", 1)[-1] or v.path
     badge_p = "" if lab in ("error", "inconclusive") else f" <small>{percent(v.probability)} likely manipulated</small>"
@@ -326,10 +329,13 @@ def _file_section(v: Verdict, th: Thresholds) -> str:
     return "".join(o)
 
 
-def render_html(verdicts: list[Verdict], title: str = "deepscreen report", thresholds: Thresholds | None = None) -> str:
-    """The whole report as one HTML string: summary first, then one section per file, most suspicious first.
-    `thresholds`: the bands the verdicts were labelled with (drawn on the plots and stated at the top)."""
-    th = thresholds or Thresholds()
+def render_html(verdicts: list[Verdict], title: str = "deepscreen report") -> str:
+    """The whole report as one HTML string: summary first, then one section per file, most suspicious first. The
+    bands drawn on each file's plots, and stated at the top, are those its verdict was labelled with."""
+    bands = list(dict.fromkeys(v.thresholds for v in verdicts)) or [Thresholds()]
+    th = bands[0]
+    mixed = (" (these files were labelled with different bands: each file's plots show its own)"
+             if len(bands) > 1 else "")
     ordered = sorted(verdicts, key=_order_key)
     counts = {lab: sum(1 for v in verdicts if _label(v) == lab) for lab in LABELS}
     pills = "".join(f'<span class="pill" style="background:{COLOURS[lab]}">{counts[lab]} {lab}</span>'
@@ -347,9 +353,9 @@ def render_html(verdicts: list[Verdict], title: str = "deepscreen report", thres
         f"<b style=\"color:{COLOURS['suspicious']}\">suspicious</b> from {s:.0f}% to below {m:.0f}% · "
         f"<b style=\"color:{COLOURS['manipulated']}\">manipulated</b> from {m:.0f}% · "
         f"<b style=\"color:{COLOURS['inconclusive']}\">inconclusive</b> when no detector could judge "
-        "(for example no face found).</p></section>"
+        f"(for example no face found){mixed}.</p></section>"
     )
-    body = "".join(_file_section(v, th) for v in ordered)
+    body = "".join(_file_section(v) for v in ordered)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

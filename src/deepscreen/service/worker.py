@@ -102,8 +102,7 @@ class Worker:
         route = policy.route(verdict.label, self.settings.inconclusive_route)
         report = f"{job['id']}.html"
         _write_atomic(self.settings.data_dir / "reports" / report,
-                      render_html([verdict], title=f"deepscreen: {job['filename']}",
-                                  thresholds=self.thresholds).encode("utf-8"))
+                      render_html([verdict], title=f"deepscreen: {job['filename']}").encode("utf-8"))
         thumb = _thumbnail(verdict, stored, self.settings.data_dir / "thumbs" / f"{job['id']}.jpg")
         ok = jobs.finish(self.engine, job["id"], job["claim"], status="error" if verdict.label == "error" else "done",
                          route=route, label=verdict.label, probability=verdict.probability, kind=verdict.kind,
