@@ -13,7 +13,7 @@ from deepscreen.fusion import (MIN_VIDEO_FRAMES, SHARPNESS_CAP, face_observation
                                summarise, track_logit)
 from deepscreen.prepared import FaceCrop
 from deepscreen.training import metrics
-from deepscreen.verdict import FaceObservation, Verdict, percent
+from deepscreen.verdict import Verdict, percent
 
 
 def test_tracker_follows_two_people_and_starts_a_third():
@@ -48,7 +48,8 @@ def _fuse(logits, widths, sharpness, bands=Thresholds(), video=False):
     plain sigmoid calibration and known limits."""
     crops = [FaceCrop(0, i, i / 4, (10, 10, 10 + w, 10 + w), np.zeros((4, 4, 3), np.uint8), None, s)
              for i, (_, w, s) in enumerate(zip(logits, widths, sharpness))]
-    result = DetectorResult("face_blend", "test", Calibration(), np.array(logits, float), np.zeros((len(logits), 10, 10)),
+    result = DetectorResult("face_blend", "test", Calibration(), np.array(logits, float),
+                            np.zeros((len(logits), 10, 10)),
                             limits=FaceLimits(min_width=60, min_sharpness=20, note="(held-out AUC under 0.75 there)"),
                             explain=_explain)
     return fuse_tracks(crops, face_observations(crops, result), result, bands, video=video)
@@ -80,6 +81,25 @@ def test_evidence_words_follow_the_bands_in_force():
     z = float(np.log(0.6 / 0.4))
     tracks, ev = _fuse([z], [120], [90.0], bands)
     assert bands.label(tracks[0].probability) == "suspicious" and "weak signs" in ev[0].explanation
+
+
+def test_voice_words_follow_the_bands_in_force():
+    """The recording is the mean of its most suspicious half of windows, calibrated by the result's Calibration;
+    its words, like a face's, follow the bands the verdict is labelled with."""
+    from deepscreen.detectors.voice import VoiceDetector
+    from deepscreen.fusion import voice_analysis
+    from deepscreen.media.speech import SpeechSegment
+    from deepscreen.prepared import Sound
+
+    z = float(np.log(0.6 / 0.4))
+    result = DetectorResult("voice", "test", Calibration(), np.array([z, z, z - 4]),
+                            spans_s=np.array([[0.0, 2.0], [1.0, 3.0], [2.0, 4.0]]), explain=VoiceDetector.explain)
+    sound = Sound(4 * 16000, [SpeechSegment(0.0, 4.0)])
+    default = voice_analysis(result, sound)
+    strict = voice_analysis(result, sound, Thresholds(suspicious=0.5, manipulated=0.8))
+    assert default.probability == pytest.approx(0.6) and "sounds synthetic" in default.explanation
+    assert strict.probability == default.probability and "weak signs" in strict.explanation
+    assert len(default.timeline) == 4 and default.timeline[0].probability == pytest.approx(0.6)
 
 
 def test_threshold_bands():
