@@ -7,6 +7,8 @@ from .image import read_image
 from .info import Frame, MediaInfo
 from .probe import probe
 from .sniff import sniff
+from .source import MediaFile
 from .video import iter_frames, sample_times
 
-__all__ = ["Frame", "MediaError", "MediaInfo", "iter_frames", "probe", "read_image", "sample_times", "sniff"]
+__all__ = ["Frame", "MediaError", "MediaFile", "MediaInfo", "iter_frames", "probe", "read_image", "sample_times",
+           "sniff"]
