@@ -188,3 +188,63 @@ def test_batch_imports_neither_the_generator_side_nor_training():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# -- the two halves of a scan, as the Ray engine's stages run them ---------------------------------------------------
+@pytest.fixture(scope="module")
+def batch_worker():
+    from deepscreen.batch.worker import Worker
+    from deepscreen.config import ScanConfig
+
+    return Worker(ScanConfig(keep_crops=False), threads=1)
+
+
+def _file_columns(row: dict) -> dict:
+    from deepscreen.batch.rows import TIMING_COLUMNS
+
+    return {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
+
+
+def test_prepare_then_judge_gives_the_row_of_the_whole_scan(batch_worker, lfw_face_path, face_video):
+    """What the Ray stages do to a file (prepare, pickle, judge) makes the local engine's row for it."""
+    for path in map(str, (lfw_face_path, face_video)):
+        size, mtime, prepared = batch_worker.prepare(path)
+        row = batch_worker.judge(path, "real", size, mtime, prepared)
+        assert row["probability"] is not None and row["faces"] >= 1
+        assert _file_columns(row) == _file_columns(batch_worker.scan(path, "real"))
+
+
+def test_a_failure_in_either_stage_is_that_file_s_error_row(batch_worker, lfw_face_path, monkeypatch):
+    path = str(lfw_face_path)
+    size, mtime, prepared = batch_worker.prepare(path)
+    monkeypatch.setattr(batch_worker.scanner, "judge", lambda p: 1 / 0)
+    row = batch_worker.judge(path, "fake", size, mtime, prepared)
+    assert (row["label"], row["truth"], row["size_bytes"], row["setup_key"]) == ("error", "fake", size,
+                                                                                  batch_worker.key)
+    assert "unexpected error while judging it (ZeroDivisionError" in row["error"] and path in row["error"]
+    monkeypatch.undo()
+    monkeypatch.setattr(batch_worker.scanner, "prepare", lambda p: 1 / 0)
+    row = batch_worker.judge(path, None, *batch_worker.prepare(path))
+    assert row["label"] == "error" and "unexpected error while preparing it (ZeroDivisionError" in row["error"]
+
+
+def test_ray_refuses_stages_the_cluster_has_no_room_for_instead_of_waiting():
+    from deepscreen.batch.ray_engine import RayEngine, RayStages
+    from deepscreen.batch.worker import WorkerStartError
+    from deepscreen.config import ScanConfig
+
+    engine = RayEngine(RayStages(prepare_workers=2, prepare_cpus=1, judge_workers=2, judge_cpus=2), ScanConfig())
+    engine._check_room(6)  # 2 x 1 + 2 x 2 fit
+    with pytest.raises(WorkerStartError, match=r"has 5 CPUs and the stages need 6 \(prepare 2 x 1, judge 2 x 2\)"):
+        engine._check_room(5)
+
+
+@pytest.mark.parametrize("flag", ["--ray-judge-workers", "--ray-prepare-workers", "--ray-judge-cpus"])
+def test_ray_stage_options_need_the_ray_engine(tmp_path, flag):
+    from typer.testing import CliRunner
+
+    from deepscreen.cli import app
+
+    res = CliRunner().invoke(app, ["batch", str(tmp_path), "--out", str(tmp_path / "out"), flag, "2"])
+    assert res.exit_code == 2 and "needs --engine ray" in res.output and flag in res.output
+    assert not (tmp_path / "out").exists()

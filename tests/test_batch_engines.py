@@ -109,7 +109,7 @@ def _rows(out: Path) -> list[dict]:
 def local_run(collection, tmp_path_factory):
     _, manifest = collection
     out = tmp_path_factory.mktemp("local_out")
-    proc = _cli(manifest, "--out", out, "--workers", "2")
+    proc = _cli(manifest, "--out", out, "--workers", "2", "--threads-per-worker", "1")
     stdout, stderr = proc.communicate(timeout=600)
     return out, proc.returncode, stdout, stderr
 
@@ -117,20 +117,30 @@ def local_run(collection, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_runtime():
     """One local Ray runtime for this module's Ray runs (the engine uses a runtime that is already up). Actors
-    inherit the environment it starts with: files named POISON kill their worker, as a decoder crash would."""
+    inherit the environment it starts with: files named POISON kill their worker while it prepares them, files
+    named VENOM while it judges them, as a crash in a decoder or a detector would. Four CPUs: room for both
+    stages' actors (more than the cores, as the engine's own local runtime has)."""
     ray = pytest.importorskip("ray")
-    from deepscreen.batch.worker import CRASH_ON_ENV
+    from deepscreen.batch.worker import CRASH_JUDGING_ON_ENV, CRASH_ON_ENV
 
-    os.environ[CRASH_ON_ENV] = "POISON"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
+    os.environ[CRASH_ON_ENV], os.environ[CRASH_JUDGING_ON_ENV] = "POISON", "VENOM"
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
     ray.shutdown()
     os.environ.pop(CRASH_ON_ENV, None)
+    os.environ.pop(CRASH_JUDGING_ON_ENV, None)
+
+
+def _stage_actors(ray) -> dict[str, int]:
+    """Ray Data actors started so far on the runtime, per stage class (alive or not)."""
+    names = [a["ActorClassName"] for a in ray._private.state.actors().values()]
+    return {stage: sum(stage in n for n in names) for stage in ("PrepareStage", "JudgeStage")}
 
 
 @pytest.fixture(scope="module")
 def ray_run(collection, tmp_path_factory, ray_runtime):
-    """The Ray engine in this process, on the module's local Ray runtime."""
+    """The Ray engine in this process, on the module's local Ray runtime: one actor preparing files, two judging
+    them (one thread each, as the local run's workers)."""
     from rich.console import Console
 
     from deepscreen.batch.run import BatchOptions, run_batch
@@ -138,10 +148,12 @@ def ray_run(collection, tmp_path_factory, ray_runtime):
 
     _, manifest = collection
     out = tmp_path_factory.mktemp("ray_out")
-    code, summary = run_batch(BatchOptions(manifest, out, engine="ray", workers=2,
-                                           config=ScanConfig(keep_crops=False)),
+    before = _stage_actors(ray_runtime)
+    code, summary = run_batch(BatchOptions(manifest, out, engine="ray", workers=2, threads=1, ray_prepare_workers=1,
+                                           ray_judge_workers=2, config=ScanConfig(keep_crops=False)),
                               console=Console(stderr=True, force_terminal=False))
-    return out, code, summary
+    after = _stage_actors(ray_runtime)
+    return out, code, summary, {k: after[k] - before[k] for k in after}
 
 
 def test_local_run_writes_one_row_per_file_and_lists_every_broken_one(collection, local_run):
@@ -218,9 +230,13 @@ def test_labelled_manifest_is_evaluated_from_its_rows(local_run):
 
 
 def test_ray_engine_writes_the_same_files(local_run, ray_run):
+    """Ray's two stages (prepare on one actor, judge on two) make the rows the local pool's whole scans make."""
     local_out = local_run[0]
-    ray_out, code, summary = ray_run
+    ray_out, code, summary, actors = ray_run
+    assert actors == {"PrepareStage": 1, "JudgeStage": 2}
     assert code == 2 and summary["run"]["engine"] == "ray" and summary["run"]["scanned"] == summary["files"]
+    assert summary["run"]["ray_stages"] == {"prepare_workers": 1, "prepare_cpus": 1, "judge_workers": 2,
+                                            "judge_cpus": 1, "batch_size": 4}
     assert _rows(ray_out) == _rows(local_out)
     assert (ray_out / "errors.jsonl").read_text() == (local_out / "errors.jsonl").read_text()
     a, b = (json.loads((d / "summary.json").read_text()) for d in (local_out, ray_out))
@@ -277,27 +293,31 @@ def test_a_dead_worker_costs_no_file(collection, local_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def poisoned(collection, tmp_path_factory) -> Path:
-    """Three photos and a file whose scan kills the worker process (see CRASH_ON_ENV)."""
+    """Three photos and two files whose scan kills the worker process: in Ray, one while it is prepared, one while
+    it is judged (see CRASH_ON_ENV, CRASH_JUDGING_ON_ENV)."""
     col, _ = collection
     folder = tmp_path_factory.mktemp("poisoned")
     photos = sorted((col / "real").glob("*.jpg"))[:3]
     for p in photos:
         shutil.copy(p, folder / p.name)
     shutil.copy(photos[0], folder / "POISON.jpg")
+    shutil.copy(photos[1], folder / "VENOM.jpg")
     return folder
 
 
 def _check_poisoned(out: Path) -> list[dict]:
     rows = _rows(out)
     bad = [r for r in rows if r["label"] == "error"]
-    assert len(rows) == 4 and [Path(r["path"]).name for r in bad] == ["POISON.jpg"]
-    assert "worker process died" in bad[0]["error"]
+    assert len(rows) == 5 and [Path(r["path"]).name for r in bad] == ["POISON.jpg", "VENOM.jpg"]
+    assert all("worker process died" in r["error"] for r in bad)
     assert all(r["probability"] is not None for r in rows if r not in bad)
-    assert [json.loads(line)["path"] for line in (out / "errors.jsonl").read_text().splitlines()] == [bad[0]["path"]]
+    assert [json.loads(line)["path"] for line in (out / "errors.jsonl").read_text().splitlines()] == \
+        [r["path"] for r in bad]
     return rows
 
 
 def test_a_file_that_crashes_its_worker_is_one_error_row_in_both_engines(poisoned, ray_runtime, tmp_path):
+    """In either Ray stage, too: the crash costs its file alone."""
     from rich.console import Console
 
     from deepscreen.batch.run import BatchOptions, run_batch

@@ -26,6 +26,13 @@ def batch(
                                           help="CPU threads (and Ray CPUs) per worker (default: cores / workers)."),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster (e.g. ray://head:10001 or auto) "
                                               "instead of starting a local runtime; needs --engine ray."),
+    ray_prepare_workers: Optional[int] = typer.Option(None, min=1, help="Ray: actors decoding files and finding "
+                                                      "faces and speech, --threads-per-worker CPUs each (default: "
+                                                      "--workers)."),
+    ray_judge_workers: Optional[int] = typer.Option(None, min=1, help="Ray: actors running the detectors "
+                                                    "(default: --workers)."),
+    ray_judge_cpus: Optional[int] = typer.Option(None, min=1, help="Ray: CPUs (and threads) per detector actor "
+                                                 "(default: --threads-per-worker)."),
     frames: int = typer.Option(Sampling.frames, help="Video frames analysed, spread evenly over the clip."),
     max_fps: float = typer.Option(Sampling.max_fps, help="At most this many analysed frames per second of video."),
     threshold: float = typer.Option(Thresholds.manipulated, "--threshold", min=0.0, max=1.0,
@@ -50,11 +57,14 @@ def batch(
         raise typer.BadParameter(str(err), param_hint="'--suspicious-from' / '--threshold'") from None
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"{engine!r}: use local or ray", param_hint="'--engine'")
-    if ray_address and engine != "ray":
-        raise typer.BadParameter("needs --engine ray", param_hint="'--ray-address'")
+    for flag, value in (("--ray-address", ray_address), ("--ray-prepare-workers", ray_prepare_workers),
+                        ("--ray-judge-workers", ray_judge_workers), ("--ray-judge-cpus", ray_judge_cpus)):
+        if value and engine != "ray":
+            raise typer.BadParameter("needs --engine ray", param_hint=f"'{flag}'")
     config = ScanConfig(sampling=Sampling(frames=frames, max_fps=max_fps), thresholds=bands, keep_crops=False)
     opts = BatchOptions(source=source, out=out, engine=engine, workers=workers, threads=threads,
-                        ray_address=ray_address, config=config, retry_errors=retry_errors, flush_rows=flush_rows,
+                        ray_address=ray_address, ray_prepare_workers=ray_prepare_workers,
+                        ray_judge_workers=ray_judge_workers, ray_judge_cpus=ray_judge_cpus, config=config, retry_errors=retry_errors, flush_rows=flush_rows,
                         progress=not quiet)
     try:
         code, summary = run_batch(opts)

@@ -1,11 +1,11 @@
 """Where the scans run. Both engines take items and yield results rows in the order they finish; both run the
-whole scan core (`Worker.scan` -> `Scanner.scan`) once per file inside long-lived workers that load the models
-once. The driver (run.py) does all the writing, so the two engines write the same files by construction.
+scan core inside long-lived workers that load the models once. The driver (run.py) does all the writing, so the
+two engines write the same files by construction.
 
 local: a process pool on this machine (spawned, not forked: torch, onnxruntime and MediaPipe hold threads that a
-       fork would copy half-alive).
-ray:   Ray Data, `map_batches` over an actor pool: each actor is a Worker; `workers` actors with `threads` CPUs
-       each, on a local Ray runtime or an existing cluster (`address`).
+       fork would copy half-alive); each worker runs the whole scan of a file (`Worker.scan` -> `Scanner.scan`).
+ray:   Ray Data, two stages of actors, `Scanner.prepare` then `Scanner.judge` (ray_engine.py), on a local Ray
+       runtime or an existing cluster.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class LocalEngine:
         self.pool.shutdown(wait=not abort, cancel_futures=True)
         self.pool = None
 
+    def describe(self) -> dict:
+        return {}
+
     def setup_key(self) -> str:
         """Asked of the workers (they have the models loaded anyway), so the driver never loads them itself. One
         question per worker: the pool starts a process per pending call, so all of them load their models now,
@@ -107,113 +110,18 @@ class LocalEngine:
                 self._start()
 
 
-class RayEngine:
-    name = "ray"
-
-    def __init__(self, workers: int, threads: int, config: ScanConfig, address: str | None = None,
-                 batch_size: int = 4):
-        self.workers, self.threads, self.config, self.address = workers, threads, config, address
-        self.batch_size = batch_size
-        self._started_ray = False
-
-    def __enter__(self):
-        import ray
-
-        if not ray.is_initialized():
-            kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:  # a private local runtime, sized so that every actor fits at once; "local", or ray.init would
-                # join a cluster that `ray start` once ran on this machine (it leaves its address in /tmp/ray)
-                ray.init(address="local", num_cpus=max(os.cpu_count() or 1, self.workers * self.threads), **kwargs)
-            self._started_ray = True
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-run INFO lines would break the bar
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the driver draws its own bar
-        ctx.print_on_execution_start = False
-        return self
-
-    def __exit__(self, *exc):
-        if self._started_ray:
-            import ray
-
-            ray.shutdown()
-
-    def setup_key(self) -> str:
-        """One short task on the cluster (it loads the models once more): the driver never loads them."""
-        import ray
-
-        try:
-            return ray.get(ray.remote(num_cpus=self.threads)(_remote_key).remote(self.config, self.threads))
-        except ray.exceptions.RayTaskError as err:
-            cause = err.cause if isinstance(err.cause, Exception) else err
-            raise W.WorkerStartError(f"a Ray worker could not load the scanner: {type(cause).__name__}: "
-                                     f"{cause}") from None
-
-    def run(self, items: list[Item], key: str) -> Iterator[dict]:
-        # A crash below Python kills an actor; Ray restarts it and retries the batch, then gives the block up.
-        # Files of a given-up block are scanned again one per block; a file that still kills its actor is the
-        # culprit and becomes an error row, as in the local engine. (Ray's default, retrying forever, would hang
-        # the whole batch on one such file.)
-        done: set[str] = set()
-        for row in self._pass(items, isolate=False):
-            done.add(row["path"])
-            yield row
-        missing = [i for i in items if i.path not in done]
-        if missing:
-            log.warning("%d files were in batches whose Ray actor died; scanning them again one by one", len(missing))
-            for row in self._pass(missing, isolate=True):
-                done.add(row["path"])
-                yield row
-            for item in missing:
-                if item.path not in done:
-                    yield crash_row(item.path, item.truth, key)
-
-    def _pass(self, items: list[Item], isolate: bool) -> Iterator[dict]:
-        if not items:
-            return
-        import warnings
-
-        import ray
-
-        ray.data.DataContext.get_current().max_errored_blocks = -1  # a given-up block is skipped, not fatal
-        # Small blocks so rows stream back (and get written) while the run goes on, not all at the end.
-        blocks = len(items) if isolate else \
-            max(1, min(len(items), max(4 * self.workers, len(items) // (2 * self.batch_size))))
-        ds = ray.data.from_items([{"path": i.path, "truth": i.truth or ""} for i in items],
-                                 override_num_blocks=blocks)
-        with warnings.catch_warnings():  # max_task_retries as a keyword is deprecated after the pinned Ray 2.60
-            warnings.simplefilter("ignore")
-            ds = ds.map_batches(_RayScan, fn_constructor_args=(self.config, self.threads),
-                                batch_size=1 if isolate else self.batch_size, batch_format="pyarrow",
-                                num_cpus=self.threads, compute=ray.data.ActorPoolStrategy(size=self.workers),
-                                max_task_retries=1)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            yield from batch.to_pylist()
-
-
-def _remote_key(config: ScanConfig, threads: int) -> str:
-    return W.Worker(config, threads).key
-
-
-class _RayScan:
-    """A Ray Data actor: one Worker (models loaded once), fed a few files per call."""
-
-    def __init__(self, config: ScanConfig, threads: int):
-        self.worker = W.Worker(config, threads)
-
-    def __call__(self, batch):
-        from .rows import table
-
-        rows = [self.worker.scan(p, t or None) for p, t in zip(batch["path"].to_pylist(), batch["truth"].to_pylist())]
-        return table(rows)
-
-
-def make_engine(name: str, workers: int, threads: int, config: ScanConfig, address: str | None = None):
+def make_engine(name: str, workers: int, threads: int, config: ScanConfig, address: str | None = None,
+                prepare_workers: int | None = None, judge_workers: int | None = None, judge_cpus: int | None = None):
+    """The engine `name`. Ray's stages default to `workers` actors each, of `threads` CPUs."""
+    ray_options = {"--ray-address": address, "--ray-prepare-workers": prepare_workers,
+                   "--ray-judge-workers": judge_workers, "--ray-judge-cpus": judge_cpus}
     if name == "local":
-        if address:
-            raise ValueError("--ray-address needs --engine ray")
+        if given := [flag for flag, value in ray_options.items() if value]:
+            raise ValueError(f"{', '.join(given)} needs --engine ray")
         return LocalEngine(workers, threads, config)
     if name == "ray":
-        return RayEngine(workers, threads, config, address)
+        from .ray_engine import RayEngine, RayStages
+
+        stages = RayStages(prepare_workers or workers, threads, judge_workers or workers, judge_cpus or threads)
+        return RayEngine(stages, config, address)
     raise ValueError(f"unknown engine {name!r}: use {' or '.join(ENGINES)}")

@@ -157,6 +157,13 @@ def _reliability_png(path: Path, bins: list[dict], ece: float) -> None:
     fig.savefig(path)
 
 
+def _workers(run: dict) -> str:
+    if stages := run.get("ray_stages"):
+        return (f"ray engine, prepare {stages['prepare_workers']} x {stages['prepare_cpus']} CPU(s), "
+                f"judge {stages['judge_workers']} x {stages['judge_cpus']} CPU(s)")
+    return f"{run['engine']} engine, {run['workers']} worker(s) x {run['threads_per_worker']} thread(s)"
+
+
 def print_table(summary: dict, console) -> None:
     from rich.table import Table
 
@@ -169,8 +176,7 @@ def print_table(summary: dict, console) -> None:
     t.add_row("errors", str(summary["errors"]) + ("  (see errors.jsonl)" if summary["errors"] else ""))
     if summary["evaluation"]:
         t.add_row("labels", ", ".join(f"{k} {v}" for k, v in summary["by_truth"].items()))
-    t.add_row("this run", f"{run['scanned']} scanned, {run['skipped_done']} already done; "
-                          f"{run['engine']} engine, {run['workers']} worker(s) x {run['threads_per_worker']} thread(s)")
+    t.add_row("this run", f"{run['scanned']} scanned, {run['skipped_done']} already done; {_workers(run)}")
     if run["scanned"]:
         t.add_row("speed", f"{run['files_per_s']:.2f} files/s, {run['photos_per_s']:.2f} photos/s, "
                            f"{run['video_seconds_per_s']:.2f} video-seconds/s  ({run['scan_s']:.1f} s scanning, "

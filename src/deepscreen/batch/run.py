@@ -29,6 +29,11 @@ class BatchOptions:
     workers: int | None = None  # default: the machine's cores
     threads: int | None = None  # per worker; default: cores // workers
     ray_address: str | None = None
+    # Ray's two stages (ray_engine.py): actors per stage (default: workers each) and CPUs per judge actor
+    # (default: threads); prepare actors take `threads` CPUs.
+    ray_prepare_workers: int | None = None
+    ray_judge_workers: int | None = None
+    ray_judge_cpus: int | None = None
     config: ScanConfig = field(default_factory=ScanConfig)
     retry_errors: bool = False  # scan files that were unreadable last time again
     flush_rows: int = 32  # a part is written every this many rows...
@@ -49,7 +54,8 @@ def run_batch(opts: BatchOptions, console=None) -> tuple[int, dict]:
     threads = opts.threads or default_threads(workers)
     config = opts.config
     store = Store(opts.out)
-    engine = make_engine(opts.engine, workers, threads, config, opts.ray_address)
+    engine = make_engine(opts.engine, workers, threads, config, opts.ray_address, opts.ray_prepare_workers,
+                         opts.ray_judge_workers, opts.ray_judge_cpus)
     tally = report.Tally()
     with engine:
         key = engine.setup_key()
@@ -73,6 +79,7 @@ def run_batch(opts: BatchOptions, console=None) -> tuple[int, dict]:
         scan_s = time.perf_counter() - scan_started
     rows = store.compact([i.path for i in items], {i.path: i.truth for i in items})
     run = report.run_stats(tally, skipped, scan_s, time.perf_counter() - started, engine.name, workers, threads)
+    run.update(engine.describe())
     summary = {"input": os.path.abspath(opts.source), **report.summarise(rows, run, config.thresholds)}
     report.write(Path(opts.out), summary, rows)
     code = 2 if summary["errors"] else 1 if summary["flagged"] else 0

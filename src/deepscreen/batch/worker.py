@@ -1,5 +1,6 @@
 """What runs inside a batch worker process (a pool process or a Ray actor): one Scanner, loaded once, then
-one call of the scan core per file.
+the scan core per file: the whole scan (`scan`, the local engine), or its two steps apart (`prepare` and `judge`,
+the Ray engine's two stages, possibly on different machines).
 
 Each worker gets a fixed number of threads: N workers on N cores with the libraries' default (all cores each)
 would fight over the cores, and the same thread count in both engines keeps their results identical.
@@ -8,16 +9,23 @@ would fight over the cores, and the same thread count in both engines keeps thei
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import time
+from pathlib import Path
 
 from ..config import ScanConfig
+from ..verdict import Verdict
 from .rows import setup_key, verdict_row
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # For the tests: a file whose path contains this variable's text kills its worker process, as a crash inside a
-# native decoder would. Nothing in Python can stand in for that: Scanner.scan turns every exception into a verdict.
+# native decoder would (in the Ray engine, while preparing it). Nothing in Python can stand in for that:
+# Scanner.scan turns every exception into a verdict.
 CRASH_ON_ENV = "DEEPSCREEN_BATCH_CRASH_ON"
+# Likewise, but the Ray engine's worker dies while judging the file (the detectors' stage); the local engine's
+# while scanning it.
+CRASH_JUDGING_ON_ENV = "DEEPSCREEN_BATCH_CRASH_JUDGING_ON"
 
 
 class Worker:
@@ -33,16 +41,59 @@ class Worker:
         self.key = setup_key(self.scanner.models(), config)
 
     def scan(self, path: str, truth: str | None) -> dict:
-        crash_on = os.environ.get(CRASH_ON_ENV)
-        if crash_on and crash_on in path:
-            os._exit(70)  # fault injection for the tests, see CRASH_ON_ENV
-        try:
-            st = os.stat(path)  # before the scan: a file changed while it is scanned looks changed on resume
-            size, mtime = st.st_size, st.st_mtime_ns
-        except OSError:
-            size = mtime = None  # the scan core says what is wrong with the path
+        _crash_if_asked(path, CRASH_ON_ENV)
+        _crash_if_asked(path, CRASH_JUDGING_ON_ENV)
+        size, mtime = _stat(path)
         verdict = self.scanner.scan(path)
         return verdict_row(verdict, truth, size, mtime, self.key, scanned_at=round(time.time(), 3))
+
+    def prepare(self, path: str) -> tuple[int | None, int | None, bytes]:
+        """(size, mtime, the pickled Prepared) of a file: decoded, faces and speech found. Never raises: a
+        failure of this worker's own code becomes the Prepared's error, which `judge` turns into an error row."""
+        _crash_if_asked(path, CRASH_ON_ENV)
+        size, mtime = _stat(path)
+        try:
+            prepared = self.scanner.prepare(path)
+            return size, mtime, pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as err:  # noqa: BLE001  (bad input never stops a batch)
+            from ..prepared import Prepared
+
+            failed = Prepared(Path(path), error=_failure(path, "preparing", err))
+            return size, mtime, pickle.dumps(failed, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def judge(self, path: str, truth: str | None, size: int | None, mtime: int | None, prepared: bytes) -> dict:
+        """The results row of a file `prepare` made ready (possibly in another process). Never raises."""
+        _crash_if_asked(path, CRASH_JUDGING_ON_ENV)
+        try:
+            verdict = self.scanner.judge(pickle.loads(prepared))
+        except Exception as err:  # noqa: BLE001
+            from ..media.errors import shown_path
+
+            msg = _failure(path, "judging", err)
+            verdict = Verdict(path, "", "unknown", None, "error", msg, error=msg)
+            verdict.path, verdict.path_escaped = shown_path(Path(path))
+        return verdict_row(verdict, truth, size, mtime, self.key, scanned_at=round(time.time(), 3))
+
+
+def _stat(path: str) -> tuple[int | None, int | None]:
+    # Before the scan: a file changed while it is scanned looks changed on resume.
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None  # the scan core says what is wrong with the path
+    return st.st_size, st.st_mtime_ns
+
+
+def _crash_if_asked(path: str, variable: str) -> None:
+    text = os.environ.get(variable)
+    if text and text in path:
+        os._exit(70)  # fault injection for the tests, see CRASH_ON_ENV
+
+
+def _failure(path: str, step: str, err: Exception) -> str:
+    from ..media.errors import label
+
+    return " ".join(f"{label(path)}: unexpected error while {step} it ({type(err).__name__}: {err})".split())
 
 
 class WorkerStartError(RuntimeError):
