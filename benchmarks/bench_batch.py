@@ -1,29 +1,38 @@
 """Batch throughput: `deepscreen batch` on a generated collection, local and Ray engines, 1 and 2 workers.
 
-  .venv/bin/python benchmarks/bench_batch.py [--photos 2000] [--videos 40] [--work /tmp/bench_batch]
+  .venv/bin/python benchmarks/bench_batch.py [--photos 2000] [--videos 20] [--work /tmp/bench_batch]
                                             [--engines local,ray] [--workers 1,2] [--profile 200]
 
 The collection: a list of --photos LFW face photos (files read where they lie in ../shared, nothing copied) and
 --videos 3 s, 320x240, 25 fps H.264 clips of a face moving over a background, written into --work. Photos and
 videos run as two separate batches, so photos/s and video-seconds/s are each measured alone.
 
+Workers: the local engine's pool processes, each running whole scans; for Ray, the actors of *each* of its two
+stages (prepare: decode, faces, speech; judge: detectors, verdict), so Ray x2 runs 2 + 2 actors. Each worker or
+actor gets cores / workers threads (the defaults of `deepscreen batch`).
+
 For each engine and worker count it prints
 - rate: files (or seconds of video) per second over the span from the first scan's start to the last scan's end,
-  by the workers' own clocks (results.parquet: scanned_at - elapsed_s .. scanned_at). Start-up (Ray, worker
+  by the workers' own clocks (results.parquet: scanned_at - elapsed_s .. scanned_at; for Ray, scanned_at is when
+  the judge stage finished the file and elapsed_s the time both stages spent on it). Start-up (Ray, worker
   processes, model loads) falls outside that span for both engines; everything between scans (Ray's batching and
-  transfers, the driver, idle workers) falls inside. This is what a long batch sees;
+  transfers between stages, the driver, idle workers) falls inside. This is what a long batch sees;
 - efficiency = rate / (workers x the 1-worker rate of that engine);
-- busy: the share of that span the workers spent inside scans; median scan time per photo (inside a worker:
-  shows whether a difference between engines is overhead or CPU share on a shared machine);
-- start-up: until the first row reached the driver; Ray vs local = 1 - Ray's rate / local's (goal <= 15 %);
-- peak resident memory of each worker process (the largest worker).
-Goal: local >= 20 face photos/s on 2 cores. Then a profile: where one worker's time goes per photo (probe,
-hash, decode, face finding, alignment, the CNN, the rest), from timers wrapped around the scan core's stages.
+- Ray vs local = 1 - Ray's rate / local's at the same worker count (goal <= 15 %);
+- busy: the share of that span the workers (Ray: the actors of both stages) spent inside scans;
+- start-up: until the first row reached the driver;
+- peak resident memory per worker process (the largest one; Ray: per stage);
+- where the time of a file goes, from the per-stage timings each verdict carries (Verdict.timings, ms): the
+  prepare steps (decode, faces, speech) and the judge steps (face_cnn, voice, fusion); provenance is split over
+  both and shown apart. Decoding runs ahead in a thread of its own, so it overlaps face finding.
+Goal: local >= 20 face photos/s on 2 cores. Then a profile: where one worker's time goes per photo, from the
+same per-stage timings.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -79,28 +88,40 @@ def _write_clip(path: Path, face: np.ndarray, seconds: float = 3.0, fps: int = 2
 
 
 # -- one run -------------------------------------------------------------------------------------------------------
+# What names a worker process in its command line: the local pool's spawned processes, Ray's stage actors.
+WORKER_MARKERS = {"local": {"worker": b"spawn_main"}, "ray": {"prepare": b"PrepareStage", "judge": b"JudgeStage"}}
+PREPARE_STEPS, JUDGE_STEPS = ("decode", "faces", "speech"), ("face_cnn", "voice", "fusion")
+
+
 class _MemorySampler(threading.Thread):
-    """Peak RSS of each worker process, sampled twice a second from /proc (Linux): the local pool's spawned
-    processes, or Ray's scan actors; only descendants of this process (others may run the same code)."""
+    """Peak RSS of each worker process, sampled twice a second from /proc (Linux), by kind (WORKER_MARKERS); only
+    descendants of this process (others may run the same code)."""
 
     def __init__(self, engine: str):
         super().__init__(daemon=True)
-        self.marker = b"spawn_main" if engine == "local" else b"_RayScan"
-        self.peak: dict[int, int] = {}
+        self.markers = WORKER_MARKERS[engine]
+        self.peak: dict[tuple[str, int], int] = {}
         self.stop = threading.Event()
 
     def run(self):
         while not self.stop.wait(0.5):
             for proc in Path("/proc").glob("[0-9]*"):
                 try:
-                    if self.marker not in (proc / "cmdline").read_bytes() or not _descends(int(proc.name)):
+                    cmdline = (proc / "cmdline").read_bytes()
+                    kind = next((k for k, m in self.markers.items() if m in cmdline), None)
+                    if kind is None or not _descends(int(proc.name)):
                         continue
                     status = (proc / "status").read_text()
                 except OSError:  # gone meanwhile
                     continue
                 rss = next((int(line.split()[1]) * 1024 for line in status.splitlines()
                             if line.startswith("VmRSS:")), 0)
-                self.peak[int(proc.name)] = max(self.peak.get(int(proc.name), 0), rss)
+                key = (kind, int(proc.name))
+                self.peak[key] = max(self.peak.get(key, 0), rss)
+
+    def largest_mb(self) -> dict[str, float]:
+        return {kind: max((v for (k, _), v in self.peak.items() if k == kind), default=0) / 2**20
+                for kind in self.markers}
 
 
 def _descends(pid: int) -> bool:
@@ -135,18 +156,25 @@ def measure(engine: str, workers: int, source: Path, out: Path) -> dict:
     took = np.array([r["elapsed_s"] for r in rows])
     span = ends.max() - (ends - took).min()
     video_s = sum(r["duration_s"] or 0.0 for r in rows if r["kind"] == "video")
+    processes = workers * len(WORKER_MARKERS[engine])
     return {"engine": engine, "workers": workers, "files": len(rows), "errors": summary["errors"], "wall_s": wall,
-            "rate": len(rows) / span, "video_s_rate": video_s / span, "busy": took.sum() / (workers * span),
+            "rate": len(rows) / span, "video_s_rate": video_s / span, "busy": took.sum() / (processes * span),
             "scan_ms": 1000 * float(np.median(took)), "first_row_s": first[0] - t0 if first else float("nan"),
-            "peak_rss_mb": max(sampler.peak.values(), default=0) / 2**20, "workers_seen": len(sampler.peak)}
+            "rss_mb": sampler.largest_mb(), "stages_ms": stage_split(rows)}
+
+
+def stage_split(rows: list[dict]) -> dict[str, float]:
+    """Mean milliseconds per file in each step the verdicts timed, and their sums for the two stages."""
+    timings = [json.loads(r["timings_json"] or "{}") for r in rows if r["label"] != "error"]
+    steps = {k: float(np.mean([t.get(k, 0.0) for t in timings])) if timings else 0.0
+             for k in (*PREPARE_STEPS, *JUDGE_STEPS, "provenance")}
+    return {**steps, "prepare": sum(steps[k] for k in PREPARE_STEPS), "judge": sum(steps[k] for k in JUDGE_STEPS)}
 
 
 # -- profile -------------------------------------------------------------------------------------------------------
 def profile(photos: list[str], threads: int = 1) -> dict[str, float]:
     """Milliseconds per photo in each stage of one worker (`threads` threads): the scan core's own per-stage
     timings (Verdict.timings; decode runs in the prefetch thread and is measured there)."""
-    import json
-
     from deepscreen.batch.worker import Worker
 
     worker = Worker(ScanConfig(keep_crops=False), threads)
@@ -167,7 +195,7 @@ def profile(photos: list[str], threads: int = 1) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=2000)
-    ap.add_argument("--videos", type=int, default=40)
+    ap.add_argument("--videos", type=int, default=20)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_batch"))
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--workers", default="1,2")
@@ -184,11 +212,11 @@ def main() -> None:
                 r = measure(engine, w, source, args.work / f"out_{engine}_{w}_{what}")
                 r["what"] = what
                 results.append(r)
+                rss = ", ".join(f"{k} {v:.0f} MB" for k, v in r["rss_mb"].items())
                 print(f"  {engine} x{w} {what}: {r['files']} files, {r['rate']:.2f} files/s "
                       f"({r['video_s_rate']:.2f} video-s/s), workers busy {100 * r['busy']:.0f} %, median scan "
                       f"{r['scan_ms']:.0f} ms, first row after {r['first_row_s']:.1f} s, wall {r['wall_s']:.1f} s, "
-                      f"worker peak RSS {r['peak_rss_mb']:.0f} MB ({r['workers_seen']} seen), "
-                      f"load {os.getloadavg()[0]:.2f}", flush=True)
+                      f"peak RSS {rss}, load {os.getloadavg()[0]:.2f}", flush=True)
     print_tables(results)
     if args.profile:
         photos = photo_list.read_text().split()[: args.profile]
@@ -205,8 +233,9 @@ def print_tables(results: list[dict]) -> None:
     def get(engine, w, what):
         return next((r for r in results if (r["engine"], r["workers"], r["what"]) == (engine, w, what)), None)
 
-    print("\nengine  workers  photos/s  eff.  video-s/s  eff.  busy (photos)  median scan/photo  start-up  "
-          "worker RSS  Ray vs local (photos / videos)")
+    print("\n| engine | workers | photos/s | eff. | video-s/s | eff. | Ray vs local (photos / videos) | busy (photos) "
+          "| start-up | peak RSS per worker |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for e, w in dict.fromkeys((r["engine"], r["workers"]) for r in results):
         p, v = get(e, w, "photos"), get(e, w, "videos")
         p1, v1 = get(e, 1, "photos"), get(e, 1, "videos")
@@ -214,18 +243,30 @@ def print_tables(results: list[dict]) -> None:
             continue
         eff_p = p["rate"] / (w * p1["rate"]) if p1 else float("nan")
         eff_v = v["video_s_rate"] / (w * v1["video_s_rate"]) if v1 else float("nan")
-        over = ""
+        over = "-"
         lp, lv = get("local", w, "photos"), get("local", w, "videos")
         if e == "ray" and lp and lv:
-            over = (f"{100 * (1 - p['rate'] / lp['rate']):+.1f} % / "
-                    f"{100 * (1 - v['video_s_rate'] / lv['video_s_rate']):+.1f} % slower")
-        print(f"{e:6}  {w:7}  {p['rate']:8.2f}  {eff_p:4.2f}  {v['video_s_rate']:9.2f}  {eff_v:4.2f}  "
-              f"{100 * p['busy']:11.0f} %  {p['scan_ms']:14.0f} ms  {p['first_row_s']:6.1f} s  "
-              f"{max(p['peak_rss_mb'], v['peak_rss_mb']):7.0f} MB  {over}")
-    print("rates: files (or seconds of video) over the span from the first scan's start to the last scan's end, by "
-          "the workers' clocks; busy: share of that span the workers spent inside scans (the rest is overhead and "
-          "waiting); start-up: until the first row reached the driver")
+            over = (f"{100 * (1 - p['rate'] / lp['rate']):+.0f} % / "
+                    f"{100 * (1 - v['video_s_rate'] / lv['video_s_rate']):+.0f} %")
+        rss = ", ".join(f"{k} {max(p['rss_mb'][k], v['rss_mb'][k]):.0f} MB" for k in p["rss_mb"])
+        print(f"| {e} | {w}{' + ' + str(w) if e == 'ray' else ''} | {p['rate']:.1f} | {eff_p:.2f} | "
+              f"{v['video_s_rate']:.1f} | {eff_v:.2f} | {over} | {100 * p['busy']:.0f} % | {p['first_row_s']:.1f} s "
+              f"| {rss} |")
+    print("\nwhere a file's time goes (mean ms per file, from the verdicts' per-stage timings):\n")
+    print("| engine | workers | files | prepare (decode / faces / speech) | judge (CNN / voice / fusion) | provenance "
+          "| prepare share |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        ms = r["stages_ms"]
+        share = ms["prepare"] / (ms["prepare"] + ms["judge"]) if ms["prepare"] + ms["judge"] else float("nan")
+        print(f"| {r['engine']} | {r['workers']} | {r['what']} | {ms['prepare']:.1f} ({ms['decode']:.1f} / "
+              f"{ms['faces']:.1f} / {ms['speech']:.1f}) | {ms['judge']:.1f} ({ms['face_cnn']:.1f} / {ms['voice']:.1f}"
+              f" / {ms['fusion']:.1f}) | {ms['provenance']:.1f} | {100 * share:.0f} % |")
+    print("\nworkers: local pool processes; Ray: actors per stage (prepare + judge). Rates over the span from the "
+          "first scan's start to the last scan's end, by the workers' clocks; busy: share of that span the workers "
+          "spent inside scans; start-up: until the first row reached the driver")
     print("goal: local >= 20 photos/s with 2 workers on 2 cores; Ray overhead <= 15 % at equal workers")
+
 
 if __name__ == "__main__":
     main()

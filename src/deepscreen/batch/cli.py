@@ -64,8 +64,8 @@ def batch(
     config = ScanConfig(sampling=Sampling(frames=frames, max_fps=max_fps), thresholds=bands, keep_crops=False)
     opts = BatchOptions(source=source, out=out, engine=engine, workers=workers, threads=threads,
                         ray_address=ray_address, ray_prepare_workers=ray_prepare_workers,
-                        ray_judge_workers=ray_judge_workers, ray_judge_cpus=ray_judge_cpus, config=config, retry_errors=retry_errors, flush_rows=flush_rows,
-                        progress=not quiet)
+                        ray_judge_workers=ray_judge_workers, ray_judge_cpus=ray_judge_cpus, config=config,
+                        retry_errors=retry_errors, flush_rows=flush_rows, progress=not quiet)
     try:
         code, summary = run_batch(opts)
     except (InputError, WorkerStartError) as err:
