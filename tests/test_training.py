@@ -129,7 +129,7 @@ def test_second_cycle_starts_from_given_weights(small_lfw, tmp_path):
 
     from deepscreen.config import MODELS_DIR
     from deepscreen.detectors.blendnet import file_weights_digest
-    from deepscreen.media.sniff import file_sha256
+    from deepscreen.media.io import file_sha256
 
     init = MODELS_DIR / "face_blend.safetensors"
     cfg = TrainConfig(data=small_lfw, out=tmp_path / "w2.safetensors", work=tmp_path / "work2", steps=1,

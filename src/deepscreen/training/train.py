@@ -26,7 +26,7 @@ from torch import nn
 from ..config import PROJECT_ROOT
 from ..detectors.blendnet import (BlendNet, file_weights_digest, load_weights, native_bfloat16, preprocess,
                                   save_weights)
-from ..media.sniff import file_sha256
+from ..media.io import file_sha256
 from . import metrics
 from .allocator import keep_freed_memory
 from .channel_pool import build_pool
