@@ -24,7 +24,9 @@ from .dsp import sigmoid
 
 REGISTRY: dict[str, type["Detector"]] = {}
 DEFAULT_DETECTORS = ("face_blend", "voice", "provenance")
-MODULES = ("face_blend", "voice", "provenance")  # imported on the first load_detector: their classes register
+# Imported on the first load_detector: their classes register. "generated" (modality "image") is loaded only by
+# name: fusion.build_verdict does not use image results yet (models/generated.md).
+MODULES = ("face_blend", "voice", "provenance", "generated")
 
 
 def register(cls: type["Detector"]) -> type["Detector"]:

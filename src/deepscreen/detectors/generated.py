@@ -23,7 +23,7 @@ import torch
 
 from ..config import MODELS_DIR, Thresholds
 from ..verdict import percent
-from . import Detector, register
+from . import Detector, DetectorResult, register
 from .generated_net import PATCH, check_rgb, load_weights, select_patches
 
 WEIGHTS = "generated.safetensors"
@@ -47,8 +47,8 @@ class GeneratedImageDetector(Detector):
 
     def __init__(self, weights=None):
         path = Path(weights) if weights else MODELS_DIR / WEIGHTS
-        self.model, self.meta = self._load_weights(path, load_weights,
-                                                   "python -m deepscreen.training.generated_train all")
+        self.model, self.meta = self._load_weights(
+            path, load_weights, "python -m deepscreen.training.generated_train score (the recipe: models/generated.md)")
         self.k = int(self.meta["arch"]["k"])
 
     def patch_logits(self, patches: np.ndarray) -> np.ndarray:
@@ -81,7 +81,17 @@ class GeneratedImageDetector(Detector):
             s.patch_boxes = s.patch_boxes + np.array([x0, y0, x0, y0])
         return s
 
-    def explain(self, probability: float | None, bands: Thresholds = Thresholds()) -> str:
+    def judge(self, rgb: np.ndarray) -> DetectorResult:
+        """The detector's result for one picture (or one decoded video frame): one unit, the whole picture, whose
+        score is the mean patch logit; an abstention when the picture is too small to judge."""
+        s = self.score_image(rgb)
+        if s is None:
+            return self.result(np.zeros(0), abstained=f"the picture is under {PATCH} px on a side: too small to "
+                                                      "judge its fine texture")
+        return self.result(np.array([s.logit]))
+
+    @staticmethod
+    def explain(probability: float | None, bands: Thresholds = Thresholds(), **context) -> str:
         if probability is None:
             return f"too small to judge its fine texture (under {PATCH} px)"
         if probability >= bands.manipulated:

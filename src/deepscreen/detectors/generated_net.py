@@ -66,8 +66,10 @@ class PatchCNN(nn.Module):
         super().__init__()
         c = width
         self.width, self.spectrum = width, spectrum
-        self.features = nn.Sequential(*_block(1, c, 1), *_block(c, c, 1), *_block(c, 2 * c, 2),
-                                      *_block(2 * c, 2 * c, 1), *_block(2 * c, 4 * c, 2), *_block(4 * c, 4 * c, 2))
+        # Full resolution for the first layer only (the traces live in neighbouring pixels), then stride 2 with the
+        # width doubling: ~17 M multiply-adds per patch at width 16.
+        self.features = nn.Sequential(*_block(1, c, 1), *_block(c, c, 2), *_block(c, 2 * c, 1),
+                                      *_block(2 * c, 2 * c, 2), *_block(2 * c, 4 * c, 1), *_block(4 * c, 4 * c, 2))
         n_spec = N_RINGS if spectrum else 0
         if spectrum:
             self.register_buffer("ring", torch.from_numpy(RING.ravel()), persistent=False)

@@ -49,7 +49,7 @@ def unpack(blob: np.ndarray, shape) -> np.ndarray:
 
 
 def fit(patches: np.ndarray, labels: np.ndarray, family: np.ndarray, width: int, spectrum: bool, epochs: int,
-        device: str, seed: int = 0, batch: int = 256, log=print) -> PatchCNN:
+        device: str, seed: int = 0, batch: int = 256, log=print, checkpoint=None) -> PatchCNN:
     """Class-balanced, and within the fakes family-balanced (each family present weighs the same), AdamW + cosine,
     random horizontal flips."""
     torch.manual_seed(seed)
@@ -63,10 +63,11 @@ def fit(patches: np.ndarray, labels: np.ndarray, family: np.ndarray, width: int,
         sel = (labels == 1) & (family == f)
         w[sel] = 0.5 / len(fams) / sel.sum()
     w = torch.from_numpy(w * len(w)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4)
     steps = epochs * ((len(y) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.1)
     g = torch.Generator(device="cpu").manual_seed(seed)
+    t0 = time.time()
     for ep in range(epochs):
         model.train()
         perm = torch.randperm(len(y), generator=g).to(device)
@@ -83,8 +84,9 @@ def fit(patches: np.ndarray, labels: np.ndarray, family: np.ndarray, width: int,
             opt.step()
             sched.step()
             total += loss.item() * len(b)
-        if ep % 5 == 0 or ep == epochs - 1:
-            log(f"  epoch {ep} loss {total / len(y):.4f}")
+        log(f"  epoch {ep} loss {total / len(y):.4f} ({time.time() - t0:.0f} s)")
+        if checkpoint:
+            checkpoint(model, ep)
     return model.eval()
 
 
@@ -95,7 +97,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--runs", default=",".join(RUNS))
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--width", type=int, default=0, help="override the runs' width (0: as in RUNS)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     z = np.load(args.data)
@@ -106,12 +109,17 @@ def main(argv=None) -> None:
     print(f"{len(labels)} patches ({int(labels.sum())} fake) on {args.device}", flush=True)
     for name in args.runs.split(","):
         left_out, width, spectrum = RUNS[name]
+        width = args.width or width
         keep = family != (FAMILIES.index(left_out) + 1 if left_out else -1)
         t0 = time.time()
-        model = fit(patches[keep], labels[keep], family[keep], width, spectrum, args.epochs, args.device,
-                    log=lambda m: print(m, flush=True))
-        torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "width": width,
-                    "spectrum": spectrum, "left_out": left_out, "epochs": args.epochs}, out / f"{name}.pt")
+
+        def save(model, ep, name=name, width=width, spectrum=spectrum, left_out=left_out):
+            torch.save({"state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                        "width": width, "spectrum": spectrum, "left_out": left_out, "epochs": ep + 1},
+                       out / f"{name}.pt")
+
+        fit(patches[keep], labels[keep], family[keep], width, spectrum, args.epochs, args.device,
+            log=lambda m: print(m, flush=True), checkpoint=save)
         print(f"{name}: {time.time() - t0:.0f} s", flush=True)
 
 
