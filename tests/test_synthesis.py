@@ -330,3 +330,48 @@ def test_channel_pair_is_found_and_aligned_by_the_scanner_code(face):
         assert make_channel_pair([faces], [1.0], np.random.default_rng(0), analyzer, face_width=10.0) is None
     finally:
         analyzer.close()
+
+
+def test_rerender_paints_the_face_box_and_nothing_else(face):
+    """A re-rendered face (shrunk and drawn back by a GAN up-sampler) differs inside the box around the face, is
+    untouched outside it, and keeps the face's coarse picture while its fine texture is the generator's."""
+    from deepscreen.synthesis.sbi import rerender
+
+    rgb, lms = face
+    rgb, lms = cv2.copyMakeBorder(rgb, 150, 150, 150, 150, cv2.BORDER_REFLECT), lms + 150  # room around the face
+    out = rerender(rgb.astype(np.float32), lms, np.random.default_rng(0))
+    assert out.shape == rgb.shape
+    diff = np.abs(out - rgb).max(2)
+    changed = diff > 0
+    ys, xs = np.nonzero(changed)
+    box = (xs.min(), ys.min(), xs.max(), ys.max())
+    c, size = lms.mean(0), float(np.ptp(lms, axis=0).max())
+    assert box[0] >= c[0] - size and box[2] <= c[0] + size  # the box is about the face
+    assert diff[~changed].max() == 0 and changed.mean() < 0.5
+    assert diff[changed].mean() > 2  # really repainted, not copied
+    inner = lms[:, 1].min(), lms[:, 1].max(), lms[:, 0].min(), lms[:, 0].max()
+    crop = (slice(int(inner[0]), int(inner[1])), slice(int(inner[2]), int(inner[3])))
+    def grey(im):
+        return np.clip(im, 0, 255).astype(np.uint8)[crop].mean(2).astype(np.float32)
+
+    def corr(a, b):
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    # The same face (its coarse picture kept), with fine texture of the generator's own (the camera's is gone).
+    coarse = [cv2.GaussianBlur(grey(im), (0, 0), 3) for im in (out, rgb)]
+    fine = [cv2.Laplacian(grey(im), cv2.CV_32F) for im in (out, rgb)]
+    assert corr(*coarse) > 0.9 and corr(*fine) < 0.6
+
+
+def test_rerendered_forgeries_are_drawn_only_when_asked(face, donor):
+    """At rerender_p 0 a blend draws nothing more from the generator than before (recipes without it are
+    unchanged); at 1 every self-blend and donor blend is re-rendered and says so in its kind."""
+    rgb, lms = face
+    plain = self_blend(rgb, lms, np.random.default_rng(5))
+    again = self_blend(rgb, lms, np.random.default_rng(5), rerender_p=0.0)
+    assert np.array_equal(plain.image, again.image) and plain.kind == again.kind
+    assert "+rr" in self_blend(rgb, lms, np.random.default_rng(5), rerender_p=1.0).kind
+    painted = self_blend(rgb, lms, np.random.default_rng(5), rerender_p=1.0)
+    assert "+rr" in painted.kind and not np.array_equal(painted.image, plain.image)
+    swap = donor_blend(rgb, lms, *donor, np.random.default_rng(5), rerender_p=1.0)
+    assert swap.kind.startswith("donor:") and "+rr" in swap.kind

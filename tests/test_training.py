@@ -573,3 +573,23 @@ def test_face_swap_folder_names_its_donors_and_the_cli_checks_the_method(small_l
     res = _cli("synthesize", str(tmp_path / "x"), "--method", "gan")
     assert res.exit_code == 2 and res.stderr.strip() == "deepscreen: error: --method 'gan': use one of sbi, faceswap"
     assert not (tmp_path / "x").exists()
+
+
+def test_a_channel_pool_made_with_other_settings_is_refused(tmp_path):
+    """A work folder's pool is reused only for the settings it was made with (seed, framing jitter, re-rendered
+    faces): a run that asks for re-rendered forgeries never trains on a pool made without them."""
+    from deepscreen.training.channel_pool import build_pool
+
+    def never_called():
+        raise AssertionError("the pool was refused before any face was loaded")
+
+    made = tmp_path / "pool_a"
+    made.mkdir()
+    (made / "pool.json").write_text(json.dumps({"seed": 10, "jitter": True, "rerender_p": 0.0}))
+    with pytest.raises(ValueError, match="made with"):
+        build_pool(made, never_called, 8, seed=10, rerender_p=0.5)
+    old = tmp_path / "pool_b"  # from before pool.json: chunks only
+    old.mkdir()
+    np.savez(old / "chunk0000.npz", real=np.zeros(1))
+    with pytest.raises(ValueError, match="without re-rendered faces"):
+        build_pool(old, never_called, 8, seed=10, rerender_p=0.5)

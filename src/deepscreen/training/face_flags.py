@@ -37,10 +37,13 @@ FLAGS: dict[str, Flag] = {
                                 "in every stage."),
     "lowres_p": Flag(("stage2.lowres_p",), "Stage 2: share of training pairs cut from small (30-70 %), recompressed "
                                            "copies of their photos."),
+    "rerender_p": Flag(("pool_rerender_p",), "Stage 3: chance that a channel-pool forgery's pasted face is first "
+                                             "re-rendered by a GAN up-sampler (a generator's texture inside the "
+                                             "blend, as in neural face swaps)."),
     "frozen_blocks": Flag(("frozen_blocks",), "Keep the stem and this many leading blocks of the backbone at their "
                                               "starting weights: cheaper steps (0 trains every layer)."),
 }
-_SHARES = ("donor_p", "grade_p", "blur_p", "lowres_p")
+_SHARES = ("donor_p", "grade_p", "blur_p", "lowres_p", "rerender_p")
 
 
 def _get(recipe: FaceRecipe, path: str):

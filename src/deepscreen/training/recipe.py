@@ -52,6 +52,7 @@ class FaceRecipe:
     frozen_blocks: int
     pool_size: int
     val_pool_size: int
+    pool_rerender_p: float
     stage1: FaceStage
     stage2: FaceStage
     stage3: FaceStage

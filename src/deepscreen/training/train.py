@@ -80,6 +80,8 @@ class TrainConfig:
     pool_pairs: int = _STAGE1.pool_pairs
     pool_size: int = FACE_BLEND.pool_size
     val_pool_size: int = FACE_BLEND.val_pool_size
+    # The chance that a pool forgery's pasted face is first re-rendered by a GAN up-sampler (sbi.rerender).
+    pool_rerender_p: float = FACE_BLEND.pool_rerender_p
     shared: Path | None = None
     recipe: FaceRecipe = field(default=FACE_BLEND, repr=False)  # what the stage was cut from (metadata)
 
@@ -198,9 +200,9 @@ def _channel_pools(cfg: TrainConfig, log) -> tuple[dict, dict]:
     sources = partial(stage3_sources, cfg.shared, cfg.data, lfw_cache, cfg.work.parent / "world")
     sources(split="train")  # landmarks once, here, before the workers need them
     pool = build_pool(cfg.work / "pool_train", partial(sources, split="train"), cfg.pool_size, cfg.seed + 10,
-                      workers=cfg.threads, log=log)
+                      workers=cfg.threads, log=log, rerender_p=cfg.pool_rerender_p)
     val_pool = build_pool(cfg.work / "pool_val", partial(sources, split="val"), cfg.val_pool_size, cfg.seed + 20,
-                          jitter=False, workers=cfg.threads, log=log)
+                          jitter=False, workers=cfg.threads, log=log, rerender_p=cfg.pool_rerender_p)
     return pool, val_pool
 
 
