@@ -37,9 +37,8 @@ FLAGS: dict[str, Flag] = {
                                 "in every stage."),
     "lowres_p": Flag(("stage2.lowres_p",), "Stage 2: share of training pairs cut from small (30-70 %), recompressed "
                                            "copies of their photos."),
-    "rerender_p": Flag(("pool_rerender_p",), "Stage 3: chance that a channel-pool forgery's pasted face is first "
-                                             "re-rendered by a GAN up-sampler (a generator's texture inside the "
-                                             "blend, as in neural face swaps)."),
+    "rerender_p": Flag(("pool_rerender_p",), "Stage 3: chance that a channel-pool forgery's face is re-rendered "
+                                             "by a GAN up-sampler first (a generator's texture, as in neural swaps)."),
     "frozen_blocks": Flag(("frozen_blocks",), "Keep the stem and this many leading blocks of the backbone at their "
                                               "starting weights: cheaper steps (0 trains every layer)."),
 }
