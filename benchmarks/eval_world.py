@@ -88,6 +88,7 @@ def main() -> None:
         v = scanner.scan(path)
         rows.append({"set": name, "source": source, "y": label, "path": str(path), "kind": v.kind,
                      "p": v.probability, "label": v.label,
+                     "voice_p": v.voice.probability if v.voice else None,
                      "tracks": [{"p": t.probability,
                                  "logits": [o.logit for o in t.observations],
                                  "widths": [o.box[2] - o.box[0] for o in t.observations],
@@ -97,6 +98,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"models": [m.__dict__ for m in scanner.models()], "rows": rows}))
     print_table(rows)
+    print_fusion(rows)
 
 
 def print_table(rows: list[dict], threshold: float = 0.5, review: float = 0.25) -> None:
@@ -114,6 +116,28 @@ def print_table(rows: list[dict], threshold: float = 0.5, review: float = 0.25) 
             a = auc(np.array([r["y"] for r in scored]), np.array([r["p"] for r in scored])) if len(ys) == 2 else None
             print(f"{name:12} {source[:28]:28} {len(rs):5d} {len(scored):6d} {flagged:8.1%} {rev:8.1%} "
                   f"{'' if a is None else f'{a:.3f}':>6}")
+
+
+def print_fusion(rows: list[dict]) -> None:
+    """Issue #37's fusion bar: on the files where face and voice both speak (dev videos with a sound track), the
+    fused probability (as scanned: the larger of the two) against each detector alone, by AUC and log-loss, on the
+    same files. A detector that abstains on a file leaves it out of every column, so all columns see one set."""
+    from deepscreen.training.metrics import auc
+
+    both = [r for r in rows if r.get("voice_p") is not None and r["tracks"]
+            and any(t["p"] is not None for t in r["tracks"])]
+    if not both:
+        return
+    y = np.array([r["y"] for r in both])
+    columns = {"face alone": [max(t["p"] for t in r["tracks"] if t["p"] is not None) for r in both],
+               "voice alone": [r["voice_p"] for r in both], "fused (as scanned)": [r["p"] for r in both]}
+    print(f"\nfusion, {len(both)} files with a face and a voice ({int(y.sum())} fake):")
+    print(f"{'':20} {'AUC':>6} {'log-loss':>9}")
+    for name, ps in columns.items():
+        p = np.clip(np.array(ps, float), 1e-4, 1 - 1e-4)
+        loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        a = auc(y, p) if len(set(y)) == 2 else float("nan")
+        print(f"{name:20} {a:6.3f} {loss:9.3f}")
 
 
 def rescore(rows: list[dict], calibrate, limits, rule: str = "median") -> list[dict]:
@@ -153,6 +177,7 @@ def compare(path: Path, weights: Path | None) -> None:
                            ("top-half rule, no limits", rescore(rows, det.calibrate, FaceLimits(), "tophalf"))):
         print(f"\n== {name}")
         print_table(rescored)
+    print_fusion(rows)
 
 
 if __name__ == "__main__":
