@@ -95,8 +95,8 @@ def collection(tmp_path_factory) -> tuple[Path, Path]:
     return col, manifest
 
 
-def _cli(*args, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _cli(*args, env: dict | None = None, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "deepscreen.cli", "batch", *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
@@ -277,15 +277,22 @@ def _pool_workers(pid: int) -> list[int]:
 def test_a_dead_worker_costs_no_file(collection, local_run, tmp_path):
     """A worker killed under the pool (as a decoder crash would) is replaced; the files it had in flight are
     scanned again, alone, and come out as in an undisturbed run."""
+    from deepscreen.batch.worker import HOLD_ON_ENV
+
     _, manifest = collection
-    out = tmp_path / "out"
-    proc = _cli(manifest, "--out", out, "--workers", "2", "--flush-rows", "1", "-q")
+    out, release = tmp_path / "out", tmp_path / "release"
+    held = "real/clip1.mp4"  # one of the last real files: the other worker goes on meanwhile
+    proc = _cli(manifest, "--out", out, "--workers", "2", "--flush-rows", "1", "-q",
+                env={HOLD_ON_ENV: f"{held}|{release}"})
+    holder = Path(f"{release}.pid")
     deadline = time.monotonic() + 300
-    while not list((out / "parts").glob("part-*")) and time.monotonic() < deadline and proc.poll() is None:
+    while not holder.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    victims = _pool_workers(proc.pid)
-    assert victims, "no pool worker found"
-    os.kill(victims[0], signal.SIGKILL)
+    assert holder.exists(), "no worker reached the held file"
+    victim = int(holder.read_text())
+    assert victim in _pool_workers(proc.pid)
+    os.kill(victim, signal.SIGKILL)
+    release.touch()  # the file is scanned again, alone, without waiting
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 2 and "a worker process died" in stderr
     assert _rows(out) == _rows(local_run[0])

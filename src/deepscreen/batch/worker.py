@@ -26,6 +26,10 @@ CRASH_ON_ENV = "DEEPSCREEN_BATCH_CRASH_ON"
 # Likewise, but the Ray engine's worker dies while judging the file (the detectors' stage); the local engine's
 # while scanning it.
 CRASH_JUDGING_ON_ENV = "DEEPSCREEN_BATCH_CRASH_JUDGING_ON"
+# For the tests, "TEXT|RELEASE": the local engine's worker that scans a file whose path contains TEXT writes its
+# pid to RELEASE.pid and waits (at most 120 s) until RELEASE exists, so a test can kill a worker that certainly
+# has a file in flight (a small collection is otherwise scanned before a test can find the worker).
+HOLD_ON_ENV = "DEEPSCREEN_BATCH_HOLD_ON"
 
 
 class Worker:
@@ -43,6 +47,7 @@ class Worker:
     def scan(self, path: str, truth: str | None) -> dict:
         _crash_if_asked(path, CRASH_ON_ENV)
         _crash_if_asked(path, CRASH_JUDGING_ON_ENV)
+        _hold_if_asked(path)
         size, mtime = _stat(path)
         verdict = self.scanner.scan(path)
         return verdict_row(verdict, truth, size, mtime, self.key, scanned_at=round(time.time(), 3))
@@ -88,6 +93,16 @@ def _crash_if_asked(path: str, variable: str) -> None:
     text = os.environ.get(variable)
     if text and text in path:
         os._exit(70)  # fault injection for the tests, see CRASH_ON_ENV
+
+
+def _hold_if_asked(path: str) -> None:
+    text, _, release = os.environ.get(HOLD_ON_ENV, "").partition("|")
+    if not text or text not in path or os.path.exists(release):
+        return
+    Path(release + ".pid").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 120
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _failure(path: str, step: str, err: Exception) -> str:
