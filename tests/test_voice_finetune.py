@@ -34,3 +34,42 @@ def test_a_clip_shorter_than_a_window_is_padded_not_dropped():
     assert len(codes) < WINDOW_FRAMES
     out = window_features(codes, np.array([0]))
     assert out.shape == (1, 1, 80, WINDOW_FRAMES) and torch.isfinite(out).all()
+
+
+def test_held_out_scores_are_the_scanners_scores(tmp_path):
+    """A fine-tuned network's held-out numbers must be what `deepscreen scan` would say with it shipped: stored
+    frames, the phase branch's stored window log-odds and both calibrations against the voice detector itself."""
+    from deepscreen.config import MODELS_DIR
+    from deepscreen.detectors.voice import PHASE_WEIGHTS, VoiceDetector, cut_windows, speech_windows
+    from deepscreen.detectors.voicenet import Branch, calibrated_logits, load_weights, save_weights
+    from deepscreen.media.speech import SpeechSegment
+    from deepscreen.training.voice_finetune import Frames, Scorer, save_frames, window_logits
+
+    x = _speechlike(6.0, seed=3)
+    segments = [SpeechSegment(0.3, 5.6)]
+    spans = speech_windows(segments, len(x))
+    phase = calibrated_logits([Branch.load(MODELS_DIR / PHASE_WEIGHTS)], cut_windows(x, spans))[0]
+    row = {"label": "fake", "system": "S", "fold": 0, "variant": "clean", "starts": [a // 160 for a, _ in spans],
+           "phase": phase.tolist(), "frames": 0}
+    save_frames(tmp_path / "f.npz", [encode(log_frames(x))], [row])
+    data = Frames(tmp_path / "f.npz")
+
+    model, _ = load_weights(MODELS_DIR / "voice.safetensors")
+    # a window calibration that puts the network a nat under the phase branch everywhere: with the phase branch
+    # the recording is the phase branch's, without it the network's, and the two differ by far more than the
+    # tolerance, so each path is checked
+    z = window_logits(model, data, np.array([0]))[0]
+    window = (1.0, float(np.min(phase - z)) - 1.0)
+    recording = (0.9, -0.4)
+    save_weights(model, tmp_path / "voice.safetensors", {"name": "voice", "version": "9.9", "frontend": "linear",
+                                                          "width": 16, "platt": list(window),
+                                                          "recording_platt": list(recording)})
+    said = {}
+    for with_phase in (False, True):
+        ours = said[with_phase] = Scorer(window, recording, with_phase)(data, np.array([0]), [z])[0]
+        detector = VoiceDetector(weights=tmp_path / "voice.safetensors",
+                                 phase_weights=(MODELS_DIR / PHASE_WEIGHTS) if with_phase else None)
+        p = detector.analyse(x, segments).probability
+        theirs = float(np.log(p / (1 - p)))
+        assert abs(ours - theirs) < 0.15, (with_phase, ours, theirs)  # frames at a window's edges differ
+    assert said[True] - said[False] > 0.8

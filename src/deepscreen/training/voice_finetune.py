@@ -43,6 +43,12 @@ WINDOW_FRAMES = 201  # frames of a 2-s window (centred STFT: 1 + 32000 / 160)
 CODE_STEP, CODE_FLOOR = 0.15, -22.0  # 8-bit codes of log energy: [-22, +16.25] nats
 PRIOR = 0.1  # share of synthetic speech the calibration assumes (as voice v1.3)
 OWN_MAX_S = 8.0  # seconds of each LibriSpeech utterance used (and of its own vocoder copy)
+# Own forgeries made beside each LibriSpeech utterance: (system, generator name in synthesis.voice, every n-th
+# utterance). Griffin-Lim and WORLD are v1.2's families; Piper is end-to-end TTS (new sentences in a voice that
+# never spoke in the data, as a clone does) and HiFi-GAN a neural vocoder copy, the two kinds the dev set's misses
+# are made of. HiFi-GAN runs near real time on 2 cores, hence one utterance in three.
+OWN_SYSTEMS = (("own-griffin-lim", "griffin_lim", 1), ("own-world", "world", 1), ("own-piper", "piper", 1),
+               ("own-hifigan", "hifigan", 3))
 
 
 @dataclass(frozen=True)
@@ -88,21 +94,22 @@ def window_features(codes: np.ndarray, starts: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(w[:, None]))
 
 
-def scanner_starts(x: np.ndarray, finder) -> np.ndarray:
-    """Start frames of the windows the scanner scores (2 s over the speech silero-vad finds, 1 s apart)."""
+def scanner_spans(x: np.ndarray, finder) -> list[tuple[int, int]]:
+    """The sample spans of the windows the scanner scores (2 s over the speech silero-vad finds, 1 s apart)."""
     from ..detectors.voice import speech_windows
 
-    spans = speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), 2 * RATE))]
-    return np.array([round(a / HOP) for a, _ in spans], np.int64)
+    return speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), 2 * RATE))]
 
 
 def build(work: Path, log=print) -> Path:
     """Every dev clip as recorded and through one random channel, and LibriSpeech train-clean utterances with
     their Griffin-Lim and WORLD copies through random channels (the v1.2 training families, so the network does
     not forget them), as coded frames. One npz, resumable only as a whole (a few minutes)."""
+    from ..detectors.voice import PHASE_WEIGHTS, cut_windows
+    from ..detectors.voicenet import Branch, calibrated_logits
     from ..media.audio import read_audio
     from ..media.speech import SpeechFinder
-    from ..synthesis.voice import degrade, griffin_lim, world
+    from ..synthesis.voice import degrade, resynthesize
     from .voice_whisper import fold_of, speaker_group
 
     path = work / "voice_frames.npz"
@@ -110,6 +117,7 @@ def build(work: Path, log=print) -> Path:
         return path
     work.mkdir(parents=True, exist_ok=True)
     finder = SpeechFinder()
+    phase = Branch.load(MODELS_DIR / PHASE_WEIGHTS)
     codes, rows = [], []
 
     def add(frames, **row):
@@ -124,7 +132,11 @@ def build(work: Path, log=print) -> Path:
         rng = np.random.default_rng(zlib.crc32(r["file"].encode()))
         fold = fold_of(speaker_group(r))
         base = {"label": r["label"], "system": r["system"], "fold": fold, "clip": r["file"]}
-        add(log_frames(x), variant="clean", starts=scanner_starts(x, finder).tolist(), **base)
+        spans = scanner_spans(x, finder)
+        # the shipped phase branch's calibrated window log-odds: it is not trained here, so it is scored once
+        phase_z = calibrated_logits([phase], cut_windows(x, spans))[0]
+        add(log_frames(x), variant="clean", starts=[round(a / HOP) for a, _ in spans],
+            phase=phase_z.round(4).tolist(), **base)
         add(log_frames(degrade(x, rng)), variant="channel", starts=[], **base)
         if i % 50 == 0:
             log(f"{time.time() - started:6.0f}s dev {i}/{len(dev)}")
@@ -134,18 +146,26 @@ def build(work: Path, log=print) -> Path:
         x = read_audio(LIBRI_DIR / r["path"]).samples[: int(OWN_MAX_S * RATE)]
         rng = np.random.default_rng(zlib.crc32(r["path"].encode()))
         fold = fold_of(f"libri:{r['speaker']}")
-        for system, make in (("LibriSpeech", None), ("own-griffin-lim", griffin_lim), ("own-world", world)):
-            y = x if make is None else make(x, rng)
-            add(log_frames(degrade(y, rng)), label="real" if make is None else "fake", system=system,
-                fold=fold, clip=r["path"], variant="channel", starts=[])
+        add(log_frames(degrade(x, rng)), label="real", system="LibriSpeech", fold=fold, clip=r["path"],
+            variant="channel", starts=[])
+        for system, generator, every in OWN_SYSTEMS:
+            if i % every == 0:
+                add(log_frames(degrade(resynthesize(generator, x, rng), rng)), label="fake", system=system,
+                    fold=fold, clip=r["path"], variant="channel", starts=[])
         if i % 50 == 0:
             log(f"{time.time() - started:6.0f}s LibriSpeech {i}/{len(libri)}")
+    save_frames(path, codes, rows)
+    log(f"{path}: {len(rows)} clips, {sum(map(len, codes))} frames, {path.stat().st_size / 1e6:.1f} MB")
+    return path
+
+
+def save_frames(path: Path, codes: list[np.ndarray], rows: list[dict]) -> None:
+    """Coded frames of clips and their rows (label, system, fold, variant, window starts, phase log-odds), written
+    whole or not at all."""
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in codes])])
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, codes=np.concatenate(codes), offsets=offsets, rows=json.dumps(rows))
     tmp.replace(path)
-    log(f"{path}: {len(rows)} clips, {offsets[-1]} frames, {path.stat().st_size / 1e6:.1f} MB")
-    return path
 
 
 # ---------------------------------------------------------------- training
@@ -165,8 +185,7 @@ class Frames:
         return self.codes[self.offsets[i]:self.offsets[i + 1]]
 
     def dev_systems(self) -> list[str]:
-        own = {"LibriSpeech", "own-griffin-lim", "own-world"}
-        return sorted(set(self.system[self.label]) - own)
+        return sorted(s for s in set(self.system[self.label]) if not s.startswith("own-"))
 
 
 def _sampler(data: Frames, allowed: np.ndarray, rng: np.random.Generator):
@@ -214,17 +233,38 @@ def train_model(data: Frames, allowed: np.ndarray, recipe: Recipe, device: str =
     return model.eval()
 
 
-def clip_logits(model: VoiceNet, data: Frames, clips: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Recording scores of as-recorded dev clips, as the voice detector forms them (mean of the most suspicious
-    half of the scanner's windows)."""
-    from ..detectors.voice import utterance_logit
-
-    out = []
+def window_logits(model: VoiceNet, data: Frames, clips: np.ndarray, device: str = "cpu") -> list[np.ndarray]:
+    """The network's raw logits of the scanner's windows of each as-recorded dev clip."""
     with torch.inference_mode():
-        for i in clips:
-            z = model(window_features(data.clip(i), np.array(data.rows[i]["starts"])).to(device))
-            out.append(utterance_logit(z.float().cpu().numpy()))
-    return np.array(out)
+        return [model(window_features(data.clip(i), np.array(data.rows[i]["starts"])).to(device)).float().cpu()
+                .numpy().astype(np.float64) for i in clips]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A fine-tuned network as the scanner runs it: each window's log-odds through the network's own calibration
+    (`window`), the higher of it and the shipped phase branch's kept when `with_phase`, the recording's log-odds by
+    the scanner's rule, then the recording calibration (`recording`)."""
+
+    window: tuple[float, float]
+    recording: tuple[float, float]
+    with_phase: bool
+
+    def raw(self, data: Frames, clips: np.ndarray, logits: list[np.ndarray]) -> np.ndarray:
+        from ..detectors.voice import utterance_logit
+
+        a, b = self.window
+        out = []
+        for i, z in zip(clips, logits):
+            z = a * z + b
+            if self.with_phase:
+                z = np.maximum(z, np.asarray(data.rows[i]["phase"]))
+            out.append(utterance_logit(z))
+        return np.array(out)
+
+    def __call__(self, data: Frames, clips: np.ndarray, logits: list[np.ndarray]) -> np.ndarray:
+        a, b = self.recording
+        return a * self.raw(data, clips, logits) + b
 
 
 def calibration(y: np.ndarray, z: np.ndarray, prior: float = PRIOR) -> tuple[float, float]:
@@ -234,55 +274,65 @@ def calibration(y: np.ndarray, z: np.ndarray, prior: float = PRIOR) -> tuple[flo
 
 def fit_fold(data: Frames, k: int, held_system: str | None, recipe: Recipe, device: str,
              skip_test_fold: bool = True):
-    """A model trained outside folds k and k+1 (and without `held_system`), calibrated on fold k+1. With
-    `skip_test_fold` False it also trains on fold k (the shipped model: nothing is left to test on)."""
+    """A model trained outside folds k and k+1 (and without `held_system`), calibrated on fold k+1; its scorers
+    with and without the phase branch. The window calibration is fitted at even odds (the branches are compared
+    per window on one scale, as the shipped ones are), the recording calibration at PRIOR. With `skip_test_fold`
+    False it also trains on fold k (the shipped model: nothing is left to test on)."""
     cal_fold = (k + 1) % FOLDS
     keep_system = (data.system != held_system) if held_system else np.ones(len(data.rows), bool)
     train = ((data.fold != k) | (not skip_test_fold)) & (data.fold != cal_fold) & keep_system
     model = train_model(data, train, recipe, device)
     cal = np.flatnonzero((data.fold == cal_fold) & keep_system & (data.variant == "clean"))
-    a, b = calibration(data.label[cal].astype(float), clip_logits(model, data, cal, device))
-    return model, (a, b)
+    y, logits = data.label[cal].astype(float), window_logits(model, data, cal, device)
+    scorers = {}
+    for with_phase in (False, True):
+        window = calibration(y, Scorer((1.0, 0.0), (1.0, 0.0), False).raw(data, cal, logits), prior=0.5)
+        scorer = Scorer(window, (1.0, 0.0), with_phase)
+        scorers[with_phase] = Scorer(window, calibration(y, scorer.raw(data, cal, logits)), with_phase)
+    return model, scorers
 
 
 def leave_one_system_out(data: Frames, recipe: Recipe, device: str = "cpu", folds=range(FOLDS),
                          log=print) -> list[dict]:
-    """One row per as-recorded dev clip of `folds`: its label, source and held-out calibrated log-odds (and, for
-    every system's AUC, the fold's real clips as each held-out-system model sees them). Folds are independent:
-    they can run in parallel processes and their rows be joined."""
+    """One row per as-recorded dev clip of `folds`: its label, source and held-out calibrated log-odds, without
+    (`z`) and with (`zp`) the phase branch (and, for every system's AUC, the fold's real clips as each
+    held-out-system model sees them). Folds are independent: they can run in parallel processes and their rows
+    be joined."""
     dev = np.flatnonzero(data.variant == "clean")
     out = []
     started = time.time()
+
+    def score(model, scorers, clips, **row):
+        logits = window_logits(model, data, clips, device)
+        z, zp = scorers[False](data, clips, logits), scorers[True](data, clips, logits)
+        for i, a, b in zip(clips, z, zp):
+            out.append({"i": int(i), "system": row.get("system") or str(data.system[i]), "fake": row["fake"],
+                        "z": float(a), "zp": float(b)} | ({"against": row["against"]} if "against" in row else {}))
+
     for k in folds:
-        model, (a, b) = fit_fold(data, k, None, recipe, device)
+        model, scorers = fit_fold(data, k, None, recipe, device)
         real = dev[(data.fold[dev] == k) & ~data.label[dev]]
-        for i, z in zip(real, clip_logits(model, data, real, device)):
-            out.append({"i": int(i), "system": str(data.system[i]), "fake": False, "z": float(a * z + b)})
+        score(model, scorers, real, fake=False)
         log(f"{time.time() - started:6.0f}s fold {k}: real scored by the all-systems model")
         for s in data.dev_systems():
             fakes = dev[(data.fold[dev] == k) & (data.system[dev] == s)]
             if not len(fakes):
                 continue
-            model, (a, b) = fit_fold(data, k, s, recipe, device)
-            held_real = dev[(data.fold[dev] == k) & ~data.label[dev]]
-            for i, z in zip(fakes, clip_logits(model, data, fakes, device)):
-                out.append({"i": int(i), "system": s, "fake": True, "z": float(a * z + b)})
-            # the same model's view of the fold's real clips, for this system's AUC
-            for i, z in zip(held_real, clip_logits(model, data, held_real, device)):
-                out.append({"i": int(i), "system": str(data.system[i]), "fake": False, "z": float(a * z + b),
-                            "against": s})
+            model, scorers = fit_fold(data, k, s, recipe, device)
+            score(model, scorers, fakes, fake=True, system=s)
+            score(model, scorers, real, fake=False, against=s)  # the same model's view of the fold's real clips
         log(f"{time.time() - started:6.0f}s fold {k} done")
     return out
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], key: str = "z") -> str:
     real = [r for r in rows if not r["fake"] and "against" not in r]
-    zr = np.array([r["z"] for r in real])
+    zr = np.array([r[key] for r in real])
     lines = [f"{'system':28} {'clips':>5} {'AUC':>6} {'caught':>7}"]
     all_fake = []
     for s in sorted({r["system"] for r in rows if r["fake"]}):
-        zf = np.array([r["z"] for r in rows if r["fake"] and r["system"] == s])
-        zs = np.array([r["z"] for r in rows if r.get("against") == s])
+        zf = np.array([r[key] for r in rows if r["fake"] and r["system"] == s])
+        zs = np.array([r[key] for r in rows if r.get("against") == s])
         all_fake.append(zf)
         auc = metrics.auc(np.r_[np.zeros(len(zs)), np.ones(len(zf))], np.r_[zs, zf])
         lines.append(f"{s:28} {len(zf):5d} {auc:6.3f} {np.mean(zf >= 0):7.1%}")
@@ -290,10 +340,17 @@ def table(rows: list[dict]) -> str:
     auc = metrics.auc(np.r_[np.zeros(len(zr)), np.ones(len(zf))], np.r_[zr, zf])
     lines.append(f"{'all (real: all-systems models)':28} {len(zf):5d} {auc:6.3f} {np.mean(zf >= 0):7.1%}")
     for c in sorted({r["system"] for r in real}):
-        z = np.array([r["z"] for r in real if r["system"] == c])
+        z = np.array([r[key] for r in real if r["system"] == c])
         lines.append(f"real {c:23} {len(z):5d} flagged {np.mean(z >= 0):.1%}")
     lines.append(f"real, all {len(zr):5d} flagged {np.mean(zr >= 0):.1%}")
     return "\n".join(lines)
+
+
+def tables(rows: list[dict]) -> str:
+    have_phase = all("zp" in r for r in rows)
+    return (("filterbank network alone\n" if have_phase else "") + table(rows, "z")
+            + ("\n\nwith the shipped phase branch, as the scanner runs it\n" + table(rows, "zp")
+               if have_phase else ""))
 
 
 def main() -> None:
@@ -306,10 +363,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=Recipe.steps)
     ap.add_argument("--lr", type=float, default=Recipe.lr)
     ap.add_argument("--out", type=Path, help="where to write the held-out rows (loso) or the network (ship)")
+    ap.add_argument("--version", default="1.4", help="the shipped network's version (ship)")
     args = ap.parse_args()
     recipe = Recipe(steps=args.steps, lr=args.lr)
     if args.action == "report":
-        print(table([r for f in args.work for r in json.loads(Path(f).read_text())]))
+        print(tables([r for f in args.work for r in json.loads(Path(f).read_text())]))
         return
     work = args.work[0]
     if args.action == "build":
@@ -320,13 +378,20 @@ def main() -> None:
         rows = leave_one_system_out(data, recipe, args.device, args.folds)
         out = args.out or work / f"loso_{args.steps}_{args.lr:g}.json"
         out.write_text(json.dumps(rows))
-        print(table(rows))
+        print(tables(rows))
     else:  # trained on four speaker folds of every system, calibrated on the fifth
-        model, platt = fit_fold(data, FOLDS - 1, None, recipe, args.device, skip_test_fold=False)
-        meta = {"frontend": "linear", "width": 16, "platt": list(platt), "recipe": asdict(recipe),
-                "trained_on": "v1.2 fine-tuned on dev systems (voice_finetune)"}
+        model, scorers = fit_fold(data, FOLDS - 1, None, recipe, args.device, skip_test_fold=False)
+        scorer = scorers[True]  # shipped beside voice_phase.safetensors
+        _, shipped = load_weights(MODELS_DIR / "voice.safetensors")
+        meta = {"name": "voice", "version": args.version, "frontend": "linear", "width": 16, "window_s": 2.0,
+                "platt": list(scorer.window), "recording_platt": list(scorer.recording),
+                "recording_platt_fit": f"Platt scaling on speaker fold {FOLDS - 1} of ../shared/data/speech/dev "
+                                       f"(never trained on), intercept moved to a prior of {PRIOR} synthetic",
+                "recipe": asdict(recipe), "generators": [s for s, _, _ in OWN_SYSTEMS],
+                "trained_on": f"voice {shipped.get('version')} fine-tuned on the dev systems' speaker folds "
+                              f"0-{FOLDS - 2}, LibriSpeech train-clean-100 and own forgeries (voice_finetune)"}
         save_weights(model.cpu(), args.out, meta)
-        print(f"written {args.out}; calibration {platt}")
+        print(f"written {args.out}; window calibration {scorer.window}, recording {scorer.recording}")
 
 
 if __name__ == "__main__":
