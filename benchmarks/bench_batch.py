@@ -1,15 +1,16 @@
 """Batch throughput: `deepscreen batch` on a generated collection, local and Ray engines, 1 and 2 workers.
 
   .venv/bin/python benchmarks/bench_batch.py [--photos 2000] [--videos 20] [--work /tmp/bench_batch]
-                                            [--engines local,ray] [--workers 1,2] [--profile 200]
+                                            [--engines local,ray,ray1] [--workers 1,2] [--profile 200]
 
 The collection: a list of --photos LFW face photos (files read where they lie in ../shared, nothing copied) and
 --videos 3 s, 320x240, 25 fps H.264 clips of a face moving over a background, written into --work. Photos and
 videos run as two separate batches, so photos/s and video-seconds/s are each measured alone.
 
 Workers: the local engine's pool processes, each running whole scans; for Ray, the actors of *each* of its two
-stages (prepare: decode, faces, speech; judge: detectors, verdict), so Ray x2 runs 2 + 2 actors. Each worker or
-actor gets cores / workers threads (the defaults of `deepscreen batch`).
+stages (prepare: decode, faces, speech; judge: detectors, verdict), so Ray x2 runs 2 + 2 actors; `ray1` is Ray
+in one stage (`--ray-judge-workers 0`), each actor preparing and judging its files as a local worker does, so
+ray1 x2 runs 2 actors. Each worker or actor gets cores / workers threads (the defaults of `deepscreen batch`).
 
 For each engine and worker count it prints
 - rate: files (or seconds of video) per second over the span from the first scan's start to the last scan's end,
@@ -89,7 +90,11 @@ def _write_clip(path: Path, face: np.ndarray, seconds: float = 3.0, fps: int = 2
 
 # -- one run -------------------------------------------------------------------------------------------------------
 # What names a worker process in its command line: the local pool's spawned processes, Ray's stage actors.
-WORKER_MARKERS = {"local": {"worker": b"spawn_main"}, "ray": {"prepare": b"PrepareStage", "judge": b"JudgeStage"}}
+WORKER_MARKERS = {"local": {"worker": b"spawn_main"}, "ray": {"prepare": b"PrepareStage", "judge": b"JudgeStage"},
+                  "ray1": {"scan": b"ScanStage"}}
+# Benchmark names beside the engines: ray1 is Ray in one stage (--ray-judge-workers 0: each actor prepares and judges).
+ENGINE_OPTIONS = {"local": {"engine": "local"}, "ray": {"engine": "ray"}, "ray1": {"engine": "ray",
+                                                                                  "ray_judge_workers": 0}}
 PREPARE_STEPS, JUDGE_STEPS = ("decode", "faces", "speech"), ("face_cnn", "voice", "fusion")
 
 
@@ -142,7 +147,7 @@ def measure(engine: str, workers: int, source: Path, out: Path) -> dict:
     sampler = _MemorySampler(engine)
     sampler.start()
     t0 = time.perf_counter()
-    code, summary = run_batch(BatchOptions(source, out, engine=engine, workers=workers, progress=False,
+    code, summary = run_batch(BatchOptions(source, out, **ENGINE_OPTIONS[engine], workers=workers, progress=False,
                                            config=ScanConfig(keep_crops=False),
                                            on_row=lambda row: first or first.append(time.perf_counter())))
     wall = time.perf_counter() - t0
@@ -197,7 +202,7 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=2000)
     ap.add_argument("--videos", type=int, default=20)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_batch"))
-    ap.add_argument("--engines", default="local,ray")
+    ap.add_argument("--engines", default="local,ray,ray1")
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--profile", type=int, default=200, help="photos in the stage profile (0: none)")
     ap.add_argument("--tables-only", action="store_true", help="print the tables of the last run in --work")
@@ -250,7 +255,7 @@ def print_tables(results: list[dict]) -> None:
         # Positive: Ray slower. Ray x w runs 2w processes (w per stage): compared with local x w and x 2w.
         over = [f"{100 * (1 - p['rate'] / lp['rate']):+.0f} % / "
                 f"{100 * (1 - v['video_s_rate'] / lv['video_s_rate']):+.0f} %"
-                if e == "ray" and (lp := get("local", n, "photos")) and (lv := get("local", n, "videos")) else "-"
+                if e != "local" and (lp := get("local", n, "photos")) and (lv := get("local", n, "videos")) else "-"
                 for n in (w, 2 * w)]
         rss = ", ".join(f"{k} {max(p['rss_mb'][k], v['rss_mb'][k]):.0f} MB" for k in p["rss_mb"])
         print(f"| {e} | {w}{' + ' + str(w) if e == 'ray' else ''} | {p['rate']:.1f} | {eff_p:.2f} | "

@@ -237,14 +237,30 @@ def test_ray_refuses_stages_the_cluster_has_no_room_for_instead_of_waiting():
     engine._check_room(6)  # 2 x 1 + 2 x 2 fit
     with pytest.raises(WorkerStartError, match=r"has 5 CPUs and the stages need 6 \(prepare 2 x 1, judge 2 x 2\)"):
         engine._check_room(5)
+    one = RayEngine(RayStages(prepare_workers=3, prepare_cpus=2, judge_workers=0, judge_cpus=2), ScanConfig())
+    one._check_room(6)  # one stage: the judge CPUs reserve nothing
+    with pytest.raises(WorkerStartError, match=r"has 4 CPUs and the stages need 6 \(one stage 3 x 2\)"):
+        one._check_room(4)
 
 
-@pytest.mark.parametrize("flag", ["--ray-judge-workers", "--ray-prepare-workers", "--ray-judge-cpus"])
-def test_ray_stage_options_need_the_ray_engine(tmp_path, flag):
+@pytest.mark.parametrize("flag, value", [("--ray-judge-workers", "2"), ("--ray-judge-workers", "0"),
+                                         ("--ray-prepare-workers", "2"), ("--ray-judge-cpus", "2")])
+def test_ray_stage_options_need_the_ray_engine(tmp_path, flag, value):
     from typer.testing import CliRunner
 
     from deepscreen.cli import app
 
-    res = CliRunner().invoke(app, ["batch", str(tmp_path), "--out", str(tmp_path / "out"), flag, "2"])
+    res = CliRunner().invoke(app, ["batch", str(tmp_path), "--out", str(tmp_path / "out"), flag, value])
     assert res.exit_code == 2 and "needs --engine ray" in res.output and flag in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_ray_stage_has_no_judge_cpus_to_set(tmp_path):
+    from typer.testing import CliRunner
+
+    from deepscreen.cli import app
+
+    res = CliRunner().invoke(app, ["batch", str(tmp_path), "--out", str(tmp_path / "out"), "--engine", "ray",
+                                   "--ray-judge-workers", "0", "--ray-judge-cpus", "2"])
+    assert res.exit_code == 2 and "needs a judge stage" in res.output and "--ray-judge-workers 0" in res.output
     assert not (tmp_path / "out").exists()

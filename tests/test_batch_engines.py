@@ -134,7 +134,7 @@ def ray_runtime():
 def _stage_actors(ray) -> dict[str, int]:
     """Ray Data actors started so far on the runtime, per stage class (alive or not)."""
     names = [a["ActorClassName"] for a in ray._private.state.actors().values()]
-    return {stage: sum(stage in n for n in names) for stage in ("PrepareStage", "JudgeStage")}
+    return {stage: sum(stage in n for n in names) for stage in ("PrepareStage", "JudgeStage", "ScanStage")}
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +233,7 @@ def test_ray_engine_writes_the_same_files(local_run, ray_run):
     """Ray's two stages (prepare on one actor, judge on two) make the rows the local pool's whole scans make."""
     local_out = local_run[0]
     ray_out, code, summary, actors = ray_run
-    assert actors == {"PrepareStage": 1, "JudgeStage": 2}
+    assert actors == {"PrepareStage": 1, "JudgeStage": 2, "ScanStage": 0}
     assert code == 2 and summary["run"]["engine"] == "ray" and summary["run"]["scanned"] == summary["files"]
     assert summary["run"]["ray_stages"] == {"prepare_workers": 1, "prepare_cpus": 1, "judge_workers": 2,
                                             "judge_cpus": 1, "batch_size": 4}
@@ -242,6 +242,25 @@ def test_ray_engine_writes_the_same_files(local_run, ray_run):
     a, b = (json.loads((d / "summary.json").read_text()) for d in (local_out, ray_out))
     a.pop("run"), b.pop("run")
     assert a == b
+
+
+def test_ray_in_one_stage_writes_the_same_files(collection, local_run, ray_runtime, tmp_path):
+    """--ray-judge-workers 0: each actor prepares and judges (no Prepared handed over), with the same rows."""
+    from rich.console import Console
+
+    from deepscreen.batch.run import BatchOptions, run_batch
+    from deepscreen.config import ScanConfig
+
+    _, manifest = collection
+    before = _stage_actors(ray_runtime)
+    code, summary = run_batch(BatchOptions(manifest, tmp_path, engine="ray", workers=2, threads=1,
+                                           ray_judge_workers=0, config=ScanConfig(keep_crops=False)),
+                              console=Console(stderr=True, force_terminal=False))
+    after = _stage_actors(ray_runtime)
+    assert {k: after[k] - before[k] for k in after} == {"PrepareStage": 0, "JudgeStage": 0, "ScanStage": 2}
+    assert code == 2 and summary["run"]["ray_stages"]["judge_workers"] == 0
+    assert _rows(tmp_path) == _rows(local_run[0])
+    assert (tmp_path / "errors.jsonl").read_text() == (local_run[0] / "errors.jsonl").read_text()
 
 
 def test_killed_run_resumes_and_finishes_without_rescanning(collection, local_run, tmp_path):
@@ -341,3 +360,8 @@ def test_a_file_that_crashes_its_worker_is_one_error_row_in_both_engines(poisone
                         console=Console(stderr=True, force_terminal=False))
     assert code == 2
     assert _check_poisoned(tmp_path / "ray") == local
+    code, _ = run_batch(BatchOptions(poisoned, tmp_path / "ray1", engine="ray", workers=1, threads=1,
+                                     ray_judge_workers=0, config=ScanConfig(keep_crops=False)),
+                        console=Console(stderr=True, force_terminal=False))
+    assert code == 2
+    assert _check_poisoned(tmp_path / "ray1") == local  # both crashes inside the one stage's actor

@@ -29,8 +29,10 @@ def batch(
     ray_prepare_workers: Optional[int] = typer.Option(None, min=1, help="Ray: actors decoding files and finding "
                                                       "faces and speech, --threads-per-worker CPUs each (default: "
                                                       "--workers)."),
-    ray_judge_workers: Optional[int] = typer.Option(None, min=1, help="Ray: actors running the detectors "
-                                                    "(default: --workers)."),
+    ray_judge_workers: Optional[int] = typer.Option(None, min=0, help="Ray: actors running the detectors "
+                                                    "(default: --workers); 0: one stage, each --ray-prepare-workers "
+                                                    "actor also runs the detectors (fastest when the stages share "
+                                                    "a few cores)."),
     ray_judge_cpus: Optional[int] = typer.Option(None, min=1, help="Ray: CPUs (and threads) per detector actor "
                                                  "(default: --threads-per-worker)."),
     frames: int = typer.Option(Sampling.frames, help="Video frames analysed, spread evenly over the clip."),
@@ -59,8 +61,12 @@ def batch(
         raise typer.BadParameter(f"{engine!r}: use local or ray", param_hint="'--engine'")
     for flag, value in (("--ray-address", ray_address), ("--ray-prepare-workers", ray_prepare_workers),
                         ("--ray-judge-workers", ray_judge_workers), ("--ray-judge-cpus", ray_judge_cpus)):
-        if value and engine != "ray":
+        if value is not None and engine != "ray":
             raise typer.BadParameter("needs --engine ray", param_hint=f"'{flag}'")
+    if ray_judge_workers == 0 and ray_judge_cpus is not None:
+        raise typer.BadParameter("needs a judge stage: with --ray-judge-workers 0 the detectors run in the "
+                                 "--ray-prepare-workers actors, on --threads-per-worker CPUs",
+                                 param_hint="'--ray-judge-cpus'")
     config = ScanConfig(sampling=Sampling(frames=frames, max_fps=max_fps), thresholds=bands, keep_crops=False)
     opts = BatchOptions(source=source, out=out, engine=engine, workers=workers, threads=threads,
                         ray_address=ray_address, ray_prepare_workers=ray_prepare_workers,

@@ -112,16 +112,21 @@ class LocalEngine:
 
 def make_engine(name: str, workers: int, threads: int, config: ScanConfig, address: str | None = None,
                 prepare_workers: int | None = None, judge_workers: int | None = None, judge_cpus: int | None = None):
-    """The engine `name`. Ray's stages default to `workers` actors each, of `threads` CPUs."""
+    """The engine `name`. Ray's stages default to `workers` actors each, of `threads` CPUs; `judge_workers` 0 makes
+    Ray's run one stage (each actor prepares and judges)."""
     ray_options = {"--ray-address": address, "--ray-prepare-workers": prepare_workers,
                    "--ray-judge-workers": judge_workers, "--ray-judge-cpus": judge_cpus}
     if name == "local":
-        if given := [flag for flag, value in ray_options.items() if value]:
+        if given := [flag for flag, value in ray_options.items() if value is not None]:
             raise ValueError(f"{', '.join(given)} needs --engine ray")
         return LocalEngine(workers, threads, config)
     if name == "ray":
         from .ray_engine import RayEngine, RayStages
 
-        stages = RayStages(prepare_workers or workers, threads, judge_workers or workers, judge_cpus or threads)
+        stages = RayStages(prepare_workers or workers, threads, workers if judge_workers is None else judge_workers,
+                           judge_cpus or threads)
+        if stages.one_stage and judge_cpus:
+            raise ValueError("--ray-judge-cpus needs a judge stage: with --ray-judge-workers 0 the detectors run in "
+                             "the --ray-prepare-workers actors, on --threads-per-worker CPUs")
         return RayEngine(stages, config, address)
     raise ValueError(f"unknown engine {name!r}: use {' or '.join(ENGINES)}")

@@ -7,6 +7,11 @@
 A file goes from one stage to the next as a pickled `Prepared` (about 80 kB for a photo, 1 MB for a 3 s clip: the
 aligned face crops), a few files per call (`batch_size`), so the detectors' stage can be sized, and placed, on its
 own. The driver (run.py) writes the rows that come back, as with the local engine.
+
+With `judge_workers` 0 the run is one stage: each of the `prepare_workers` actors prepares and judges its files
+(`ScanStage`), as a local worker does. Two stages pay off where the detectors want other machines or more CPUs
+than the decoders; where both share a machine's few cores, one stage does not hand files over or leave an actor
+idle waiting for the other stage (docs/batch.md measures both).
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ class RayStages:
     # Files per call of a stage. Small: a stage holds at most this many Prepared per call in flight (see
     # MAX_CALLS_PER_ACTOR), and rows stream back to be written while the run goes on, not all at the end.
     batch_size: int = 4
+
+    @property
+    def one_stage(self) -> bool:
+        return self.judge_workers == 0
 
     @property
     def cpus(self) -> int:
@@ -92,10 +101,11 @@ class RayEngine:
         s = self.stages
         if cluster_cpus < s.cpus:
             self.__exit__()
+            need = (f"one stage {s.prepare_workers} x {s.prepare_cpus}" if s.one_stage else
+                    f"prepare {s.prepare_workers} x {s.prepare_cpus}, judge {s.judge_workers} x {s.judge_cpus}")
             raise W.WorkerStartError(
-                f"the Ray cluster has {cluster_cpus:g} CPUs and the stages need {s.cpus} (prepare {s.prepare_workers}"
-                f" x {s.prepare_cpus}, judge {s.judge_workers} x {s.judge_cpus}): lower --ray-prepare-workers, "
-                f"--ray-judge-workers, --threads-per-worker or --ray-judge-cpus, or add nodes")
+                f"the Ray cluster has {cluster_cpus:g} CPUs and the stages need {s.cpus} ({need}): lower "
+                f"--ray-prepare-workers, --ray-judge-workers, --threads-per-worker or --ray-judge-cpus, or add nodes")
 
     def describe(self) -> dict:
         return {"ray_stages": self.stages.describe()}
@@ -104,7 +114,7 @@ class RayEngine:
         """One short task on the cluster (it loads the models once more): the driver never loads them."""
         import ray
 
-        cpus = self.stages.judge_cpus
+        cpus = self.stages.prepare_cpus if self.stages.one_stage else self.stages.judge_cpus
         try:
             return ray.get(ray.remote(num_cpus=cpus)(_remote_key).remote(self.config, cpus))
         except ray.exceptions.RayTaskError as err:
@@ -146,8 +156,9 @@ class RayEngine:
                                  override_num_blocks=blocks)
         with warnings.catch_warnings():  # max_task_retries as a keyword is deprecated after the pinned Ray 2.60
             warnings.simplefilter("ignore")
-            for stage, workers, cpus in ((PrepareStage, s.prepare_workers, s.prepare_cpus),
-                                         (JudgeStage, s.judge_workers, s.judge_cpus)):
+            plan = [(ScanStage, s.prepare_workers, s.prepare_cpus)] if s.one_stage else \
+                [(PrepareStage, s.prepare_workers, s.prepare_cpus), (JudgeStage, s.judge_workers, s.judge_cpus)]
+            for stage, workers, cpus in plan:
                 ds = ds.map_batches(stage, fn_constructor_args=(self.config, cpus), batch_size=size,
                                     batch_format="pyarrow", num_cpus=cpus, max_task_retries=1,
                                     compute=ray.data.ActorPoolStrategy(
@@ -191,4 +202,19 @@ class JudgeStage:
         rows = [self.worker.judge(os.fsdecode(path), truth or None, size, mtime, prepared)
                 for path, truth, size, mtime, prepared in zip(
                     *(batch.column(c).to_pylist() for c in ("path", "truth", "size_bytes", "mtime_ns", "prepared")))]
+        return table(rows).append_column("item", batch.column("item"))
+
+
+class ScanStage:
+    """Ray Data actor of a one-stage run: prepares and judges its files in the same process (a Worker: models
+    loaded once), as the two stages above would one after the other, with no Prepared handed over."""
+
+    def __init__(self, config: ScanConfig, threads: int):
+        self.worker = W.Worker(config, threads)
+
+    def __call__(self, batch):
+        from .rows import table
+
+        rows = [self.worker.judge(os.fsdecode(path), truth or None, *self.worker.prepare(os.fsdecode(path)))
+                for path, truth in zip(*(batch.column(c).to_pylist() for c in ("path", "truth")))]
         return table(rows).append_column("item", batch.column("item"))
