@@ -182,11 +182,11 @@ def test_music_and_silence_are_out_of_scope(scanner, tmp_path):
 
 
 def test_video_gets_face_and_voice_and_the_cross_check(scanner, tmp_path, held_out, face_video):
-    """A real face with a WORLD-vocoded voice laid over it: the dub case the cross-check is for."""
+    """A real face with a Griffin-Lim voice laid over it: the dub case the cross-check is for."""
     from deepscreen.media import iter_frames, probe
 
     frames = [f.rgb for f in iter_frames(face_video, probe(face_video))]
-    fake_voice = synth.resynthesize("world", held_out[4], np.random.default_rng(0))
+    fake_voice = synth.resynthesize("griffin_lim", held_out[4], np.random.default_rng(0))
     dub = write_video(tmp_path / "dub.mp4", frames * 3, fps=4, audio=fake_voice)
     v = scanner.scan(dub)
     assert v.kind == "video" and v.error is None and v.faces and v.voice is not None
@@ -366,8 +366,10 @@ def test_test_table_covers_every_generator_and_marks_the_unseen(held_out):
     data = {"real": pack(clips), **{g: pack([synth.resynthesize(g, x, rng) for x in clips]) for g in names}}
     _, meta = load_weights(MODELS_DIR / "voice.safetensors")
     report = score_test_split(VoiceDetector().score_windows, config_of(meta), data)  # as the scanner scores
-    assert list(report["generators"]) == names and report["counts"]["test_real"] == 4
-    assert [g for g, r in report["generators"].items() if r["unseen"]] == list(synth.UNSEEN)
+    assert sorted(report["generators"]) == sorted(names) and report["counts"]["test_real"] == 4
+    # unseen: what no recipe trains on, less what these weights were fine-tuned on (v1.4: Piper)
+    assert [g for g, r in report["generators"].items() if r["unseen"]] == \
+        [g for g in synth.UNSEEN if g not in meta["generators"]]
     assert not any(r["held_out"] for r in report["generators"].values())
     for r in [*report["generators"].values(), report["in_domain"]]:
         assert 0 <= r["eer"] <= 1 and 0 <= r["auc"] <= 1
@@ -482,11 +484,11 @@ def test_voice_detector_uses_the_models_that_are_there(tmp_path, held_out):
     from deepscreen.detectors.voicenet import Branch, calibrated_max
 
     full = VoiceDetector()
-    assert [m.name for m in full.models()] == ["voice", "voice_phase"] and full.version == "1.3"
+    assert [m.name for m in full.models()] == ["voice", "voice_phase"] and full.version == "1.4"
     assert len({m.sha256 for m in full.models()}) == 2
     shutil.copy(MODELS_DIR / "voice.safetensors", tmp_path / "voice.safetensors")
     alone = VoiceDetector(weights=tmp_path / "voice.safetensors")
-    assert [m.name for m in alone.models()] == ["voice"] and alone.version == alone.models()[0].version == "1.3"
+    assert [m.name for m in alone.models()] == ["voice"] and alone.version == alone.models()[0].version == "1.4"
     windows = np.stack([held_out[0][:32000], held_out[1][:32000]])
     z_full, z_alone = full.score_windows(windows), alone.score_windows(windows)
     z_rest = calibrated_max([Branch.load(MODELS_DIR / "voice_phase.safetensors")], windows)

@@ -1,4 +1,4 @@
-"""voice v1.3: the recording calibration in the weights' metadata is what the detector applies."""
+"""voice (since v1.3): the recording calibration in the weights' metadata is what the detector applies."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _without_recording_platt(src, dst):
 def test_recording_calibration_is_read_from_the_weights_and_applied(tmp_path):
     shipped = VoiceDetector()
     a, b = shipped.calibration.slope, shipped.calibration.intercept
-    assert (a, b) != (1.0, 0.0) and 0.5 < a < 1.5  # v1.3 carries one
+    assert (a, b) != (1.0, 0.0) and 0.5 < a < 1.5  # shipped since v1.3
     plain = tmp_path / "voice.safetensors"
     _without_recording_platt(MODELS_DIR / "voice.safetensors", plain)
     shutil.copy(MODELS_DIR / "voice_phase.safetensors", tmp_path / "voice_phase.safetensors")

@@ -41,7 +41,7 @@ def trained_generators(cfg: VoiceTrainConfig) -> list[str]:
 
 
 def tested_generators(cfg: VoiceTrainConfig) -> list[str]:
-    return [*GENERATORS, *cfg.add, *UNSEEN]
+    return list(dict.fromkeys([*GENERATORS, *cfg.add, *UNSEEN]))
 
 
 def config_of(meta: dict) -> VoiceTrainConfig:
@@ -49,4 +49,4 @@ def config_of(meta: dict) -> VoiceTrainConfig:
     return VoiceTrainConfig(steps=meta["steps"], width=meta["width"], frontend=meta.get("frontend", "linear"),
                             head=meta.get("head", "linear"),
                             exclude=[g for g in GENERATORS if g not in meta["generators"]],
-                            add=[g for g in meta["generators"] if g in OPTIONAL])
+                            add=[g for g in meta["generators"] if g in OPTIONAL or g in UNSEEN])

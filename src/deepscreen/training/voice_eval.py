@@ -107,13 +107,14 @@ def _rates(real: dict[str, list[float]], fake: list[dict[str, list[float]]]) -> 
 def table_of(test: Scores, cfg: VoiceTrainConfig) -> dict:
     """Calibrated utterance log-odds of the test speakers -> per generator EER/AUC (clean, and pooled with MP3/Opus
     copies of both classes), the detection rate and the real-speech false-positive rate at p = 0.5. Generators in
-    cfg.exclude are marked held out; UNSEEN ones (never trained on by any recipe) are marked unseen."""
+    cfg.exclude are marked held out; UNSEEN ones (no recipe trains on them) are marked unseen unless these weights
+    were fine-tuned on them (cfg.add)."""
     report = {"generators": {}}
     p = lambda zs: sigmoid(np.asarray(zs))  # noqa: E731
     for g in tested_generators(cfg):
         report["generators"][g] = {**_rates(test["real"], [test[g]]),
                                    "tpr_at_0.5": float(np.mean(p(test[g]["clean"]) >= 0.5)),
-                                   "held_out": g in cfg.exclude, "unseen": g in UNSEEN}
+                                   "held_out": g in cfg.exclude, "unseen": g in UNSEEN and g not in cfg.add}
     trained = trained_generators(cfg)
     if trained:  # in-domain: every generator seen in training, pooled against the same real utterances
         report["in_domain"] = _rates(test["real"], [test[g] for g in trained])
