@@ -34,7 +34,7 @@ def rows(out: Path) -> list[dict]:
 
 def batch(source: Path, out: Path, *args: str) -> float:
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "deepscreen", "batch", str(source), "--out", str(out), "-q", *args],
+    proc = subprocess.run([sys.executable, "-m", "deepscreen.cli", "batch", str(source), "--out", str(out), "-q", *args],
                           capture_output=True, text=True)
     if proc.returncode not in (0, 2):
         sys.exit(f"deepscreen batch {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -53,14 +53,14 @@ def main() -> None:
 
     import ray
     from ray.cluster_utils import Cluster
-    from ray.util.state import list_actors, list_nodes
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     try:
-        nodes = {n.node_id: ("head" if n.is_head_node else "worker") for n in list_nodes()}
+        head = cluster.head_node.unique_id
+        nodes = {n["NodeID"]: ("head" if n["NodeID"] == head else "worker") for n in ray.nodes()}
         print(f"cluster {cluster.address}: {len(nodes)} nodes, {ray.cluster_resources().get('CPU', 0):g} CPUs")
         local_s = batch(source, args.work / "local", "--workers", "2")
         runs = {"two stages (2 prepare + 2 judge actors)": ("--workers", "2", "--threads-per-worker", "1"),
@@ -70,10 +70,12 @@ def main() -> None:
         for name, flags in runs.items():
             out = args.work / name.split()[0]
             wall = batch(source, out, "--engine", "ray", "--ray-address", cluster.address, *flags)
-            actors = [a for a in list_actors(limit=10_000) if a.actor_id not in seen
-                      and any(s in a.class_name for s in ("PrepareStage", "JudgeStage", "ScanStage"))]
-            seen.update(a.actor_id for a in list_actors(limit=10_000))
-            where = Counter((a.class_name.split("(")[-1].rstrip(")"), nodes.get(a.node_id, "?")) for a in actors)
+            table = ray._private.state.actors()  # every actor the cluster has run, alive or not (no dashboard)
+            actors = [a for k, a in table.items() if k not in seen
+                      and any(s in a["ActorClassName"] for s in ("PrepareStage", "JudgeStage", "ScanStage"))]
+            seen.update(table)
+            where = Counter((a["ActorClassName"].split("(")[-1].rstrip(")"), nodes.get(a["Address"]["NodeID"], "?"))
+                            for a in actors)
             same = rows(out) == rows(args.work / "local")
             print(f"{name}: {wall:.1f} s, rows equal to the local engine's: {same}; actors by node: "
                   + ", ".join(f"{cls} on {node} x{n}" for (cls, node), n in sorted(where.items())))
