@@ -34,8 +34,8 @@ def rows(out: Path) -> list[dict]:
 
 def batch(source: Path, out: Path, *args: str) -> float:
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "deepscreen.cli", "batch", str(source), "--out", str(out), "-q", *args],
-                          capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "deepscreen.cli", "batch", str(source), "--out", str(out), "-q", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode not in (0, 2):
         sys.exit(f"deepscreen batch {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return time.perf_counter() - t

@@ -11,7 +11,7 @@ own. The driver (run.py) writes the rows that come back, as with the local engin
 With `judge_workers` 0 the run is one stage: each of the `prepare_workers` actors prepares and judges its files
 (`ScanStage`), as a local worker does. Two stages pay off where the detectors want other machines or more CPUs
 than the decoders; where both share a machine's few cores, one stage does not hand files over or leave an actor
-idle waiting for the other stage (docs/batch.md measures both).
+idle waiting for the other stage (benchmarks/bench_batch.py compares them as ray and ray1).
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 `../shared/data/speech/dev`, and measure it leave-one-system-out by speaker fold.
 
     python -m deepscreen.training.voice_finetune build WORK          # features of every clip (CPU, minutes)
-    python -m deepscreen.training.voice_finetune loso WORK [--device cuda]   # held-out table
-    python -m deepscreen.training.voice_finetune loso WORK --groups 3        # a stricter table the CPU affords
-    python -m deepscreen.training.voice_finetune ship WORK --out models/voice.safetensors
+    python -m deepscreen.training.voice_finetune loso WORK --init BASE [--device cuda]   # held-out table
+    python -m deepscreen.training.voice_finetune loso WORK --init BASE --groups 3        # stricter, CPU-sized
+    python -m deepscreen.training.voice_finetune ship WORK --init BASE --out models/voice.safetensors
+
+BASE: a network that never trained on the dev set (v1.3's: `git show 8ac62ef:models/voice.safetensors`); the
+shipped v1.4 did, and is refused as a starting point.
 
 Why the features are stored, not the audio: every held-out number needs its own model (one per system and
 speaker fold, ~60 of them), so the front end is computed once. A clip's log filterbank frames (VoiceNet's
@@ -276,7 +279,7 @@ def calibration(y: np.ndarray, z: np.ndarray, prior: float = PRIOR) -> tuple[flo
 
 
 def fit_fold(data: Frames, k: int, held: tuple[str, ...], recipe: Recipe, device: str,
-             skip_test_fold: bool = True):
+             skip_test_fold: bool = True, init: Path = MODELS_DIR / "voice.safetensors"):
     """A model trained outside folds k and k+1 (and without the `held` systems), calibrated on fold k+1; its scorers
     with and without the phase branch. The window calibration is fitted at even odds (the branches are compared
     per window on one scale, as the shipped ones are), the recording calibration at PRIOR. With `skip_test_fold`
@@ -284,7 +287,7 @@ def fit_fold(data: Frames, k: int, held: tuple[str, ...], recipe: Recipe, device
     cal_fold = (k + 1) % FOLDS
     keep_system = ~np.isin(data.system, list(held))
     train = ((data.fold != k) | (not skip_test_fold)) & (data.fold != cal_fold) & keep_system
-    model = train_model(data, train, recipe, device)
+    model = train_model(data, train, recipe, device, init)
     cal = np.flatnonzero((data.fold == cal_fold) & keep_system & (data.variant == "clean"))
     y, logits = data.label[cal].astype(float), window_logits(model, data, cal, device)
     scorers = {}
@@ -305,7 +308,7 @@ def held_out_groups(systems: list[str], groups: int) -> list[tuple[str, ...]]:
 
 
 def leave_one_system_out(data: Frames, recipe: Recipe, device: str = "cpu", folds=range(FOLDS), groups: int = 0,
-                         log=print) -> list[dict]:
+                         init: Path = MODELS_DIR / "voice.safetensors", log=print) -> list[dict]:
     """One row per as-recorded dev clip of `folds`: its label, source and held-out calibrated log-odds, without
     (`z`) and with (`zp`) the phase branch (and, for every system's AUC, the fold's real clips as the model that
     held that system out sees them). Folds are independent: they can run in parallel processes and their rows be
@@ -322,14 +325,14 @@ def leave_one_system_out(data: Frames, recipe: Recipe, device: str = "cpu", fold
                         "z": float(a), "zp": float(b)} | ({"against": row["against"]} if "against" in row else {}))
 
     for k in folds:
-        model, scorers = fit_fold(data, k, (), recipe, device)
+        model, scorers = fit_fold(data, k, (), recipe, device, init=init)
         real = dev[(data.fold[dev] == k) & ~data.label[dev]]
         score(model, scorers, real, fake=False)
         log(f"{time.time() - started:6.0f}s fold {k}: real scored by the all-systems model")
         for held in held_out_groups(data.dev_systems(), groups):
             if not any(((data.fold[dev] == k) & (data.system[dev] == s)).any() for s in held):
                 continue
-            model, scorers = fit_fold(data, k, held, recipe, device)
+            model, scorers = fit_fold(data, k, held, recipe, device, init=init)
             for s in held:
                 fakes = dev[(data.fold[dev] == k) & (data.system[dev] == s)]
                 if len(fakes):
@@ -375,6 +378,9 @@ def main() -> None:
                     nargs="+")
     ap.add_argument("--folds", type=int, nargs="*", default=list(range(FOLDS)))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--init", type=Path, default=MODELS_DIR / "voice.safetensors",
+                    help="the network to fine-tune: one that never trained on the dev set (v1.4 and later did; "
+                         "v1.3's: git show 8ac62ef:models/voice.safetensors > base.safetensors)")
     ap.add_argument("--groups", type=int, default=0,
                     help="hold systems out in this many round-robin sets (0: one system at a time)")
     ap.add_argument("--steps", type=int, default=Recipe.steps)
@@ -390,16 +396,20 @@ def main() -> None:
     if args.action == "build":
         build(work)
         return
+    _, base = load_weights(args.init)
+    if "voice_finetune" in base.get("trained_on", ""):  # its held-out numbers would come from a model that saw them
+        raise SystemExit(f"{args.init}: voice {base.get('version')} was itself fine-tuned on the dev systems; pass "
+                         f"--init with a network that was not (see --help)")
     data = Frames(work / "voice_frames.npz")
     if args.action == "loso":
-        rows = leave_one_system_out(data, recipe, args.device, args.folds, args.groups)
+        rows = leave_one_system_out(data, recipe, args.device, args.folds, args.groups, args.init)
         out = args.out or work / f"loso_{args.steps}_{args.lr:g}_g{args.groups}_f{''.join(map(str, args.folds))}.json"
         out.write_text(json.dumps(rows))
         print(tables(rows))
     else:  # trained on four speaker folds of every system, calibrated on the fifth
-        model, scorers = fit_fold(data, FOLDS - 1, (), recipe, args.device, skip_test_fold=False)
+        model, scorers = fit_fold(data, FOLDS - 1, (), recipe, args.device, skip_test_fold=False, init=args.init)
         scorer = scorers[True]  # shipped beside voice_phase.safetensors
-        _, shipped = load_weights(MODELS_DIR / "voice.safetensors")
+        shipped = base
         meta = {"name": "voice", "version": args.version, "frontend": "linear", "width": 16, "window_s": 2.0,
                 "platt": list(scorer.window), "recording_platt": list(scorer.recording),
                 "recording_platt_fit": f"Platt scaling on speaker fold {FOLDS - 1} of ../shared/data/speech/dev "
