@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 
 import pytest
@@ -88,25 +89,40 @@ def _first_difference(recorded: str, now: str) -> str:
 
 def _same_words_near_numbers(now: str, recorded: str) -> bool:
     """Same text around the numbers; each shown number within two units of its last digit (a value on a rounding
-    edge flips one unit, a plot coordinate scaled from it two)."""
+    edge flips one unit), and a coordinate inside an SVG shape within one pixel: a plot point is a probability
+    scaled to the plot's height, so the 0.003 another CPU moves a mid-range score (see _assert_same) moves it by
+    0.3 px, three units of its one decimal."""
     words_now, words_then = _SHOWN_NUMBER.split(now), _SHOWN_NUMBER.split(recorded)
     if len(words_now) != len(words_then):
         return False
+    seen = ""
     for k, (a, b) in enumerate(zip(words_now, words_then)):
         if k % 2 == 0:
             if a != b:
                 return False
         else:
+            tag = seen[seen.rfind("<") + 1:] if seen.rfind("<") > seen.rfind(">") else ""
             unit = 10.0 ** -len(b.partition(".")[2])
-            if abs(float(a) - float(b)) > 2 * unit + 1e-9:
+            allowed = 1.0 if tag.startswith(_SVG_SHAPES) else 2 * unit
+            if abs(float(a) - float(b)) > allowed + 1e-9:
                 return False
+        seen += b
     return True
 
 
+_SVG_SHAPES = ("polyline ", "polygon ", "circle ", "rect ", "line ", "path ", "text ")
+
+
 def _assert_same(now, recorded, where: str) -> None:
-    """Equal, except that floats may differ by 1e-3 (another CPU's kernels; the JSON shows 4 decimals)."""
+    """Equal, except that floats may differ by what another CPU's kernels move them: 1e-3 (the JSON shows 4
+    decimals), or for a probability 0.05 in log-odds. The second bound is for the steep middle of a sigmoid, where
+    the dubbed sample's voice, synthesised anew on each CPU, moved 0.8196 to 0.8211 on CI; a saturated score
+    (0.9995 against 0.9993) moves far in log-odds and little in probability, hence the first."""
     if isinstance(recorded, float) and isinstance(now, (int, float)) and not isinstance(now, bool):
-        assert abs(now - recorded) <= 1e-3, f"{where}: {now} != {recorded}"
+        close = abs(now - recorded) <= 1e-3
+        if not close and 0 < now < 1 and 0 < recorded < 1:
+            close = abs(math.log(now / (1 - now)) - math.log(recorded / (1 - recorded))) <= 0.05
+        assert close, f"{where}: {now} != {recorded}"
     elif isinstance(recorded, dict) and isinstance(now, dict):
         assert sorted(now) == sorted(recorded), f"{where}: fields {sorted(now)} != {sorted(recorded)}"
         for k in recorded:
