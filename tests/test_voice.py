@@ -49,7 +49,7 @@ def _log_mel(x: np.ndarray) -> np.ndarray:
     return np.log(synth.mel_filters(16000, 512, 40) @ synth._stft_mag(x, 512, 128).abs().numpy() + 1e-5)
 
 
-@pytest.mark.parametrize("name", ["griffin_lim", "phase_vocoder", "world", "world_vc", "world_hnm", "lpc"])
+@pytest.mark.parametrize("name", ["griffin_lim", "phase_vocoder", "world", "world_vc", "world_hnm", "lpc", "hifigan_v1"])
 def test_generators_make_a_different_signal_of_the_same_speech(held_out, name):
     x = held_out[0][: 16000 * 3]
     y = synth.resynthesize(name, x, np.random.default_rng(0))
@@ -59,13 +59,14 @@ def test_generators_make_a_different_signal_of_the_same_speech(held_out, name):
     assert np.corrcoef(_log_mel(x).ravel(), _log_mel(y).ravel())[0, 1] > 0.7  # ...saying the same thing
 
 
-def test_piper_speaks_new_sentences_as_long_as_the_utterance(held_out):
-    """The text-to-speech family: speech (silero-vad hears it), the utterance's length and loudness, other words
+@pytest.mark.parametrize("name", ["piper", "kokoro"])
+def test_tts_speaks_new_sentences_as_long_as_the_utterance(held_out, name):
+    """The text-to-speech families: speech (silero-vad hears it), the utterance's length and loudness, other words
     (not a copy: its spectrogram does not follow the utterance's)."""
     from deepscreen.media.speech import SpeechFinder
 
     x = held_out[1][: 16000 * 4]
-    y = synth.resynthesize("piper", x, np.random.default_rng(3))
+    y = synth.resynthesize(name, x, np.random.default_rng(3))
     assert y.shape == x.shape and y.dtype == np.float32 and np.isfinite(y).all()
     assert abs(np.sqrt(np.mean(y**2)) / np.sqrt(np.mean(x**2)) - 1) < 0.05
     finder = SpeechFinder()
@@ -73,6 +74,15 @@ def test_piper_speaks_new_sentences_as_long_as_the_utterance(held_out):
     assert speech_s > 2.0  # mostly speech, like the real utterance
     assert np.corrcoef(_log_mel(x).ravel(), _log_mel(y).ravel())[0, 1] < 0.7  # other words, unlike the vocoder copies
     assert all(len(s.split()) >= 6 and s[-1] in ".!?" for s in synth.tts_sentences())
+
+
+def test_kokoro_reads_english_in_its_own_phoneme_set():
+    """espeak's diphthongs and affricates become Kokoro's single letters, and nothing outside its vocabulary is
+    left but what the model drops (stress marks and length marks are in it)."""
+    phonemes = synth.kokoro_phonemes("I know how they joined the choir.")
+    assert {"I", "O", "W", "A", "ʤ"} <= set(phonemes) and "aɪ" not in phonemes and "dʒ" not in phonemes
+    _, vocab, styles = synth._kokoro()
+    assert all(c in vocab for c in phonemes) and all(s.shape[1] == 256 for s in styles)
 
 
 def test_hnm_has_harmonics_below_the_maximum_voiced_frequency_and_noise_above():

@@ -52,9 +52,11 @@ OWN_MAX_S = 8.0  # seconds of each LibriSpeech utterance used (and of its own vo
 # Own forgeries made beside each LibriSpeech utterance: (system, generator name in synthesis.voice, every n-th
 # utterance). Griffin-Lim and WORLD are v1.2's families; Piper is end-to-end TTS (new sentences in a voice that
 # never spoke in the data, as a clone does) and HiFi-GAN a neural vocoder copy, the two kinds the dev set's misses
-# are made of. HiFi-GAN runs near real time on 2 cores, hence one utterance in three.
+# are made of. HiFi-GAN runs near real time on 2 cores, hence one utterance in three. v1.5 adds HiFi-GAN V1 at
+# 22.05 kHz (universal and LJSpeech generators: another up-sampling stack) and Kokoro (StyleTTS 2 / iSTFTNet,
+# English read from espeak phonemes), the vocoder copies and VITS/StyleTTS-type systems v1.4 still missed.
 OWN_SYSTEMS = (("own-griffin-lim", "griffin_lim", 1), ("own-world", "world", 1), ("own-piper", "piper", 1),
-               ("own-hifigan", "hifigan", 3))
+               ("own-hifigan", "hifigan", 3), ("own-hifigan-v1", "hifigan_v1", 2), ("own-kokoro", "kokoro", 2))
 
 
 @dataclass(frozen=True)
