@@ -49,7 +49,8 @@ def _log_mel(x: np.ndarray) -> np.ndarray:
     return np.log(synth.mel_filters(16000, 512, 40) @ synth._stft_mag(x, 512, 128).abs().numpy() + 1e-5)
 
 
-@pytest.mark.parametrize("name", ["griffin_lim", "phase_vocoder", "world", "world_vc", "world_hnm", "lpc", "hifigan_v1"])
+@pytest.mark.parametrize("name", ["griffin_lim", "phase_vocoder", "world", "world_vc", "world_hnm", "lpc", "hifigan",
+                                  "hifigan_v1"])
 def test_generators_make_a_different_signal_of_the_same_speech(held_out, name):
     x = held_out[0][: 16000 * 3]
     y = synth.resynthesize(name, x, np.random.default_rng(0))

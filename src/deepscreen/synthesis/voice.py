@@ -184,6 +184,17 @@ def lpc(x: np.ndarray, rng: np.random.Generator, order: int = 18) -> np.ndarray:
     return y
 
 
+def _vocoder_mel(x: np.ndarray, rate: int, n_fft: int, hop: int):
+    """The HiFi-GAN recipes' input: natural-log 80-band mel (0-8 kHz) magnitudes, window = n_fft, reflect-padded so
+    frame k is centred on sample k * hop; (1, 80, frames) float32."""
+    import torch
+
+    t = torch.from_numpy(np.asarray(x, np.float32))[None, None]
+    t = torch.nn.functional.pad(t, ((n_fft - hop) // 2,) * 2, mode="reflect")[0]
+    spec = torch.stft(t, n_fft, hop, n_fft, torch.hann_window(n_fft), center=False, return_complex=True).abs()
+    return torch.log(torch.clamp(torch.from_numpy(mel_filters(rate, n_fft, 80, 0, 8000)) @ spec, min=1e-5))
+
+
 @lru_cache(maxsize=1)
 def _hifigan():
     import torch
@@ -198,13 +209,8 @@ def hifigan(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """HiFi-GAN copy synthesis: n_fft/win 640, hop 160, 80 mels 0-8 kHz, natural log (settings in ../shared/MODELS.md)."""
     import torch
 
-    n_fft, hop = 640, 160
-    t = torch.from_numpy(x.astype(np.float32))[None, None]
-    t = torch.nn.functional.pad(t, ((n_fft - hop) // 2,) * 2, mode="reflect")[0]
-    spec = torch.stft(t, n_fft, hop, n_fft, torch.hann_window(n_fft), center=False, return_complex=True).abs()
-    mel = torch.log(torch.clamp(torch.from_numpy(mel_filters(RATE, n_fft, 80, 0, 8000)) @ spec, min=1e-5))
     with torch.inference_mode():
-        y = _hifigan()(mel).squeeze().numpy()
+        y = _hifigan()(_vocoder_mel(x, RATE, 640, 160)).squeeze().numpy()
     return y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
 
 
@@ -246,13 +252,9 @@ def hifigan_v1(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     from scipy.signal import resample_poly
 
     generator = _hifigan_v1(("universal", "LJSpeech")[int(rng.integers(2))])
-    rate, n_fft, hop = 22_050, 1024, 256
-    x22 = resample_poly(x.astype(np.float64), 441, 320).astype(np.float32)
-    t = torch.nn.functional.pad(torch.from_numpy(x22)[None, None], ((n_fft - hop) // 2,) * 2, mode="reflect")[0]
-    spec = torch.stft(t, n_fft, hop, n_fft, torch.hann_window(n_fft), center=False, return_complex=True).abs()
-    mel = torch.log(torch.clamp(torch.from_numpy(mel_filters(rate, n_fft, 80, 0, 8000)) @ spec, min=1e-5))
+    x22 = resample_poly(x.astype(np.float64), 441, 320)
     with torch.inference_mode():
-        y22 = generator(mel).squeeze().numpy().astype(np.float64)
+        y22 = generator(_vocoder_mel(x22, 22_050, 1024, 256)).squeeze().numpy().astype(np.float64)
     return resample_poly(y22, 320, 441).astype(np.float32)
 
 
