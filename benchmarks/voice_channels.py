@@ -4,8 +4,9 @@ new voice model must not add, and the in-domain catches it must not lose.
     python benchmarks/voice_channels.py [--models DIR ...] [--utterances 100]
 
 LibriSpeech test-other (`../shared/data/speech`, 10 speakers none of the voice models trained on) is sent through
-each channel (as recorded, MP3 64/32 kbps, Opus 24 kbps), and its Griffin-Lim and WORLD copies as recorded, written
-to FLAC and scanned by `deepscreen.scan` with the voice detector alone. Each --models folder (default: the shipped
+each channel (as recorded, MP3 64/32 kbps, Opus 24 kbps), and our own fakes of it as recorded (Griffin-Lim, WORLD and
+both HiFi-GAN copies; Piper and Kokoro speech as long as it), written to FLAC and scanned by `deepscreen.scan` with
+the voice detector alone. Besides the share flagged, each fake family's EER against the clean real recordings. Each --models folder (default: the shipped
 models/) is a complete models folder (DEEPSCREEN_MODELS), scanned in its own process, so two versions are
 compared on the same files in one run.
 """
@@ -25,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 CHANNELS = ("clean", "mp3_64k", "mp3_32k", "opus_24k")
-COPIES = ("griffin_lim", "world")
+# Our own families, the in-domain catches: vocoder copies of each utterance, and text-to-speech as long as it.
+COPIES = ("griffin_lim", "world", "hifigan", "hifigan_v1", "piper", "kokoro")
 
 
 def make_files(out: Path, n: int) -> list[tuple[str, Path]]:
@@ -42,7 +44,7 @@ def make_files(out: Path, n: int) -> list[tuple[str, Path]]:
         stem = Path(r["path"]).stem
         variants = {f"real {c}": (x if c == "clean" else codec_roundtrip(x, c)) for c in CHANNELS}
         rng = np.random.default_rng(zlib.crc32(stem.encode()))
-        variants |= {f"copy {g}": resynthesize(g, x, rng) for g in COPIES}
+        variants |= {f"fake {g}": resynthesize(g, x, rng) for g in COPIES}
         for name, y in variants.items():
             path = out / f"{stem}.{name.replace(' ', '_')}.flac"
             write_audio(str(path), y, "flac", "flac")
@@ -80,14 +82,26 @@ def main() -> None:
                                  check=True, capture_output=True, text=True).stdout
             probs[folder] = json.loads(out.strip().splitlines()[-1])
     names = sorted({n for n, _ in files}, key=lambda n: (not n.startswith("real"), n))
-    print(f"{'files':16} {'n':>4} " + " ".join(f"{str(f)[-28:]:>28}" for f in folders))
+    print(f"{'files':16} {'n':>4} " + " ".join(f"{str(f)[-40:]:>40}" for f in folders))
     for name in names:
         idx = [i for i, (n, _) in enumerate(files) if n == name]
         cells = []
         for folder in folders:
             p = np.array([probs[folder][i] if probs[folder][i] is not None else np.nan for i in idx])
-            cells.append(f"{np.mean(p[~np.isnan(p)] >= 0.5):7.1%} flagged, {np.isnan(p).sum():2d} abst.")
-        print(f"{name:16} {len(idx):4d} " + " ".join(f"{c:>28}" for c in cells))
+            cell = f"{np.mean(p[~np.isnan(p)] >= 0.5):6.1%} flagged, {np.isnan(p).sum():2d} abst."
+            if name.startswith("fake"):
+                cell = f"EER {_eer_against_clean(files, probs[folder], name):5.1%}, " + cell
+            cells.append(cell)
+        print(f"{name:16} {len(idx):4d} " + " ".join(f"{c:>40}" for c in cells))
+
+
+def _eer_against_clean(files: list[tuple[str, Path]], probs: list[float | None], fake: str) -> float:
+    """EER of one fake family against the clean real recordings (abstentions left out)."""
+    from deepscreen.training.metrics import eer
+
+    pairs = [(n == fake, p) for (n, _), p in zip(files, probs) if n in (fake, "real clean") and p is not None]
+    y, s = np.array([a for a, _ in pairs], float), np.array([b for _, b in pairs], float)
+    return eer(y, s)[0]
 
 
 if __name__ == "__main__":

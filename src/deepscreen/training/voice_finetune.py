@@ -2,6 +2,7 @@
 `../shared/data/speech/dev`, and measure it leave-one-system-out by speaker fold.
 
     python -m deepscreen.training.voice_finetune build WORK          # features of every clip (CPU, minutes)
+    python -m deepscreen.training.voice_finetune build WORK --candidates   # ... with the candidate own families
     python -m deepscreen.training.voice_finetune loso WORK --init BASE [--device cuda]   # held-out table
     python -m deepscreen.training.voice_finetune loso WORK --init BASE --groups 3        # stricter, CPU-sized
     python -m deepscreen.training.voice_finetune ship WORK --init BASE --out models/voice.safetensors
@@ -52,11 +53,12 @@ OWN_MAX_S = 8.0  # seconds of each LibriSpeech utterance used (and of its own vo
 # Own forgeries made beside each LibriSpeech utterance: (system, generator name in synthesis.voice, every n-th
 # utterance). Griffin-Lim and WORLD are v1.2's families; Piper is end-to-end TTS (new sentences in a voice that
 # never spoke in the data, as a clone does) and HiFi-GAN a neural vocoder copy, the two kinds the dev set's misses
-# are made of. HiFi-GAN runs near real time on 2 cores, hence one utterance in three. v1.5 adds HiFi-GAN V1 at
-# 22.05 kHz (universal and LJSpeech generators: another up-sampling stack) and Kokoro (StyleTTS 2 / iSTFTNet,
-# English read from espeak phonemes), the vocoder copies and VITS/StyleTTS-type systems v1.4 still missed.
+# are made of. HiFi-GAN runs near real time on 2 cores, hence one utterance in three.
 OWN_SYSTEMS = (("own-griffin-lim", "griffin_lim", 1), ("own-world", "world", 1), ("own-piper", "piper", 1),
-               ("own-hifigan", "hifigan", 3), ("own-hifigan-v1", "hifigan_v1", 2), ("own-kokoro", "kokoro", 2))
+               ("own-hifigan", "hifigan", 3))
+# Candidates (`build --candidates`), measured and not in the shipped recipe (models/voice_history.md): HiFi-GAN V1
+# at 22.05 kHz (another up-sampling stack) and Kokoro (StyleTTS 2 / iSTFTNet, English read from espeak phonemes).
+CANDIDATE_SYSTEMS = (("own-hifigan-v1", "hifigan_v1", 2), ("own-kokoro", "kokoro", 2))
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def scanner_spans(x: np.ndarray, finder) -> list[tuple[int, int]]:
     return speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), 2 * RATE))]
 
 
-def build(work: Path, log=print) -> Path:
+def build(work: Path, log=print, own: tuple = OWN_SYSTEMS) -> Path:
     """Every dev clip as recorded and through one random channel, and LibriSpeech train-clean utterances with
     their Griffin-Lim and WORLD copies through random channels (the v1.2 training families, so the network does
     not forget them), as coded frames. One npz, resumable only as a whole (a few minutes)."""
@@ -156,7 +158,7 @@ def build(work: Path, log=print) -> Path:
         fold = fold_of(f"libri:{r['speaker']}")
         add(log_frames(degrade(x, rng)), label="real", system="LibriSpeech", fold=fold, clip=r["path"],
             variant="channel", starts=[])
-        for system, generator, every in OWN_SYSTEMS:
+        for system, generator, every in own:
             if i % every == 0:
                 add(log_frames(degrade(resynthesize(generator, x, rng), rng)), label="fake", system=system,
                     fold=fold, clip=r["path"], variant="channel", starts=[])
@@ -385,6 +387,8 @@ def main() -> None:
                          "v1.3's: git show 8ac62ef:models/voice.safetensors > base.safetensors)")
     ap.add_argument("--groups", type=int, default=0,
                     help="hold systems out in this many round-robin sets (0: one system at a time)")
+    ap.add_argument("--candidates", action="store_true",
+                    help="build: make the candidate families too (HiFi-GAN V1 copies, Kokoro TTS)")
     ap.add_argument("--steps", type=int, default=Recipe.steps)
     ap.add_argument("--lr", type=float, default=Recipe.lr)
     ap.add_argument("--out", type=Path, help="where to write the held-out rows (loso) or the network (ship)")
@@ -396,7 +400,7 @@ def main() -> None:
         return
     work = args.work[0]
     if args.action == "build":
-        build(work)
+        build(work, own=OWN_SYSTEMS + (CANDIDATE_SYSTEMS if args.candidates else ()))
         return
     _, base = load_weights(args.init)
     if "voice_finetune" in base.get("trained_on", ""):  # its held-out numbers would come from a model that saw them
@@ -418,7 +422,8 @@ def main() -> None:
                                        f"(never trained on), intercept moved to a prior of {PRIOR} synthetic",
                 "recipe": asdict(recipe), "steps": shipped["steps"],  # the base network's; `recipe` the fine-tune's
                 # our generators it has trained on: the base network's, and those fine-tuning added
-                "generators": list(dict.fromkeys([*shipped["generators"], *(g for _, g, _ in OWN_SYSTEMS)])),
+                "generators": list(dict.fromkeys([*shipped["generators"], *(
+                    g for system, g, _ in OWN_SYSTEMS + CANDIDATE_SYSTEMS if system in set(data.system))])),
                 "trained_on": f"voice {shipped.get('version')} fine-tuned on the dev systems' speaker folds "
                               f"0-{FOLDS - 2}, LibriSpeech train-clean-100 and own forgeries (voice_finetune)"}
         save_weights(model.cpu(), args.out, meta)
