@@ -1,6 +1,7 @@
 """The fine-tuning lab's stored features must be what the scanner's voice front end computes."""
 
 import numpy as np
+import pytest
 import torch
 
 from deepscreen.detectors.voicenet import features
@@ -73,3 +74,19 @@ def test_held_out_scores_are_the_scanners_scores(tmp_path):
         theirs = float(np.log(p / (1 - p)))
         assert abs(ours - theirs) < 0.15, (with_phase, ours, theirs)  # frames at a window's edges differ
     assert said[True] - said[False] > 0.8
+
+
+def test_training_clips_leave_out_the_test_and_calibration_folds_the_held_systems_and_unused_families(tmp_path):
+    from deepscreen.training.voice_finetune import Frames, save_frames, training_clips
+
+    rows = [{"label": lab, "system": sys, "fold": fold, "variant": "channel", "starts": [], "frames": 0}
+            for lab, sys in (("real", "VCTK"), ("fake", "VITS"), ("fake", "own-kokoro"), ("fake", "own-world"))
+            for fold in range(5)]
+    save_frames(tmp_path / "f.npz", [np.zeros((3, 80), np.uint8)] * len(rows), rows)
+    data = Frames(tmp_path / "f.npz").without(["own-kokoro"])
+    chosen = {(r["system"], r["fold"]) for r, keep in zip(rows, training_clips(data, 1, ("VITS",))) if keep}
+    assert chosen == {(s, f) for s in ("VCTK", "own-world") for f in (0, 3, 4)}
+    shipped = {(r["system"], r["fold"]) for r, keep in zip(rows, training_clips(data, 4, (), False)) if keep}
+    assert shipped == {(s, f) for s in ("VCTK", "VITS", "own-world") for f in (1, 2, 3, 4)}
+    with pytest.raises(SystemExit, match="own-piper"):
+        data.without(["own-piper"])

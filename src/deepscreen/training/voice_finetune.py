@@ -190,6 +190,14 @@ class Frames:
         self.system = np.array([r["system"] for r in self.rows])
         self.fold = np.array([r["fold"] for r in self.rows])
         self.variant = np.array([r["variant"] for r in self.rows])
+        self.unused = np.zeros(len(self.rows), bool)  # clips of families left out of every model (`--without`)
+
+    def without(self, systems: list[str]) -> Frames:
+        unknown = set(systems) - set(self.system)
+        if unknown:
+            raise SystemExit(f"--without {', '.join(sorted(unknown))}: not in this build")
+        self.unused |= np.isin(self.system, systems)
+        return self
 
     def clip(self, i: int) -> np.ndarray:
         return self.codes[self.offsets[i]:self.offsets[i + 1]]
@@ -282,6 +290,13 @@ def calibration(y: np.ndarray, z: np.ndarray, prior: float = PRIOR) -> tuple[flo
     return a, b + np.log(prior / (1 - prior)) - np.log(y.mean() / (1 - y.mean()))
 
 
+def training_clips(data: Frames, k: int, held: tuple[str, ...], skip_test_fold: bool = True) -> np.ndarray:
+    """What the model of test fold k may train on: not fold k (unless shipping), not its calibration fold k+1, not
+    the held-out systems, not the families left out of the run."""
+    keep = ~np.isin(data.system, list(held)) & ~data.unused
+    return ((data.fold != k) | (not skip_test_fold)) & (data.fold != (k + 1) % FOLDS) & keep
+
+
 def fit_fold(data: Frames, k: int, held: tuple[str, ...], recipe: Recipe, device: str,
              skip_test_fold: bool = True, init: Path = MODELS_DIR / "voice.safetensors"):
     """A model trained outside folds k and k+1 (and without the `held` systems), calibrated on fold k+1; its scorers
@@ -290,8 +305,7 @@ def fit_fold(data: Frames, k: int, held: tuple[str, ...], recipe: Recipe, device
     False it also trains on fold k (the shipped model: nothing is left to test on)."""
     cal_fold = (k + 1) % FOLDS
     keep_system = ~np.isin(data.system, list(held))
-    train = ((data.fold != k) | (not skip_test_fold)) & (data.fold != cal_fold) & keep_system
-    model = train_model(data, train, recipe, device, init)
+    model = train_model(data, training_clips(data, k, held, skip_test_fold), recipe, device, init)
     cal = np.flatnonzero((data.fold == cal_fold) & keep_system & (data.variant == "clean"))
     y, logits = data.label[cal].astype(float), window_logits(model, data, cal, device)
     scorers = {}
@@ -389,6 +403,8 @@ def main() -> None:
                     help="hold systems out in this many round-robin sets (0: one system at a time)")
     ap.add_argument("--candidates", action="store_true",
                     help="build: make the candidate families too (HiFi-GAN V1 copies, Kokoro TTS)")
+    ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM",
+                    help="own families in the build that no model trains on (e.g. own-hifigan-v1)")
     ap.add_argument("--steps", type=int, default=Recipe.steps)
     ap.add_argument("--lr", type=float, default=Recipe.lr)
     ap.add_argument("--out", type=Path, help="where to write the held-out rows (loso) or the network (ship)")
@@ -406,26 +422,30 @@ def main() -> None:
     if "voice_finetune" in base.get("trained_on", ""):  # its held-out numbers would come from a model that saw them
         raise SystemExit(f"{args.init}: voice {base.get('version')} was itself fine-tuned on the dev systems; pass "
                          f"--init with a network that was not (see --help)")
-    data = Frames(work / "voice_frames.npz")
+    data = Frames(work / "voice_frames.npz").without(args.without)
     if args.action == "loso":
         rows = leave_one_system_out(data, recipe, args.device, args.folds, args.groups, args.init)
-        out = args.out or work / f"loso_{args.steps}_{args.lr:g}_g{args.groups}_f{''.join(map(str, args.folds))}.json"
+        without = "".join(f"_no-{w}" for w in args.without)
+        out = args.out or work / (f"loso_{args.steps}_{args.lr:g}_g{args.groups}{without}_"
+                                  f"f{''.join(map(str, args.folds))}.json")
         out.write_text(json.dumps(rows))
         print(tables(rows))
-    else:  # trained on four speaker folds of every system, calibrated on the fifth
+    else:  # trained on four speaker folds of every system, calibrated on the fifth (fold 0: fit_fold's k + 1)
         model, scorers = fit_fold(data, FOLDS - 1, (), recipe, args.device, skip_test_fold=False, init=args.init)
+        cal_fold, trained = 0, f"1-{FOLDS - 1}"
         scorer = scorers[True]  # shipped beside voice_phase.safetensors
         shipped = base
         meta = {"name": "voice", "version": args.version, "frontend": "linear", "width": 16, "window_s": 2.0,
                 "platt": list(scorer.window), "recording_platt": list(scorer.recording),
-                "recording_platt_fit": f"Platt scaling on speaker fold {FOLDS - 1} of ../shared/data/speech/dev "
+                "recording_platt_fit": f"Platt scaling on speaker fold {cal_fold} of ../shared/data/speech/dev "
                                        f"(never trained on), intercept moved to a prior of {PRIOR} synthetic",
                 "recipe": asdict(recipe), "steps": shipped["steps"],  # the base network's; `recipe` the fine-tune's
                 # our generators it has trained on: the base network's, and those fine-tuning added
                 "generators": list(dict.fromkeys([*shipped["generators"], *(
-                    g for system, g, _ in OWN_SYSTEMS + CANDIDATE_SYSTEMS if system in set(data.system))])),
+                    g for system, g, _ in OWN_SYSTEMS + CANDIDATE_SYSTEMS
+                    if system in set(data.system[~data.unused]))])),
                 "trained_on": f"voice {shipped.get('version')} fine-tuned on the dev systems' speaker folds "
-                              f"0-{FOLDS - 2}, LibriSpeech train-clean-100 and own forgeries (voice_finetune)"}
+                              f"{trained}, LibriSpeech train-clean-100 and own forgeries (voice_finetune)"}
         save_weights(model.cpu(), args.out, meta)
         print(f"written {args.out}; window calibration {scorer.window}, recording {scorer.recording}")
 
