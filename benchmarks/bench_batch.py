@@ -252,11 +252,12 @@ def print_tables(results: list[dict]) -> None:
             continue
         eff_p = f"{p['rate'] / (w * p1['rate']):.2f}" if p1 else "-"  # no 1-worker run of this engine
         eff_v = f"{v['video_s_rate'] / (w * v1['video_s_rate']):.2f}" if v1 else "-"
-        # Positive: Ray slower. Ray x w runs 2w processes (w per stage): compared with local x w and x 2w.
+        # Positive: Ray slower. Ray x w runs 2w processes (w per stage): compared with local x w and x 2w; ray1
+        # runs w, so its equal-process column is the equal-worker one and is left empty.
         over = [f"{100 * (1 - p['rate'] / lp['rate']):+.0f} % / "
                 f"{100 * (1 - v['video_s_rate'] / lv['video_s_rate']):+.0f} %"
                 if e != "local" and (lp := get("local", n, "photos")) and (lv := get("local", n, "videos")) else "-"
-                for n in (w, 2 * w)]
+                for n in (w, 2 * w if e == "ray" else 0)]
         rss = ", ".join(f"{k} {max(p['rss_mb'][k], v['rss_mb'][k]):.0f} MB" for k in p["rss_mb"])
         print(f"| {e} | {w}{' + ' + str(w) if e == 'ray' else ''} | {p['rate']:.1f} | {eff_p} | "
               f"{v['video_s_rate']:.1f} | {eff_v} | {over[0]} | {over[1]} | {100 * p['busy']:.0f} % | "
