@@ -6,9 +6,9 @@ new voice model must not add, and the in-domain catches it must not lose.
 LibriSpeech test-other (`../shared/data/speech`, 10 speakers none of the voice models trained on) is sent through
 each channel (as recorded, MP3 64/32 kbps, Opus 24 kbps), and our own fakes of it as recorded (Griffin-Lim, WORLD and
 both HiFi-GAN copies; Piper and Kokoro speech as long as it), written to FLAC and scanned by `deepscreen.scan` with
-the voice detector alone. Besides the share flagged, each fake family's EER against the clean real recordings. Each --models folder (default: the shipped
-models/) is a complete models folder (DEEPSCREEN_MODELS), scanned in its own process, so two versions are
-compared on the same files in one run.
+the voice detector alone. Besides the share flagged, each fake family's EER against the clean real recordings.
+Each --models folder (default: the shipped models/) is a complete models folder (DEEPSCREEN_MODELS), scanned in its
+own process, so two versions are compared on the same files in one run.
 """
 
 from __future__ import annotations

@@ -78,8 +78,8 @@ def test_tts_speaks_new_sentences_as_long_as_the_utterance(held_out, name):
 
 
 def test_kokoro_reads_english_in_its_own_phoneme_set():
-    """espeak's diphthongs and affricates become Kokoro's single letters, and nothing outside its vocabulary is
-    left but what the model drops (stress marks and length marks are in it)."""
+    """espeak's diphthongs and affricates become Kokoro's single letters, and every symbol left (stress and length
+    marks included) is in Kokoro's vocabulary."""
     phonemes = synth.kokoro_phonemes("I know how they joined the choir.")
     assert {"I", "O", "W", "A", "ʤ"} <= set(phonemes) and "aɪ" not in phonemes and "dʒ" not in phonemes
     _, vocab, styles = synth._kokoro()
