@@ -16,6 +16,7 @@ Made from held-out LFW people (never seen in training) in ../shared, so the repo
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -75,6 +76,18 @@ def _write_clip(path: Path, real: np.ndarray, fake: np.ndarray | None, seconds: 
             add_audio(out, audio, sound)
 
 
+@contextmanager
+def _one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def make_samples(out: Path) -> list[Path]:
     from ..faces.detect import FaceAnalyzer
 
@@ -105,12 +118,13 @@ def make_samples(out: Path) -> list[Path]:
 
     talk, other = _heldout_speech(2)
     write_audio(out / "real_speech.flac", talk, "flac", "flac")
-    converted = resynthesize("world_vc", other, np.random.default_rng(7))
+    with _one_torch_thread():  # a vocoder's sums depend on how many threads split them: the same voice in any process
+        converted = resynthesize("world_vc", other, np.random.default_rng(7))
+        try:
+            dub = resynthesize("hifigan", talk[: 5 * RATE], np.random.default_rng(8))
+        except RuntimeError:  # the HiFi-GAN wheel is a training extra: fall back to the WORLD vocoder
+            dub = resynthesize("world", talk[: 5 * RATE], np.random.default_rng(8))
     write_audio(out / "converted_voice.mp3", converted, "mp3", "libmp3lame", bit_rate=64_000)
-    try:
-        dub = resynthesize("hifigan", talk[: 5 * RATE], np.random.default_rng(8))
-    except RuntimeError:  # the HiFi-GAN wheel is a training extra: fall back to the WORLD vocoder
-        dub = resynthesize("world", talk[: 5 * RATE], np.random.default_rng(8))
     _write_clip(out / "dubbed_clip.mp4", first, None, sound=dub)
     notes = [0.25 * np.sin(2 * np.pi * hz * np.arange(RATE) / RATE) * np.hanning(RATE) for hz in (262, 330, 392, 523)]
     write_audio(out / "tone.wav", np.concatenate(notes).astype(np.float32), "wav", "pcm_s16le")
