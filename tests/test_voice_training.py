@@ -126,7 +126,7 @@ def test_voice_run_defaults_are_the_recipe():
     (["--frontend", "cqcc"], "unknown front end 'cqcc'; known: linear, mel, spec, linear_if, wave, phase"),
     (["--head", "svm"], "unknown head 'svm'; known: linear, oc"),
     (["--augment", "rawboost"], "unknown augmentation 'rawboost'; known: none, eq"),
-    (["--add", "piper"], "--add piper: not an optional generator; known: world_hnm"),
+    (["--add", "piper"], "--add piper: not an optional generator; known: world_hnm, hifigan_v1, kokoro"),
     (["--exclude", "wavenet"], f"unknown generator(s) wavenet; known: {', '.join(GENERATORS)}"),
     (["--ensemble", "--frontend", "wave"], "--ensemble trains the front ends linear and phase; leave out --frontend"),
     (["--eval-only", "--out", "{work}/none.safetensors"], "{work}/none.safetensors: no such weights file"),
