@@ -430,9 +430,10 @@ def main() -> None:
                                   f"f{''.join(map(str, args.folds))}.json")
         out.write_text(json.dumps(rows))
         print(tables(rows))
-    else:  # trained on four speaker folds of every system, calibrated on the fifth (fold 0: fit_fold's k + 1)
+    else:  # trained on four speaker folds of every system, calibrated on the fifth
         model, scorers = fit_fold(data, FOLDS - 1, (), recipe, args.device, skip_test_fold=False, init=args.init)
-        cal_fold, trained = 0, f"1-{FOLDS - 1}"
+        cal_fold = FOLDS % FOLDS  # fit_fold calibrates on the fold after the test fold
+        trained = ", ".join(str(f) for f in range(FOLDS) if f != cal_fold)
         scorer = scorers[True]  # shipped beside voice_phase.safetensors
         shipped = base
         meta = {"name": "voice", "version": args.version, "frontend": "linear", "width": 16, "window_s": 2.0,
