@@ -90,3 +90,48 @@ def test_training_clips_leave_out_the_test_and_calibration_folds_the_held_system
     assert shipped == {(s, f) for s in ("VCTK", "VITS", "own-world") for f in (1, 2, 3, 4)}
     with pytest.raises(SystemExit, match="own-piper"):
         data.without(["own-piper"])
+
+
+def test_torch_whisper_encoder_is_the_ctranslate2_encoder():
+    """The lab's trainable copy of Whisper tiny.en must compute what the shipped CTranslate2 model computes."""
+    from deepscreen.detectors.whisper_encoder import WhisperEncoder, log_mel, torch_encoder
+
+    x = _speechlike(3.0, seed=5)
+    mel = log_mel(x)
+    with torch.inference_mode():
+        ours = torch_encoder()(torch.from_numpy(mel[:, : mel.shape[1] // 2 * 2])[None])
+    reference = WhisperEncoder()(x)
+    assert len(ours) == 5 and ours[-1].shape[1:] == reference.shape == (150, 384)
+    a, b = ours[-1][0].numpy(), reference
+    assert np.abs(a - b).max() < 1e-3
+    assert np.abs(ours[2][0].numpy() - b).mean() > 0.1  # a middle layer is not the output
+
+
+def test_whisper_head_learns_from_sequences_and_scores_the_scanner_windows(tmp_path):
+    from deepscreen.training.voice_finetune import Recipe, save_frames
+    from deepscreen.training.voice_whisper_seq import (WHISPER_FILE, Sequences, head_logits, save_sequences,
+                                                       train_head)
+
+    rng = np.random.default_rng(0)
+    rows, seqs = [], []
+    for n in range(40):
+        fake = n % 2 == 1
+        frames = 60 + 37 * (n % 5)  # some clips shorter than a 100-frame window
+        seq = rng.standard_normal((3, frames, 384)).astype(np.float16)
+        if fake:  # a machine's trace: a slow drift in a few channels, invisible in any single frame's scale
+            seq[:, :, :8] += np.sin(np.arange(frames) / 3.0)[None, :, None].astype(np.float16)
+        rows.append({"label": "fake" if fake else "real", "system": "S" if fake else "R", "fold": n % 5,
+                     "variant": "clean", "starts": [0, 100, 200][: 1 + 2 * frames // 200], "frames": 2 * frames})
+        seqs.append(seq)
+    save_frames(tmp_path / "voice_frames.npz", [np.zeros((2 * s.shape[1], 80), np.uint8) for s in seqs], rows)
+    save_sequences(tmp_path / WHISPER_FILE, seqs, (1, 2, 4))
+    data = Sequences(tmp_path, 2)
+    model = train_head(data, data.fold != 0, Recipe(steps=80, batch=16, lr=3e-3))
+    held = np.flatnonzero(data.fold == 0)
+    logits = head_logits(model, data, held)
+    assert [len(z) for z in logits] == [len(rows[i]["starts"]) for i in held]
+    fake_mean = np.mean([z.mean() for i, z in zip(held, logits) if data.label[i]])
+    real_mean = np.mean([z.mean() for i, z in zip(held, logits) if not data.label[i]])
+    assert fake_mean > real_mean + 1.0
+    with pytest.raises(SystemExit, match="layers"):
+        Sequences(tmp_path, 3)

@@ -77,3 +77,110 @@ def pooled(features: np.ndarray, spans_s: list[tuple[float, float]]) -> np.ndarr
         f = features[int(a * FRAMES_PER_S): max(int(a * FRAMES_PER_S) + 1, int(b * FRAMES_PER_S))]
         rows.append(np.r_[f.mean(0), f.std(0)])
     return np.asarray(rows, np.float32).reshape(len(spans_s), 2 * DIM)
+
+
+# ---------------------------------------------------------------- the same encoder in PyTorch (layer outputs)
+# CTranslate2 returns only the last layer. Detectors of synthetic speech on pretrained encoders find the middle
+# layers as telling as the top one, and tuning the top layers needs gradients: so the encoder is rebuilt from
+# the same `model.bin` (its format: ../shared/MODELS.md section 11) as a small torch module.
+
+
+def read_ct2(path: Path, prefix: str = "encoder/") -> dict[str, np.ndarray]:
+    """The variables of a CTranslate2 `model.bin` whose names start with `prefix`, as float32 arrays."""
+    import struct
+
+    data = path.read_bytes()
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        out = struct.unpack_from(fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return out
+
+    def string() -> str:
+        nonlocal pos
+        (n,) = take("<H")
+        s = data[pos:pos + n].rstrip(b"\0").decode()
+        pos += n
+        return s
+
+    take("<I")  # format version
+    string()  # spec name
+    take("<I")  # revision
+    (count,) = take("<I")
+    dtypes = {0: np.float32, 4: np.float16, 1: np.int8, 2: np.int16, 3: np.int32, 5: np.float16}
+    out = {}
+    for _ in range(count):
+        name = string()
+        (rank,) = take("<B")
+        dims = take(f"<{rank}I") if rank else ()
+        (dtype,) = take("<B")
+        (nbytes,) = take("<I")
+        raw = data[pos:pos + nbytes]
+        pos += nbytes
+        if name.startswith(prefix):
+            out[name[len(prefix):]] = np.frombuffer(raw, dtypes[dtype]).reshape(dims).astype(np.float32)
+    return out
+
+
+def torch_encoder(heads: int = 6):
+    """Whisper tiny.en's encoder as a torch module: `module(log_mel (B, 80, T)) -> list of (B, T/2, 384)`, the
+    input to the first block, then every block's output (the last after the final layer norm)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    w = {k: torch.from_numpy(v.copy()) for k, v in read_ct2(weights_folder() / "model.bin").items()}
+
+    class LN(nn.LayerNorm):
+        def __init__(self, key: str):
+            super().__init__(DIM)
+            self.weight.data, self.bias.data = w[f"{key}/gamma"], w[f"{key}/beta"]
+
+    def linear(key: str) -> nn.Linear:
+        out, inp = w[f"{key}/weight"].shape
+        lin = nn.Linear(inp, out)
+        lin.weight.data, lin.bias.data = w[f"{key}/weight"], w.get(f"{key}/bias", torch.zeros(out))
+        return lin
+
+    class Block(nn.Module):
+        def __init__(self, i: int):
+            super().__init__()
+            key = f"layer_{i}"
+            self.ln1, self.qkv, self.proj = (LN(f"{key}/self_attention/layer_norm"),
+                                             linear(f"{key}/self_attention/linear_0"),
+                                             linear(f"{key}/self_attention/linear_1"))
+            self.ln2, self.fc1, self.fc2 = (LN(f"{key}/ffn/layer_norm"), linear(f"{key}/ffn/linear_0"),
+                                            linear(f"{key}/ffn/linear_1"))
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, heads, DIM // heads).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, DIM)
+            x = x + self.proj(a)
+            return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv1d(80, DIM, 3, padding=1)
+            self.conv2 = nn.Conv1d(DIM, DIM, 3, stride=2, padding=1)
+            for name, conv in (("conv1", self.conv1), ("conv2", self.conv2)):
+                conv.weight.data, conv.bias.data = w[f"{name}/weight"], w[f"{name}/bias"]
+            self.register_buffer("positions", w["position_encodings/encodings"])
+            n = 1 + max(int(k.split("/")[0].split("_")[1]) for k in w if k.split("/")[0][6:].isdigit() and k.startswith("layer_"))
+            self.blocks = nn.ModuleList(Block(i) for i in range(n))
+            self.ln = LN("layer_norm")
+
+        def forward(self, mel):
+            x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
+            x = x + self.positions[: x.shape[1]]
+            outs = [x]
+            for block in self.blocks:
+                x = block(x)
+                outs.append(x)
+            outs[-1] = self.ln(x)
+            return outs
+
+    return Encoder().eval()

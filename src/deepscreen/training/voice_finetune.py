@@ -111,28 +111,37 @@ def scanner_spans(x: np.ndarray, finder) -> list[tuple[int, int]]:
     return speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), 2 * RATE))]
 
 
-def build(work: Path, log=print, own: tuple = OWN_SYSTEMS) -> Path:
+def build(work: Path, log=print, own: tuple = OWN_SYSTEMS, whisper: bool = False) -> Path:
     """Every dev clip as recorded and through one random channel, and LibriSpeech train-clean utterances with
     their Griffin-Lim and WORLD copies through random channels (the v1.2 training families, so the network does
-    not forget them), as coded frames. One npz, resumable only as a whole (a few minutes)."""
+    not forget them), as coded frames. One npz, resumable only as a whole (a few minutes). With `whisper`, the
+    same clips' Whisper encoder frames too (`whisper_frames.npz`, voice_whisper_seq.py); a missing file is made by
+    running the whole build again (every clip's channel and copies are seeded by its name, so the clips are the
+    same ones)."""
     from ..detectors.voice import PHASE_WEIGHTS, cut_windows
     from ..detectors.voicenet import Branch, calibrated_logits
     from ..media.audio import read_audio
     from ..media.speech import SpeechFinder
     from ..synthesis.voice import degrade, resynthesize
     from .voice_whisper import fold_of, speaker_group
+    from .voice_whisper_seq import WHISPER_FILE, WhisperLayers, save_sequences
 
     path = work / "voice_frames.npz"
-    if path.exists():
+    whisper_path = work / WHISPER_FILE
+    if path.exists() and (whisper_path.exists() or not whisper):
         return path
     work.mkdir(parents=True, exist_ok=True)
     finder = SpeechFinder()
     phase = Branch.load(MODELS_DIR / PHASE_WEIGHTS)
-    codes, rows = [], []
+    codes, rows, sequences = [], [], []
+    encoder = WhisperLayers() if whisper else None
 
-    def add(frames, **row):
+    def add(x, **row):
+        frames = log_frames(x)
         codes.append(encode(frames))
         rows.append(row | {"frames": len(frames)})
+        if encoder is not None:
+            sequences.append(encoder(x))
 
     with open(DEV_DIR / "manifest.csv", newline="") as f:
         dev = list(csv.DictReader(f))
@@ -145,9 +154,8 @@ def build(work: Path, log=print, own: tuple = OWN_SYSTEMS) -> Path:
         spans = scanner_spans(x, finder)
         # the shipped phase branch's calibrated window log-odds: it is not trained here, so it is scored once
         phase_z = calibrated_logits([phase], cut_windows(x, spans))[0]
-        add(log_frames(x), variant="clean", starts=[round(a / HOP) for a, _ in spans],
-            phase=phase_z.round(4).tolist(), **base)
-        add(log_frames(degrade(x, rng)), variant="channel", starts=[], **base)
+        add(x, variant="clean", starts=[round(a / HOP) for a, _ in spans], phase=phase_z.round(4).tolist(), **base)
+        add(degrade(x, rng), variant="channel", starts=[], **base)
         if i % 50 == 0:
             log(f"{time.time() - started:6.0f}s dev {i}/{len(dev)}")
     with open(LIBRI_DIR / "manifest.csv", newline="") as f:
@@ -156,16 +164,19 @@ def build(work: Path, log=print, own: tuple = OWN_SYSTEMS) -> Path:
         x = read_audio(LIBRI_DIR / r["path"]).samples[: int(OWN_MAX_S * RATE)]
         rng = np.random.default_rng(zlib.crc32(r["path"].encode()))
         fold = fold_of(f"libri:{r['speaker']}")
-        add(log_frames(degrade(x, rng)), label="real", system="LibriSpeech", fold=fold, clip=r["path"],
-            variant="channel", starts=[])
+        add(degrade(x, rng), label="real", system="LibriSpeech", fold=fold, clip=r["path"], variant="channel",
+            starts=[])
         for system, generator, every in own:
             if i % every == 0:
-                add(log_frames(degrade(resynthesize(generator, x, rng), rng)), label="fake", system=system,
-                    fold=fold, clip=r["path"], variant="channel", starts=[])
+                add(degrade(resynthesize(generator, x, rng), rng), label="fake", system=system, fold=fold,
+                    clip=r["path"], variant="channel", starts=[])
         if i % 50 == 0:
             log(f"{time.time() - started:6.0f}s LibriSpeech {i}/{len(libri)}")
     save_frames(path, codes, rows)
     log(f"{path}: {len(rows)} clips, {sum(map(len, codes))} frames, {path.stat().st_size / 1e6:.1f} MB")
+    if encoder is not None:
+        save_sequences(whisper_path, sequences, encoder.layers)
+        log(f"{whisper_path}: layers {encoder.layers}, {whisper_path.stat().st_size / 1e6:.1f} MB")
     return path
 
 
@@ -297,17 +308,31 @@ def training_clips(data: Frames, k: int, held: tuple[str, ...], skip_test_fold: 
     return ((data.fold != k) | (not skip_test_fold)) & (data.fold != (k + 1) % FOLDS) & keep
 
 
+@dataclass(frozen=True)
+class Learner:
+    """What the held-out protocol needs of a model: how to train one on the allowed clips, and its raw window
+    logits on the scanner's windows of clips. The filterbank network is the default; voice_whisper_seq.py gives
+    a back end on Whisper encoder frames."""
+
+    train: object = train_model
+    logits: object = window_logits
+
+
+FILTERBANK = Learner()
+
+
 def fit_fold(data: Frames, k: int, held: tuple[str, ...], recipe: Recipe, device: str,
-             skip_test_fold: bool = True, init: Path = MODELS_DIR / "voice.safetensors"):
+             skip_test_fold: bool = True, init: Path = MODELS_DIR / "voice.safetensors",
+             learner: Learner = FILTERBANK):
     """A model trained outside folds k and k+1 (and without the `held` systems), calibrated on fold k+1; its scorers
     with and without the phase branch. The window calibration is fitted at even odds (the branches are compared
     per window on one scale, as the shipped ones are), the recording calibration at PRIOR. With `skip_test_fold`
     False it also trains on fold k (the shipped model: nothing is left to test on)."""
     cal_fold = (k + 1) % FOLDS
     keep_system = ~np.isin(data.system, list(held))
-    model = train_model(data, training_clips(data, k, held, skip_test_fold), recipe, device, init)
+    model = learner.train(data, training_clips(data, k, held, skip_test_fold), recipe, device, init)
     cal = np.flatnonzero((data.fold == cal_fold) & keep_system & (data.variant == "clean"))
-    y, logits = data.label[cal].astype(float), window_logits(model, data, cal, device)
+    y, logits = data.label[cal].astype(float), learner.logits(model, data, cal, device)
     scorers = {}
     for with_phase in (False, True):
         window = calibration(y, Scorer((1.0, 0.0), (1.0, 0.0), False).raw(data, cal, logits), prior=0.5)
@@ -326,7 +351,8 @@ def held_out_groups(systems: list[str], groups: int) -> list[tuple[str, ...]]:
 
 
 def leave_one_system_out(data: Frames, recipe: Recipe, device: str = "cpu", folds=range(FOLDS), groups: int = 0,
-                         init: Path = MODELS_DIR / "voice.safetensors", log=print) -> list[dict]:
+                         init: Path = MODELS_DIR / "voice.safetensors", log=print,
+                         learner: Learner = FILTERBANK) -> list[dict]:
     """One row per as-recorded dev clip of `folds`: its label, source and held-out calibrated log-odds, without
     (`z`) and with (`zp`) the phase branch (and, for every system's AUC, the fold's real clips as the model that
     held that system out sees them). Folds are independent: they can run in parallel processes and their rows be
@@ -336,21 +362,21 @@ def leave_one_system_out(data: Frames, recipe: Recipe, device: str = "cpu", fold
     started = time.time()
 
     def score(model, scorers, clips, **row):
-        logits = window_logits(model, data, clips, device)
+        logits = learner.logits(model, data, clips, device)
         z, zp = scorers[False](data, clips, logits), scorers[True](data, clips, logits)
         for i, a, b in zip(clips, z, zp):
             out.append({"i": int(i), "system": row.get("system") or str(data.system[i]), "fake": row["fake"],
                         "z": float(a), "zp": float(b)} | ({"against": row["against"]} if "against" in row else {}))
 
     for k in folds:
-        model, scorers = fit_fold(data, k, (), recipe, device, init=init)
+        model, scorers = fit_fold(data, k, (), recipe, device, init=init, learner=learner)
         real = dev[(data.fold[dev] == k) & ~data.label[dev]]
         score(model, scorers, real, fake=False)
         log(f"{time.time() - started:6.0f}s fold {k}: real scored by the all-systems model")
         for held in held_out_groups(data.dev_systems(), groups):
             if not any(((data.fold[dev] == k) & (data.system[dev] == s)).any() for s in held):
                 continue
-            model, scorers = fit_fold(data, k, held, recipe, device, init=init)
+            model, scorers = fit_fold(data, k, held, recipe, device, init=init, learner=learner)
             for s in held:
                 fakes = dev[(data.fold[dev] == k) & (data.system[dev] == s)]
                 if len(fakes):
@@ -403,6 +429,8 @@ def main() -> None:
                     help="hold systems out in this many round-robin sets (0: one system at a time)")
     ap.add_argument("--candidates", action="store_true",
                     help="build: make the candidate families too (HiFi-GAN V1 copies, Kokoro TTS)")
+    ap.add_argument("--whisper", action="store_true",
+                    help="build: keep the clips' Whisper encoder frames too (voice_whisper_seq.py)")
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM",
                     help="own families in the build that no model trains on (e.g. own-hifigan-v1)")
     ap.add_argument("--steps", type=int, default=Recipe.steps)
@@ -416,7 +444,7 @@ def main() -> None:
         return
     work = args.work[0]
     if args.action == "build":
-        build(work, own=OWN_SYSTEMS + (CANDIDATE_SYSTEMS if args.candidates else ()))
+        build(work, own=OWN_SYSTEMS + (CANDIDATE_SYSTEMS if args.candidates else ()), whisper=args.whisper)
         return
     _, base = load_weights(args.init)
     if "voice_finetune" in base.get("trained_on", ""):  # its held-out numbers would come from a model that saw them

@@ -1,0 +1,202 @@
+"""Voice detector on Whisper encoder frames (lab side): a small trained back end on the frame sequence of frozen
+Whisper tiny.en layers, measured by the same held-out protocol as the filterbank network (voice_finetune.py).
+
+    python -m deepscreen.training.voice_finetune build WORK --whisper [--candidates]   # both front ends' frames
+    python -m deepscreen.training.voice_whisper_seq loso WORK --layer 2 --groups 3      # held-out table
+    python -m deepscreen.training.voice_whisper_seq fuse A.json B.json                   # two models' rows joined
+
+Why: a pooled linear probe on Whisper's last layer learnt corpora as much as synthesis (a third of real speech
+flagged, models/voice_history.md). Kawa et al. (Interspeech 2023) put a trained network on the encoder's frame
+sequence instead; detectors on pretrained speech encoders also find middle layers as telling as the top one, so
+the build keeps several layers and the back end is run on each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .voice_finetune import FOLDS, Frames, Learner, Recipe, leave_one_system_out, tables
+
+WHISPER_FILE = "whisper_frames.npz"
+LAYERS = (1, 2, 4)  # of tiny.en's 4 blocks (4: the encoder's output, after its final layer norm)
+WINDOW = 100  # encoder frames of a 2-s window (50 per second)
+CHUNK = 30 * 16_000  # Whisper's context
+
+
+class WhisperLayers:
+    """`layers(samples)` -> (len(LAYERS), frames, 384) float16: the chosen blocks' outputs over a clip (encoded in
+    30-s chunks, each with its own log-mel normalisation, as Whisper does)."""
+
+    def __init__(self, layers: tuple[int, ...] = LAYERS):
+        from ..detectors.whisper_encoder import torch_encoder
+
+        self.layers = layers
+        self.encoder = torch_encoder()
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        from ..detectors.whisper_encoder import log_mel
+
+        parts = []
+        for start in range(0, max(len(samples), 1), CHUNK):
+            chunk = samples[start:start + CHUNK]
+            if len(chunk) < 640:
+                break
+            mel = log_mel(chunk)
+            mel = mel[:, : mel.shape[1] - mel.shape[1] % 2]
+            with torch.inference_mode():
+                outs = self.encoder(torch.from_numpy(mel)[None])
+            parts.append(torch.stack([outs[k][0] for k in self.layers]).numpy().astype(np.float16))
+        if not parts:
+            return np.zeros((len(self.layers), 1, 384), np.float16)
+        return np.concatenate(parts, axis=1)
+
+
+def save_sequences(path: Path, sequences: list[np.ndarray], layers: tuple[int, ...]) -> None:
+    offsets = np.concatenate([[0], np.cumsum([s.shape[1] for s in sequences])])
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, frames=np.concatenate(sequences, axis=1), offsets=offsets, layers=np.array(layers))
+    tmp.replace(path)
+
+
+class Sequences(Frames):
+    """The filterbank build's clips and rows, with one Whisper layer's frames as each clip's features."""
+
+    def __init__(self, work: Path, layer: int):
+        super().__init__(work / "voice_frames.npz")
+        z = np.load(work / WHISPER_FILE)
+        layers = list(z["layers"])
+        if layer not in layers:
+            raise SystemExit(f"--layer {layer}: the build kept layers {layers}")
+        self.seq = z["frames"][layers.index(layer)]
+        self.seq_offsets = z["offsets"]
+        if len(self.seq_offsets) != len(self.rows) + 1:
+            raise SystemExit(f"{work}: the two builds hold different clips; build again")
+
+    def sequence(self, i: int) -> np.ndarray:
+        s = self.seq[self.seq_offsets[i]:self.seq_offsets[i + 1]]
+        return s if len(s) >= WINDOW else np.resize(s, (WINDOW, s.shape[1]))  # short clips repeat themselves
+
+
+class SeqHead(nn.Module):
+    """(B, T, 384) encoder frames -> (B,) logits: a projection, two temporal convolutions and attentive mean and
+    standard deviation pooling (a speaker-verification style head, small enough to train many times on a CPU)."""
+
+    def __init__(self, dim: int = 384, width: int = 96):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, width)
+        self.convs = nn.Sequential(nn.Conv1d(width, width, 5, padding=2), nn.GELU(),
+                                   nn.Conv1d(width, width, 5, padding=2), nn.GELU())
+        self.attend = nn.Conv1d(width, 1, 1)
+        self.drop = nn.Dropout(0.3)
+        self.out = nn.Linear(2 * width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.gelu(self.proj(self.norm(x))).transpose(1, 2)
+        h = h + self.convs(h)
+        a = torch.softmax(self.attend(h), dim=2)
+        mean = (h * a).sum(2)
+        std = ((h - mean[..., None]) ** 2 * a).sum(2).clamp_min(1e-6).sqrt()
+        return self.out(self.drop(torch.cat([mean, std], 1)))[:, 0]
+
+
+def _windows(data: Sequences, i: int, starts: np.ndarray) -> np.ndarray:
+    s = data.sequence(i)
+    starts = np.minimum(np.asarray(starts), len(s) - WINDOW)
+    return s[starts[:, None] + np.arange(WINDOW)[None]]
+
+
+def train_head(data: Sequences, allowed: np.ndarray, recipe: Recipe, device: str = "cpu", init=None) -> SeqHead:
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    model = SeqHead().to(device).train()
+    groups = {}
+    for i in np.flatnonzero(allowed):  # every source (corpus or system) equally often, half real, half fake
+        groups.setdefault((bool(data.label[i]), str(data.system[i])), []).append(i)
+    by_label = {lab: [g for k, g in groups.items() if k[0] == lab] for lab in (False, True)}
+    opt = torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=recipe.steps, pct_start=0.1)
+    loss_fn = nn.BCEWithLogitsLoss()
+    for _ in range(recipe.steps):
+        xs, ys = [], []
+        for lab in (False, True):
+            for _ in range(recipe.batch // 2):
+                g = by_label[lab][rng.integers(len(by_label[lab]))]
+                i = g[rng.integers(len(g))]
+                n = len(data.sequence(i))
+                xs.append(_windows(data, i, np.array([rng.integers(max(1, n - WINDOW + 1))]))[0])
+                ys.append(float(lab))
+        x = torch.from_numpy(np.stack(xs).astype(np.float32)).to(device)
+        loss = loss_fn(model(x), torch.tensor(ys, device=device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+def head_logits(model: SeqHead, data: Sequences, clips: np.ndarray, device: str = "cpu") -> list[np.ndarray]:
+    """Raw logits of the scanner's windows (their 100-per-second starts halved) of each as-recorded clip."""
+    out = []
+    with torch.inference_mode():
+        for i in clips:
+            w = _windows(data, i, np.array(data.rows[i]["starts"]) // 2)
+            out.append(model(torch.from_numpy(w.astype(np.float32)).to(device)).cpu().numpy().astype(np.float64))
+    return out
+
+
+WHISPER_HEAD = Learner(train=train_head, logits=head_logits)
+
+
+def fuse(files: list[Path]) -> list[dict]:
+    """Rows of two held-out runs over the same build, joined clip by clip: the mean of their calibrated log-odds
+    (each run's rows scored by models that held out the same systems and folds)."""
+    runs = [json.loads(Path(f).read_text()) for f in files]
+
+    def keyed(rows):
+        return {(r["i"], r["system"], r.get("against"), r["fake"]): r for r in rows}
+
+    first, *rest = [keyed(r) for r in runs]
+    out = []
+    for k, r in first.items():
+        others = [o.get(k) for o in rest]
+        if any(o is None for o in others):
+            raise SystemExit(f"{files}: the runs do not hold the same clips (held-out groups and folds must match)")
+        out.append(r | {key: float(np.mean([r[key]] + [o[key] for o in others])) for key in ("z", "zp")})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=("loso", "fuse"))
+    ap.add_argument("work", type=Path, nargs="+", help="loso: the build folder; fuse: held-out rows (.json)")
+    ap.add_argument("--layer", type=int, default=2)
+    ap.add_argument("--folds", type=int, nargs="*", default=list(range(FOLDS)))
+    ap.add_argument("--groups", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if args.action == "fuse":
+        print(tables(fuse(args.work)))
+        return
+    work = args.work[0]
+    data = Sequences(work, args.layer).without(args.without)
+    recipe = Recipe(steps=args.steps, lr=args.lr)
+    rows = leave_one_system_out(data, recipe, folds=args.folds, groups=args.groups, learner=WHISPER_HEAD)
+    without = "".join(f"_no-{w}" for w in args.without)
+    out = args.out or work / f"seq_l{args.layer}_{args.steps}_{args.lr:g}_g{args.groups}{without}_" \
+                             f"f{''.join(map(str, args.folds))}.json"
+    out.write_text(json.dumps(rows))
+    print(tables(rows))
+
+
+if __name__ == "__main__":
+    main()
