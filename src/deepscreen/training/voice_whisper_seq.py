@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .voice_finetune import FOLDS, Frames, Learner, Recipe, leave_one_system_out, tables
+from .voice_finetune import FOLDS, Frames, Learner, Recipe, held_out_groups, leave_one_system_out, tables
 
 WHISPER_FILE = "whisper_frames.npz"
 LAYERS = (1, 2, 4)  # of tiny.en's 4 blocks (4: the encoder's output, after its final layer norm)
@@ -172,9 +172,56 @@ def fuse(files: list[Path]) -> list[dict]:
     return out
 
 
+def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> np.ndarray:
+    """Weights (with the intercept last) of a logistic regression by Newton's method, a small ridge for stability."""
+    x = np.c_[x, np.ones(len(x))]
+    w = np.zeros(x.shape[1])
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-x @ w))
+        grad = x.T @ (p - y) + l2 * np.r_[w[:-1], 0]
+        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
+        w -= np.linalg.solve(hess, grad)
+    return w
+
+
+def stack(files: list[Path], folds: np.ndarray, groups: list[tuple[str, ...]], prior: float = 0.1) -> list[dict]:
+    """Two or more held-out runs' rows fused by a logistic regression of their log-odds, cross-fitted so that it
+    stays held out: a row of fold k (scored by models that held out the set of systems G) is fused by weights
+    fitted on the other folds' rows without G's clips, the intercept moved to `prior` as each branch's is. Only
+    the fusion weights are learnt from other speakers' held-out scores; nothing of fold k or of G reaches them."""
+    runs = [{(r["i"], r["system"], r.get("against"), r["fake"]): r for r in json.loads(Path(f).read_text())}
+            for f in files]
+    keys = list(runs[0])
+    if any(set(run) != set(keys) for run in runs[1:]):
+        raise SystemExit(f"{files}: the runs do not hold the same clips (held-out groups and folds must match)")
+    out = []
+    for key_name in ("z", "zp"):
+        x = np.array([[run[k][key_name] for run in runs] for k in keys])
+        y = np.array([float(k[3]) for k in keys])
+        fold = np.array([folds[k[0]] for k in keys])
+        system = np.array([k[1] for k in keys])
+        plain = np.array([k[2] is None for k in keys])  # each clip once: real rows of the all-systems model
+        fused = np.zeros(len(keys))
+        cache = {}
+        for n, k in enumerate(keys):
+            held = next((g for g in groups if (k[2] or (k[1] if k[3] else None)) in g), ())
+            if (fold[n], held) not in cache:
+                use = (fold != fold[n]) & plain & ~np.isin(system, list(held))
+                w = logistic(x[use], y[use])
+                pos = y[use].mean()
+                w[-1] += np.log(prior / (1 - prior)) - np.log(pos / (1 - pos))
+                cache[(fold[n], held)] = w
+            fused[n] = x[n] @ cache[(fold[n], held)][:-1] + cache[(fold[n], held)][-1]
+        for n, k in enumerate(keys):
+            if key_name == "z":
+                out.append(dict(runs[0][k]))
+            out[n][key_name] = float(fused[n])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=("loso", "fuse"))
+    ap.add_argument("action", choices=("loso", "fuse", "stack"))
     ap.add_argument("work", type=Path, nargs="+", help="loso: the build folder; fuse: held-out rows (.json)")
     ap.add_argument("--layer", type=int, default=2)
     ap.add_argument("--folds", type=int, nargs="*", default=list(range(FOLDS)))
@@ -183,9 +230,14 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--build", type=Path, default=Path(".cache/vft"), help="stack: the build the runs scored")
     args = ap.parse_args()
     if args.action == "fuse":
         print(tables(fuse(args.work)))
+        return
+    if args.action == "stack":  # the build folder is read for the clips' folds: pass --build
+        data = Frames(args.build / "voice_frames.npz")
+        print(tables(stack(args.work, data.fold, held_out_groups(data.dev_systems(), args.groups))))
         return
     work = args.work[0]
     data = Sequences(work, args.layer).without(args.without)
