@@ -228,6 +228,7 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=3)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=Recipe.seed, help="training seed (runs of several seeds tell a gain from noise)")
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--build", type=Path, default=Path(".cache/vft"), help="stack: the build the runs scored")
@@ -241,7 +242,7 @@ def main() -> None:
         return
     work = args.work[0]
     data = Sequences(work, args.layer).without(args.without)
-    recipe = Recipe(steps=args.steps, lr=args.lr)
+    recipe = Recipe(steps=args.steps, lr=args.lr, seed=args.seed)
     rows = leave_one_system_out(data, recipe, folds=args.folds, groups=args.groups, learner=WHISPER_HEAD)
     without = "".join(f"_no-{w}" for w in args.without)
     out = args.out or work / f"seq_l{args.layer}_{args.steps}_{args.lr:g}_g{args.groups}{without}_" \
