@@ -217,21 +217,30 @@ class Frames:
         return sorted(s for s in set(self.system[self.label]) if not s.startswith("own-"))
 
 
-def _sampler(data: Frames, allowed: np.ndarray, rng: np.random.Generator):
-    """Balanced batches: half real, half fake; within each, every source (corpus or system) equally often, so
-    the 30 YourTTS clips do not outweigh the 6 StyleTTS ones."""
+def balanced_clips(data: Frames, allowed: np.ndarray, rng: np.random.Generator):
+    """`pick(label)` -> a clip index of that label, every source (corpus or system) equally often, so the 30
+    YourTTS clips do not outweigh the 6 StyleTTS ones. Batches are half real, half fake."""
     groups = {}
     for i in np.flatnonzero(allowed):
         groups.setdefault((bool(data.label[i]), str(data.system[i])), []).append(i)
     by_label = {lab: [g for k, g in groups.items() if k[0] == lab] for lab in (False, True)}
 
+    def pick(label: bool) -> int:
+        g = by_label[label][rng.integers(len(by_label[label]))]
+        return g[rng.integers(len(g))]
+
+    return pick
+
+
+def _sampler(data: Frames, allowed: np.ndarray, rng: np.random.Generator):
+    """Balanced batches of random 2-s windows (`balanced_clips`)."""
+    pick = balanced_clips(data, allowed, rng)
+
     def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         windows, ys = [], []
         for lab in (False, True):
             for _ in range(n // 2):
-                g = by_label[lab][rng.integers(len(by_label[lab]))]
-                i = g[rng.integers(len(g))]
-                codes = data.clip(i)
+                codes = data.clip(pick(lab))
                 start = rng.integers(max(1, len(codes) - WINDOW_FRAMES + 1))
                 windows.append(pad_to_window(codes)[start:start + WINDOW_FRAMES])
                 ys.append(float(lab))

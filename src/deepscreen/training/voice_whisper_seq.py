@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .voice_finetune import FOLDS, Frames, Learner, Recipe, held_out_groups, leave_one_system_out, tables
+from .voice_finetune import FOLDS, Frames, balanced_clips, Learner, Recipe, held_out_groups, leave_one_system_out, tables
 
 WHISPER_FILE = "whisper_frames.npz"
 LAYERS = (1, 2, 4)  # of tiny.en's 4 blocks (4: the encoder's output, after its final layer norm)
@@ -116,10 +116,7 @@ def train_head(data: Sequences, allowed: np.ndarray, recipe: Recipe, device: str
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     model = SeqHead().to(device).train()
-    groups = {}
-    for i in np.flatnonzero(allowed):  # every source (corpus or system) equally often, half real, half fake
-        groups.setdefault((bool(data.label[i]), str(data.system[i])), []).append(i)
-    by_label = {lab: [g for k, g in groups.items() if k[0] == lab] for lab in (False, True)}
+    pick = balanced_clips(data, allowed, rng)  # half real, half fake, every source equally often
     opt = torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=recipe.steps, pct_start=0.1)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -127,8 +124,7 @@ def train_head(data: Sequences, allowed: np.ndarray, recipe: Recipe, device: str
         xs, ys = [], []
         for lab in (False, True):
             for _ in range(recipe.batch // 2):
-                g = by_label[lab][rng.integers(len(by_label[lab]))]
-                i = g[rng.integers(len(g))]
+                i = pick(lab)
                 n = len(data.sequence(i))
                 xs.append(_windows(data, i, np.array([rng.integers(max(1, n - WINDOW + 1))]))[0])
                 ys.append(float(lab))
