@@ -444,7 +444,8 @@ def main() -> None:
                     help="own families in the build that no model trains on (e.g. own-hifigan-v1)")
     ap.add_argument("--steps", type=int, default=Recipe.steps)
     ap.add_argument("--lr", type=float, default=Recipe.lr)
-    ap.add_argument("--seed", type=int, default=Recipe.seed, help="training seed (runs of several seeds tell a gain from noise)")
+    ap.add_argument("--seed", type=int, default=Recipe.seed,
+                    help="training seed (runs of several seeds tell a gain from noise)")
     ap.add_argument("--out", type=Path, help="where to write the held-out rows (loso) or the network (ship)")
     ap.add_argument("--version", default="1.4", help="the shipped network's version (ship)")
     args = ap.parse_args()

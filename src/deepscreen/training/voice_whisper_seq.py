@@ -3,7 +3,8 @@ Whisper tiny.en layers, measured by the same held-out protocol as the filterbank
 
     python -m deepscreen.training.voice_finetune build WORK --whisper [--candidates]   # both front ends' frames
     python -m deepscreen.training.voice_whisper_seq loso WORK --layer 2 --groups 3      # held-out table
-    python -m deepscreen.training.voice_whisper_seq fuse A.json B.json                   # two models' rows joined
+    python -m deepscreen.training.voice_whisper_seq fuse A.json B.json                   # mean of two runs' log-odds
+    python -m deepscreen.training.voice_whisper_seq stack A.json B.json --build WORK     # fused, cross-fitted
 
 Why: a pooled linear probe on Whisper's last layer learnt corpora as much as synthesis (a third of real speech
 flagged, models/voice_history.md). Kawa et al. (Interspeech 2023) put a trained network on the encoder's frame
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .voice_finetune import FOLDS, Frames, balanced_clips, Learner, Recipe, held_out_groups, leave_one_system_out, tables
+from .voice_finetune import (FOLDS, Frames, Learner, Recipe, balanced_clips, held_out_groups, leave_one_system_out,
+                             tables)
 
 WHISPER_FILE = "whisper_frames.npz"
 LAYERS = (1, 2, 4)  # of tiny.en's 4 blocks (4: the encoder's output, after its final layer norm)
@@ -224,7 +226,8 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=3)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=Recipe.seed, help="training seed (runs of several seeds tell a gain from noise)")
+    ap.add_argument("--seed", type=int, default=Recipe.seed,
+                    help="training seed (runs of several seeds tell a gain from noise)")
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--build", type=Path, default=Path(".cache/vft"), help="stack: the build the runs scored")
