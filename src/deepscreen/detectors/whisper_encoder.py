@@ -169,7 +169,8 @@ def torch_encoder(heads: int = 6):
             for name, conv in (("conv1", self.conv1), ("conv2", self.conv2)):
                 conv.weight.data, conv.bias.data = w[f"{name}/weight"], w[f"{name}/bias"]
             self.register_buffer("positions", w["position_encodings/encodings"])
-            n = 1 + max(int(k.split("/")[0].split("_")[1]) for k in w if k.split("/")[0][6:].isdigit() and k.startswith("layer_"))
+            tops = {k.split("/")[0] for k in w}  # layer_0 .. layer_{n-1}, and the final layer_norm
+            n = 1 + max(int(t[6:]) for t in tops if t.startswith("layer_") and t[6:].isdigit())
             self.blocks = nn.ModuleList(Block(i) for i in range(n))
             self.ln = LN("layer_norm")
 
