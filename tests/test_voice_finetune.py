@@ -43,6 +43,7 @@ def test_held_out_scores_are_the_scanners_scores(tmp_path):
     from deepscreen.config import MODELS_DIR
     from deepscreen.detectors.voice import PHASE_WEIGHTS, VoiceDetector, cut_windows, speech_windows
     from deepscreen.detectors.voicenet import Branch, calibrated_logits, load_weights, save_weights
+    from deepscreen.fusion import utterance_logit
     from deepscreen.media.speech import SpeechSegment
     from deepscreen.training.voice_finetune import Frames, Scorer, save_frames, window_logits
 
@@ -67,7 +68,9 @@ def test_held_out_scores_are_the_scanners_scores(tmp_path):
                                                           "recording_platt": list(recording)})
     said = {}
     for with_phase in (False, True):
-        ours = said[with_phase] = Scorer(window, recording, with_phase)(data, np.array([0]), [z])[0]
+        scorer = Scorer(window, recording, with_phase)
+        ours = said[with_phase] = scorer(data, np.array([0]), [z])[0]
+        assert abs(utterance_logit(scorer.windows(data, np.array([0]), [z])[0]) - ours) < 1e-9
         detector = VoiceDetector(weights=tmp_path / "voice.safetensors",
                                  phase_weights=(MODELS_DIR / PHASE_WEIGHTS) if with_phase else None)
         p = detector.analyse(x, segments).probability
@@ -171,3 +174,25 @@ def test_stacked_fusion_is_cross_fitted_and_beats_each_run(tmp_path):
     n = next(n for n in range(400) if folds[n] == k and rows_a[n]["system"] == "A")
     expected = rows_a[n]["zp"] * w[0] + rows_b[n]["zp"] * w[1] + w[2] + np.log(0.1 / 0.9) - np.log(pos / (1 - pos))
     assert abs(fused[n]["zp"] - expected) < 1e-9
+
+
+def test_window_stack_pools_fused_windows_and_is_calibrated_to_the_prior():
+    """Fused per window, a recording's score is the pooled fused windows through the stack's calibration; fitted on
+    rows with one fake in two, its intercept is moved to the prior of one in ten."""
+    from deepscreen.fusion import utterance_logit
+    from deepscreen.training.voice_whisper_seq import Stack, fit_stack
+
+    rng = np.random.default_rng(2)
+    y = (np.arange(300) % 2).astype(float)
+    windows = [[rng.standard_normal(rng.integers(1, 9)) + 1.5 * t + 1.0 for _ in range(2)] for t in y]
+    # the second detector's windows are the first's, halved, plus noise: the stack must lean on the first
+    windows = [[a, 0.5 * a + rng.standard_normal(len(a))] for a, _ in windows]
+    x = np.array([[utterance_logit(z) for z in clip] for clip in windows])
+    fitted = fit_stack(x, y, windows, prior=0.1)
+    assert fitted.weights[0] > 2 * abs(fitted.weights[1])
+    one = Stack((1.0, 0.0, 0.0), (1.0, 0.0))
+    assert np.allclose(one(x, windows), x[:, 0])  # one detector's weight 1 and no calibration: its own score
+    z = fitted(x, windows)
+    even = Stack(fitted.weights, (fitted.platt[0], fitted.platt[1] - np.log(0.1 / 0.9)))(x, windows)
+    assert abs(np.mean(1 / (1 + np.exp(-even))) - 0.5) < 0.05  # calibrated at the rows' share of fakes
+    assert np.allclose(even - z, np.log(0.9 / 0.1))

@@ -288,17 +288,28 @@ class Scorer:
     recording: tuple[float, float]
     with_phase: bool
 
-    def raw(self, data: Frames, clips: np.ndarray, logits: list[np.ndarray]) -> np.ndarray:
-        from ..detectors.voice import utterance_logit
-
+    def raw_windows(self, data: Frames, clips: np.ndarray, logits: list[np.ndarray]) -> list[np.ndarray]:
+        """Each clip's window log-odds as the scanner pools them (calibrated per window, the phase branch's kept
+        where higher)."""
         a, b = self.window
         out = []
         for i, z in zip(clips, logits):
             z = a * z + b
             if self.with_phase:
                 z = np.maximum(z, np.asarray(data.rows[i]["phase"]))
-            out.append(utterance_logit(z))
-        return np.array(out)
+            out.append(z)
+        return out
+
+    def raw(self, data: Frames, clips: np.ndarray, logits: list[np.ndarray]) -> np.ndarray:
+        from ..detectors.voice import utterance_logit
+
+        return np.array([utterance_logit(z) for z in self.raw_windows(data, clips, logits)])
+
+    def windows(self, data: Frames, clips: np.ndarray, logits: list[np.ndarray]) -> list[np.ndarray]:
+        """The window log-odds through the recording calibration too (it is affine and increasing, so the
+        recording's pooled score of these is `__call__`'s): what a window-level fusion of two detectors adds."""
+        a, b = self.recording
+        return [a * z + b for z in self.raw_windows(data, clips, logits)]
 
     def __call__(self, data: Frames, clips: np.ndarray, logits: list[np.ndarray]) -> np.ndarray:
         a, b = self.recording
@@ -363,9 +374,9 @@ def leave_one_system_out(data: Frames, recipe: Recipe, device: str = "cpu", fold
                          init: Path = MODELS_DIR / "voice.safetensors", log=print,
                          learner: Learner = FILTERBANK) -> list[dict]:
     """One row per as-recorded dev clip of `folds`: its label, source and held-out calibrated log-odds, without
-    (`z`) and with (`zp`) the phase branch (and, for every system's AUC, the fold's real clips as the model that
-    held that system out sees them). Folds are independent: they can run in parallel processes and their rows be
-    joined."""
+    (`z`) and with (`zp`) the phase branch, and its windows' (`wz`, `wzp`: pooled by `utterance_logit`, they give
+    `z` and `zp`); and, for every system's AUC, the fold's real clips as the model that held that system out sees
+    them. Folds are independent: they can run in parallel processes and their rows be joined."""
     dev = np.flatnonzero(data.variant == "clean")
     out = []
     started = time.time()
@@ -373,9 +384,12 @@ def leave_one_system_out(data: Frames, recipe: Recipe, device: str = "cpu", fold
     def score(model, scorers, clips, **row):
         logits = learner.logits(model, data, clips, device)
         z, zp = scorers[False](data, clips, logits), scorers[True](data, clips, logits)
-        for i, a, b in zip(clips, z, zp):
+        wz, wzp = scorers[False].windows(data, clips, logits), scorers[True].windows(data, clips, logits)
+        for i, a, b, wa, wb in zip(clips, z, zp, wz, wzp):
             out.append({"i": int(i), "system": row.get("system") or str(data.system[i]), "fake": row["fake"],
-                        "z": float(a), "zp": float(b)} | ({"against": row["against"]} if "against" in row else {}))
+                        "z": float(a), "zp": float(b), "wz": [round(float(v), 5) for v in wa],
+                        "wzp": [round(float(v), 5) for v in wb]}
+                       | ({"against": row["against"]} if "against" in row else {}))
 
     for k in folds:
         model, scorers = fit_fold(data, k, (), recipe, device, init=init, learner=learner)

@@ -5,6 +5,7 @@ Whisper tiny.en layers, measured by the same held-out protocol as the filterbank
     python -m deepscreen.training.voice_whisper_seq loso WORK --layer 2 --groups 3      # held-out table
     python -m deepscreen.training.voice_whisper_seq fuse A.json B.json                   # mean of two runs' log-odds
     python -m deepscreen.training.voice_whisper_seq stack A.json B.json --build WORK     # fused, cross-fitted
+    python -m deepscreen.training.voice_whisper_seq stack A.json B.json --build WORK --windows  # ... per window
 
 Why: a pooled linear probe on Whisper's last layer learnt corpora as much as synthesis (a third of real speech
 flagged, models/voice_history.md). Kawa et al. (Interspeech 2023) put a trained network on the encoder's frame
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -182,38 +184,67 @@ def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) ->
     return w
 
 
-def stack(files: list[Path], folds: np.ndarray, groups: list[tuple[str, ...]], prior: float = 0.1) -> list[dict]:
-    """Two or more held-out runs' rows fused by a logistic regression of their log-odds, cross-fitted so that it
-    stays held out: a row of fold k (scored by models that held out the set of systems G) is fused by weights
-    fitted on the other folds' rows without G's clips, the intercept moved to `prior` as each branch's is. Only
-    the fusion weights are learnt from other speakers' held-out scores; nothing of fold k or of G reaches them."""
+@dataclass(frozen=True)
+class Stack:
+    """A fusion of several detectors' calibrated log-odds: `weights` of each (and an intercept) by a logistic
+    regression of the recordings' scores; with `platt` it fuses each window instead and the pooled windows
+    (`utterance_logit`, as the scanner pools) go through this calibration, its intercept at the prior."""
+
+    weights: tuple[float, ...]
+    platt: tuple[float, float] | None = None
+
+    def __call__(self, x: np.ndarray, windows: list[list[np.ndarray]] | None = None) -> np.ndarray:
+        w = np.asarray(self.weights)
+        if self.platt is None:
+            return x @ w[:-1] + w[-1]
+        from ..fusion import utterance_logit
+
+        a, b = self.platt
+        return np.array([a * utterance_logit(sum(wj * np.asarray(zj) for wj, zj in zip(w, clip)) + w[-1]) + b
+                         for clip in windows])
+
+
+def fit_stack(x: np.ndarray, y: np.ndarray, windows: list[list[np.ndarray]] | None = None,
+              prior: float = 0.1) -> Stack:
+    """Recordings' log-odds of each detector `x` (n, detectors), labels `y` and, to fuse windows, each recording's
+    window log-odds per detector: the fusion, its intercept moved from the rows' share of fakes to `prior`."""
+    w = logistic(x, y)
+    shift = np.log(prior / (1 - prior)) - np.log(y.mean() / (1 - y.mean()))
+    if windows is None:
+        w[-1] += shift
+        return Stack(tuple(map(float, w)))
+    pooled = Stack(tuple(map(float, w)), (1.0, 0.0))(x, windows)
+    a, b = logistic(pooled[:, None], y)
+    return Stack(tuple(map(float, w)), (float(a), float(b + shift)))
+
+
+def stack(files: list[Path], folds: np.ndarray, groups: list[tuple[str, ...]], prior: float = 0.1,
+          windows: bool = False) -> list[dict]:
+    """Two or more held-out runs' rows fused by `fit_stack`, cross-fitted so that it stays held out: a row of fold
+    k (scored by models that held out the set of systems G) is fused by a stack fitted on the other folds' rows
+    without G's clips. Only the fusion is learnt from other speakers' held-out scores; nothing of fold k or of G
+    reaches it. With `windows` each window is fused (the rows' `wz`, `wzp`), as the scanner would."""
     runs = [{(r["i"], r["system"], r.get("against"), r["fake"]): r for r in json.loads(Path(f).read_text())}
             for f in files]
     keys = list(runs[0])
     if any(set(run) != set(keys) for run in runs[1:]):
         raise SystemExit(f"{files}: the runs do not hold the same clips (held-out groups and folds must match)")
-    out = []
+    out = [{f: v for f, v in runs[0][k].items() if f not in ("wz", "wzp")} for k in keys]
+    y = np.array([float(k[3]) for k in keys])
+    fold = np.array([folds[k[0]] for k in keys])
+    system = np.array([k[1] for k in keys])
+    plain = np.array([k[2] is None for k in keys])  # each clip once: real rows of the all-systems model
     for key_name in ("z", "zp"):
         x = np.array([[run[k][key_name] for run in runs] for k in keys])
-        y = np.array([float(k[3]) for k in keys])
-        fold = np.array([folds[k[0]] for k in keys])
-        system = np.array([k[1] for k in keys])
-        plain = np.array([k[2] is None for k in keys])  # each clip once: real rows of the all-systems model
-        fused = np.zeros(len(keys))
+        win = [[run[k]["w" + key_name] for run in runs] for k in keys] if windows else None
         cache = {}
         for n, k in enumerate(keys):
             held = next((g for g in groups if (k[2] or (k[1] if k[3] else None)) in g), ())
             if (fold[n], held) not in cache:
-                use = (fold != fold[n]) & plain & ~np.isin(system, list(held))
-                w = logistic(x[use], y[use])
-                pos = y[use].mean()
-                w[-1] += np.log(prior / (1 - prior)) - np.log(pos / (1 - pos))
-                cache[(fold[n], held)] = w
-            fused[n] = x[n] @ cache[(fold[n], held)][:-1] + cache[(fold[n], held)][-1]
-        for n, k in enumerate(keys):
-            if key_name == "z":
-                out.append(dict(runs[0][k]))
-            out[n][key_name] = float(fused[n])
+                use = np.flatnonzero((fold != fold[n]) & plain & ~np.isin(system, list(held)))
+                cache[(fold[n], held)] = fit_stack(x[use], y[use], [win[u] for u in use] if windows else None,
+                                                   prior)
+            out[n][key_name] = float(cache[(fold[n], held)](x[n:n + 1], [win[n]] if windows else None)[0])
     return out
 
 
@@ -230,6 +261,7 @@ def main() -> None:
                     help="training seed (runs of several seeds tell a gain from noise)")
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--windows", action="store_true", help="stack: fuse each window, as the scanner would")
     ap.add_argument("--build", type=Path, default=Path(".cache/vft"), help="stack: the build the runs scored")
     args = ap.parse_args()
     if args.action == "fuse":
@@ -237,7 +269,8 @@ def main() -> None:
         return
     if args.action == "stack":  # the build folder is read for the clips' folds: pass --build
         data = Frames(args.build / "voice_frames.npz")
-        print(tables(stack(args.work, data.fold, held_out_groups(data.dev_systems(), args.groups))))
+        print(tables(stack(args.work, data.fold, held_out_groups(data.dev_systems(), args.groups),
+                           windows=args.windows)))
         return
     work = args.work[0]
     data = Sequences(work, args.layer).without(args.without)
