@@ -20,11 +20,13 @@ from .voicenet import RATE, WINDOW_S, Branch, calibrated_logits, calibrated_max,
 WEIGHTS = "voice.safetensors"
 WAVE_WEIGHTS = "voice_wave.safetensors"  # optional second model
 PHASE_WEIGHTS = "voice_phase.safetensors"  # optional third: real speech's phase statistics (PhaseNovelty)
+WHISPER_WEIGHTS = "voice_whisper.safetensors"  # optional: a back end on Whisper's frames, fused (voice_whisper.py)
 MIN_SPEECH_S = 1.0
 CUES = {  # per model: the trace that makes it flag a window, in words (models/voice.md)
     "linear": "vocoder artefacts in the spectrum (most in 4-8 kHz)",
     "wave": "waveform traces of phase rebuilt from a spectrogram",
     "phase": "harmonics whose phase does not glide like a recorded voice's",
+    "whisper": "speech texture that a speech recogniser's inner layers find synthetic",
 }
 _WIN = int(WINDOW_S * RATE)
 # Windows scored per network call when cutting from blocks: a multiple of calibrated_logits' chunk of 32, so
@@ -59,12 +61,14 @@ def cut_windows(samples: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray
 class VoiceDetector(Detector):
     """The filterbank model (`voice.safetensors`) and, when their files are beside it, the waveform model
     (`voice_wave.safetensors`) and the phase novelty model (`voice_phase.safetensors`): each window gets the
-    highest of their calibrated scores (`calibrated_max`)."""
+    highest of their calibrated scores (`calibrated_max`). With the Whisper branch (`voice_whisper.safetensors`)
+    beside them, that score and the Whisper branch's (itself kept above the phase branch's, as it was measured)
+    are fused per window by the stack its weights carry, and the recording is calibrated by the stack."""
 
     name = "voice"
     modality = "voice"
 
-    def __init__(self, weights=None, wave_weights=None, phase_weights=None):
+    def __init__(self, weights=None, wave_weights=None, phase_weights=None, whisper_weights=None):
         path = weights or MODELS_DIR / WEIGHTS
         model, meta = self._load_weights(path, load_weights, "deepscreen train-voice")
         first = meta
@@ -76,17 +80,37 @@ class VoiceDetector(Detector):
                 self.branches.append(Branch.of(model, meta))
                 self._infos.append(self._info)
                 versions.append(meta.get("version", "1.0"))
+        self.whisper = None
+        extra = whisper_weights or path.with_name(WHISPER_WEIGHTS)
+        if whisper_weights is not None or extra.exists():
+            from .voice_whisper import WhisperBranch
+
+            self.whisper, meta = self._load_weights(extra, WhisperBranch.load, "voice_finetune ship-whisper")
+            self._infos.append(self._info)
+            versions.append(meta.get("version", "1.0"))
         self.version = max(versions, key=lambda v: tuple(map(int, v.split("."))))  # the newest model's recipe
         # Each branch carries its own calibration; the recording's log-odds then go through the calibration fitted
         # on other people's TTS and real speech of other corpora, where the weights carry one (models/voice.md).
-        self.calibration = Calibration(*first.get("recording_platt", (1.0, 0.0)))
+        self.main_recording_platt = tuple(first.get("recording_platt", (1.0, 0.0)))
+        self.calibration = Calibration(*(self.whisper.stack_platt if self.whisper else self.main_recording_platt))
 
     def models(self) -> list[ModelInfo]:
         return list(self._infos)
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
-        """Calibrated log-odds per 2 s window."""
+        """Calibrated log-odds per 2 s window of the spectrogram and phase branches (the Whisper branch reads
+        windows in their recording's context: `judge`)."""
         return calibrated_max(self.branches, windows)
+
+    def window_scores(self, per_model: np.ndarray) -> np.ndarray:
+        """The detector's window scores from `_score_spans`' rows: the highest of the branches' or, with the
+        Whisper branch (the last row), its stack."""
+        if self.whisper is None:
+            return per_model.max(axis=0)
+        main = per_model[:-1].max(axis=0)
+        phase = [i for i, b in enumerate(self.branches) if b.frontend == "phase"]
+        whisper = np.maximum(per_model[-1], per_model[phase].max(axis=0)) if phase else per_model[-1]
+        return self.whisper.fuse(main, self.main_recording_platt, whisper)
 
     def judge(self, blocks: Iterable[np.ndarray], n_samples: int, segments: list[SpeechSegment]) -> DetectorResult:
         """Raw (calibrated per model, the highest kept) log-odds of the 2 s windows over the speech `segments`
@@ -100,7 +124,8 @@ class VoiceDetector(Detector):
                                abstained=f"{what} (music, noise and silence are out of scope)")
         spans = speech_windows(segments, n_samples)
         per_model = self._score_spans(blocks, spans)
-        return self.result(per_model.max(axis=0), spans_s=np.array(spans, np.float64) / RATE,
+        scores = self.window_scores(per_model)
+        return self.result(scores, spans_s=np.array(spans, np.float64) / RATE,
                            cues=self.cues(per_model))
 
     def analyse(self, samples: np.ndarray, segments: list[SpeechSegment], bands: Thresholds = Thresholds()
@@ -122,6 +147,9 @@ class VoiceDetector(Detector):
         starts = np.array([a for a, _ in spans])
         keep_from = np.minimum.accumulate(starts[::-1])[::-1]  # no later window starts before this sample
         blocks = iter(blocks)
+        whisper = _WhisperWindows(self.whisper, starts, keep_from) if self.whisper else None
+        if whisper:
+            blocks = whisper.fed(blocks)
         buf, buf_start = np.zeros(0, np.float32), 0  # samples [buf_start, buf_start + len(buf)) of the recording
         batch, scored = [], []
         for k, (a, b) in enumerate(spans):
@@ -140,7 +168,8 @@ class VoiceDetector(Detector):
             if k + 1 < len(spans):
                 cut = int(min(max(0, keep_from[k + 1] - buf_start), len(buf)))
                 buf, buf_start = buf[cut:], buf_start + cut
-        return np.concatenate(scored, axis=1)
+        scored = np.concatenate(scored, axis=1)
+        return np.vstack([scored, whisper.finish(blocks)[None]]) if whisper else scored
 
     def cues(self, per_model: np.ndarray) -> list[str]:
         """What the suspicious windows were flagged for: the models that gave the highest score in at least a
@@ -148,9 +177,10 @@ class VoiceDetector(Detector):
         flagged = per_model[:, per_model.max(axis=0) >= 0]
         if flagged.shape[1] == 0:
             return []
-        counts = np.bincount(flagged.argmax(axis=0), minlength=len(self.branches))
+        frontends = [b.frontend for b in self.branches] + (["whisper"] if self.whisper else [])
+        counts = np.bincount(flagged.argmax(axis=0), minlength=len(frontends))
         order = [i for i in np.argsort(-counts, kind="stable") if counts[i] * 3 >= flagged.shape[1]]
-        return [CUES.get(self.branches[i].frontend, "vocoder artefacts") for i in order]
+        return [CUES.get(frontends[i], "vocoder artefacts") for i in order]
 
     @staticmethod
     def explain(probability: float, bands: Thresholds = Thresholds(), segments: list[VoiceSegment] = (),
@@ -163,3 +193,40 @@ class VoiceDetector(Detector):
         if probability >= bands.suspicious:
             return f"weak signs of a synthetic voice ({percent(probability)}) in {speech_s:.0f} s of speech"
         return f"the voice sounds natural ({percent(probability)} synthetic) over {speech_s:.0f} s of speech"
+
+
+class _WhisperWindows:
+    """The Whisper branch's calibrated window logits, computed as the blocks pass (`fed`): each 30-s chunk is
+    encoded when complete, the windows whose frames it completes are scored, and frames no later window needs are
+    dropped. `finish` reads what the windows still need (to the end of the recording at most) and scores them."""
+
+    def __init__(self, branch, starts: np.ndarray, keep_from: np.ndarray):
+        from .voice_whisper import SAMPLES_PER_FRAME, WINDOW
+
+        self.branch, self.stream = branch, branch.stream()
+        self.starts = starts // SAMPLES_PER_FRAME
+        self.keep = keep_from // SAMPLES_PER_FRAME - WINDOW  # a margin: a window past the end is moved back
+        self.done, self.scored = 0, []
+
+    def fed(self, blocks):
+        for block in blocks:
+            self.stream.feed(block)
+            self._score(final=False)
+            yield block
+
+    def _score(self, final: bool) -> None:
+        k = self.done
+        while k < len(self.starts) and (final or self.stream.ready(int(self.starts[k]))):
+            k += 1
+        if k > self.done:
+            self.scored.append(self.branch.logits(self.stream.frames_for(self.starts[self.done:k])))
+            self.done = k
+        if k < len(self.starts):
+            self.stream.drop_before(int(self.keep[k]))
+
+    def finish(self, blocks) -> np.ndarray:
+        while self.done < len(self.starts) and next(blocks, None) is not None:
+            pass
+        self.stream.finish()
+        self._score(final=True)
+        return np.concatenate(self.scored)

@@ -298,8 +298,13 @@ def oc_softmax_loss(logits: torch.Tensor, fake: torch.Tensor, real_margin: float
 def model_from_state(state: dict[str, torch.Tensor], frontend: str = "linear", width: int = 16,
                      head: str = "linear") -> nn.Module:
     """Saved tensors -> the model in eval mode: a VoiceNet for a spectrogram or waveform front end; for "phase",
-    the one-class PhaseNovelty (with as many components as were saved)."""
-    model = PhaseNovelty(len(state["mean"])) if frontend == "phase" else VoiceNet(width, frontend, head)
+    the one-class PhaseNovelty (with as many components as were saved); for "whisper", the Whisper branch's head."""
+    if frontend == "whisper":  # the Whisper branch's back end (voice_whisper.py)
+        from .voice_whisper import SeqHead
+
+        model = SeqHead()
+    else:
+        model = PhaseNovelty(len(state["mean"])) if frontend == "phase" else VoiceNet(width, frontend, head)
     model.load_state_dict(state)
     return model.eval()
 

@@ -124,9 +124,10 @@ def read_ct2(path: Path, prefix: str = "encoder/") -> dict[str, np.ndarray]:
     return out
 
 
-def torch_encoder(heads: int = 6):
+def torch_encoder(heads: int = 6, blocks: int | None = None):
     """Whisper tiny.en's encoder as a torch module: `module(log_mel (B, 80, T)) -> list of (B, T/2, 384)`, the
-    input to the first block, then every block's output (the last after the final layer norm)."""
+    input to the first block, then every block's output (the last after the final layer norm). With `blocks`, only
+    the first that many are built (a detector that reads block 2 need not run the rest; no final norm then)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -171,7 +172,8 @@ def torch_encoder(heads: int = 6):
             self.register_buffer("positions", w["position_encodings/encodings"])
             tops = {k.split("/")[0] for k in w}  # layer_0 .. layer_{n-1}, and the final layer_norm
             n = 1 + max(int(t[6:]) for t in tops if t.startswith("layer_") and t[6:].isdigit())
-            self.blocks = nn.ModuleList(Block(i) for i in range(n))
+            self.complete = blocks is None or blocks >= n
+            self.blocks = nn.ModuleList(Block(i) for i in range(n if self.complete else blocks))
             self.ln = LN("layer_norm")
 
         def forward(self, mel):
@@ -181,7 +183,8 @@ def torch_encoder(heads: int = 6):
             for block in self.blocks:
                 x = block(x)
                 outs.append(x)
-            outs[-1] = self.ln(x)
+            if self.complete:
+                outs[-1] = self.ln(x)
             return outs
 
     return Encoder().eval()

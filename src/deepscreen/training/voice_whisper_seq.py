@@ -6,6 +6,8 @@ Whisper tiny.en layers, measured by the same held-out protocol as the filterbank
     python -m deepscreen.training.voice_whisper_seq fuse A.json B.json                   # mean of two runs' log-odds
     python -m deepscreen.training.voice_whisper_seq stack A.json B.json --build WORK     # fused, cross-fitted
     python -m deepscreen.training.voice_whisper_seq stack A.json B.json --build WORK --windows  # ... per window
+    python -m deepscreen.training.voice_whisper_seq ship WORK --pairs FB.json WH.json \
+        --out models/voice_whisper.safetensors    # the branch the scanner loads, its stack fitted on the pairs
 
 Why: a pooled linear probe on Whisper's last layer learnt corpora as much as synthesis (a third of real speech
 flagged, models/voice_history.md). Kawa et al. (Interspeech 2023) put a trained network on the encoder's frame
@@ -24,18 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..detectors.voice_whisper import WINDOW, SeqHead, encode_recording, window_frames
 from .voice_finetune import (FOLDS, Frames, Learner, Recipe, balanced_clips, held_out_groups, leave_one_system_out,
                              tables)
 
 WHISPER_FILE = "whisper_frames.npz"
 LAYERS = (1, 2, 4)  # of tiny.en's 4 blocks (4: the encoder's output, after its final layer norm)
-WINDOW = 100  # encoder frames of a 2-s window (50 per second)
-CHUNK = 30 * 16_000  # Whisper's context
 
 
 class WhisperLayers:
-    """`layers(samples)` -> (len(LAYERS), frames, 384) float16: the chosen blocks' outputs over a clip (encoded in
-    30-s chunks, each with its own log-mel normalisation, as Whisper does)."""
+    """`layers(samples)` -> (len(LAYERS), frames, 384) float16: the chosen blocks' outputs over a clip, encoded as
+    the scanner's Whisper branch encodes it (detectors/voice_whisper.py)."""
 
     def __init__(self, layers: tuple[int, ...] = LAYERS):
         from ..detectors.whisper_encoder import torch_encoder
@@ -44,21 +45,7 @@ class WhisperLayers:
         self.encoder = torch_encoder()
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
-        from ..detectors.whisper_encoder import log_mel
-
-        parts = []
-        for start in range(0, max(len(samples), 1), CHUNK):
-            chunk = samples[start:start + CHUNK]
-            if len(chunk) < 640:
-                break
-            mel = log_mel(chunk)
-            mel = mel[:, : mel.shape[1] - mel.shape[1] % 2]
-            with torch.inference_mode():
-                outs = self.encoder(torch.from_numpy(mel)[None])
-            parts.append(torch.stack([outs[k][0] for k in self.layers]).numpy().astype(np.float16))
-        if not parts:
-            return np.zeros((len(self.layers), 1, 384), np.float16)
-        return np.concatenate(parts, axis=1)
+        return encode_recording(self.encoder, samples, self.layers)
 
 
 def save_sequences(path: Path, sequences: list[np.ndarray], layers: tuple[int, ...]) -> None:
@@ -87,33 +74,8 @@ class Sequences(Frames):
         return s if len(s) >= WINDOW else np.resize(s, (WINDOW, s.shape[1]))  # short clips repeat themselves
 
 
-class SeqHead(nn.Module):
-    """(B, T, 384) encoder frames -> (B,) logits: a projection, two temporal convolutions and attentive mean and
-    standard deviation pooling (a speaker-verification style head, small enough to train many times on a CPU)."""
-
-    def __init__(self, dim: int = 384, width: int = 96):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.proj = nn.Linear(dim, width)
-        self.convs = nn.Sequential(nn.Conv1d(width, width, 5, padding=2), nn.GELU(),
-                                   nn.Conv1d(width, width, 5, padding=2), nn.GELU())
-        self.attend = nn.Conv1d(width, 1, 1)
-        self.drop = nn.Dropout(0.3)
-        self.out = nn.Linear(2 * width, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = nn.functional.gelu(self.proj(self.norm(x))).transpose(1, 2)
-        h = h + self.convs(h)
-        a = torch.softmax(self.attend(h), dim=2)
-        mean = (h * a).sum(2)
-        std = ((h - mean[..., None]) ** 2 * a).sum(2).clamp_min(1e-6).sqrt()
-        return self.out(self.drop(torch.cat([mean, std], 1)))[:, 0]
-
-
 def _windows(data: Sequences, i: int, starts: np.ndarray) -> np.ndarray:
-    s = data.sequence(i)
-    starts = np.minimum(np.asarray(starts), len(s) - WINDOW)
-    return s[starts[:, None] + np.arange(WINDOW)[None]]
+    return window_frames(data.sequence(i), starts)
 
 
 def train_head(data: Sequences, allowed: np.ndarray, recipe: Recipe, device: str = "cpu", init=None) -> SeqHead:
@@ -248,9 +210,54 @@ def stack(files: list[Path], folds: np.ndarray, groups: list[tuple[str, ...]], p
     return out
 
 
+def pooled_stack(pairs: list[tuple[Path, Path]], prior: float = 0.1) -> tuple[Stack, int]:
+    """The shipped fusion: `fit_stack` on the held-out rows (each clip once, with the phase branch, per window) of
+    pairs of runs, the filterbank's first and the Whisper back end's second, every pair's rows pooled. Held-out
+    scores, not the shipped models' own: the weights must say how far to trust each side on systems it never saw."""
+    x, y, win = [], [], []
+    for main_file, whisper_file in pairs:
+        runs = [{(r["i"], r["system"], r["fake"]): r for r in json.loads(Path(f).read_text()) if "against" not in r}
+                for f in (main_file, whisper_file)]
+        if set(runs[0]) != set(runs[1]):
+            raise SystemExit(f"{main_file}, {whisper_file}: the runs do not hold the same clips")
+        for k in runs[0]:
+            x.append([run[k]["zp"] for run in runs])
+            win.append([run[k]["wzp"] for run in runs])
+            y.append(float(k[2]))
+    return fit_stack(np.array(x), np.array(y), win, prior), len(y)
+
+
+def ship(work: Path, pairs: list[tuple[Path, Path]], recipe: Recipe, out: Path, version: str, layer: int = 2,
+         without: tuple[str, ...] = ()) -> dict:
+    """The Whisper branch as the scanner loads it: the head trained on four speaker folds of every system (the
+    shipped filterbank network's folds), its calibrations fitted on the fifth, and the stack of `pooled_stack`."""
+    from ..detectors.voicenet import save_weights
+    from .voice_finetune import fit_fold
+
+    data = Sequences(work, layer).without(list(without))
+    model, scorers = fit_fold(data, FOLDS - 1, (), recipe, "cpu", skip_test_fold=False, learner=WHISPER_HEAD)
+    scorer = scorers[True]
+    fused, rows = pooled_stack(pairs)
+    meta = {"name": "voice", "version": version, "frontend": "whisper", "layer": layer,
+            "platt": list(scorer.window), "recording_platt": list(scorer.recording),
+            "recording_platt_fit": "Platt scaling on speaker fold 0 of ../shared/data/speech/dev (never trained "
+                                   "on), intercept moved to a prior of 0.1 synthetic; the phase branch kept where "
+                                   "higher",
+            "stack": {"weights": list(fused.weights), "platt": list(fused.platt),
+                      "fit": f"logistic fusion of the filterbank (with phase) and Whisper branches' recording "
+                             f"log-odds, then windows fused and pooled, calibrated at a prior of 0.1: fitted on {rows} "
+                             f"held-out rows of {len(pairs)} pair(s) of leave-systems-out runs (voice_whisper_seq "
+                             f"ship)"},
+            "recipe": {"steps": recipe.steps, "lr": recipe.lr, "batch": recipe.batch, "seed": recipe.seed},
+            "trained_on": "Whisper tiny.en block-2 frames of the dev systems' speaker folds 1-4, LibriSpeech "
+                          "train-clean-100 and own forgeries (voice_whisper_seq ship)"}
+    save_weights(model.cpu(), out, meta)
+    return meta
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=("loso", "fuse", "stack"))
+    ap.add_argument("action", choices=("loso", "fuse", "stack", "ship"))
     ap.add_argument("work", type=Path, nargs="+", help="loso: the build folder; fuse: held-out rows (.json)")
     ap.add_argument("--layer", type=int, default=2)
     ap.add_argument("--folds", type=int, nargs="*", default=list(range(FOLDS)))
@@ -263,6 +270,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--windows", action="store_true", help="stack: fuse each window, as the scanner would")
     ap.add_argument("--build", type=Path, default=Path(".cache/vft"), help="stack: the build the runs scored")
+    ap.add_argument("--pairs", type=Path, nargs="*", default=[], metavar="RUN",
+                    help="ship: held-out runs to fit the stack on, filterbank then Whisper, pair after pair")
+    ap.add_argument("--version", default="1.5", help="ship: the branch's version")
     args = ap.parse_args()
     if args.action == "fuse":
         print(tables(fuse(args.work)))
@@ -273,8 +283,15 @@ def main() -> None:
                            windows=args.windows)))
         return
     work = args.work[0]
-    data = Sequences(work, args.layer).without(args.without)
     recipe = Recipe(steps=args.steps, lr=args.lr, seed=args.seed)
+    if args.action == "ship":
+        if not args.pairs or len(args.pairs) % 2 or not args.out:
+            raise SystemExit("ship: pass --out and --pairs FILTERBANK.json WHISPER.json [...] (pairs of held-out runs)")
+        meta = ship(work, list(zip(args.pairs[::2], args.pairs[1::2])), recipe, args.out, args.version, args.layer,
+                    tuple(args.without))
+        print(f"written {args.out}: {json.dumps({k: meta[k] for k in ('platt', 'recording_platt', 'stack')})}")
+        return
+    data = Sequences(work, args.layer).without(args.without)
     rows = leave_one_system_out(data, recipe, folds=args.folds, groups=args.groups, learner=WHISPER_HEAD)
     without = "".join(f"_no-{w}" for w in args.without)
     out = args.out or work / f"seq_l{args.layer}_{args.steps}_{args.lr:g}_g{args.groups}{without}_" \

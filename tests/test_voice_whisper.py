@@ -1,0 +1,81 @@
+"""The voice detector's Whisper branch: encoded as the recording streams in, it must score each window exactly as
+the lab does on a whole recording, and fuse with the other branches as the lab's stack was measured."""
+
+import numpy as np
+import torch
+
+from test_voice_finetune import _speechlike
+
+
+def _branch_file(tmp_path, stack=(0.8, 0.6, -0.3), stack_platt=(1.1, -0.5)):
+    from deepscreen.detectors.voice_whisper import SeqHead
+    from deepscreen.detectors.voicenet import save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path / "voice_whisper.safetensors"
+    save_weights(SeqHead(), path, {"name": "voice", "version": "9.9", "frontend": "whisper", "layer": 2,
+                                   "platt": [0.7, 0.2], "recording_platt": [0.9, -1.0],
+                                   "stack": {"weights": list(stack), "platt": list(stack_platt)}})
+    return path
+
+
+def test_streamed_whisper_windows_are_the_whole_recordings(tmp_path):
+    """65 s of audio in blocks of odd sizes (three 30-s chunks, the last partial; windows across chunk edges and
+    at the very end): every window's Whisper logit is that of the recording encoded whole, and the frames held at
+    the end are a fraction of the recording's."""
+    from deepscreen.detectors.voice import VoiceDetector, speech_windows
+    from deepscreen.detectors.voice_whisper import SAMPLES_PER_FRAME, encode_recording, window_frames
+    from deepscreen.media.speech import SpeechSegment
+
+    x = _speechlike(65.0, seed=4)
+    segments = [SpeechSegment(0.2, 31.0), SpeechSegment(58.5, 65.0)]
+    spans = speech_windows(segments, len(x))
+    detector = VoiceDetector(whisper_weights=_branch_file(tmp_path))
+    whole = encode_recording(detector.whisper.encoder, x, (2,))[0]
+    starts = np.array([a for a, _ in spans]) // SAMPLES_PER_FRAME
+    expected = detector.whisper.logits(window_frames(whole, starts))
+
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(len(x), 40, replace=False))
+    blocks = np.split(x, cuts)
+    per_model = detector._score_spans(iter(blocks), spans)
+    assert per_model.shape == (len(detector.branches) + 1, len(spans))
+    assert np.allclose(per_model[-1], expected, atol=1e-4)
+    one_block = detector._score_spans(iter([x]), spans)
+    assert np.allclose(one_block, per_model, atol=1e-4)
+
+    from deepscreen.detectors.voice import _WhisperWindows
+
+    first = np.array([a for a, _ in spans])
+    windows = _WhisperWindows(detector.whisper, first, np.minimum.accumulate(first[::-1])[::-1])
+    fed = windows.fed(iter(blocks))
+    for _ in fed:
+        pass
+    assert np.allclose(windows.finish(fed), expected, atol=1e-4)
+    # the silence between the segments is never held: frames before the second segment's first window (58.5 s,
+    # frame 2925, less a window's margin) were dropped once the first segment's windows were scored
+    assert windows.stream.first >= 2925 - 100 and len(windows.stream.frames) < 1500
+
+
+def test_whisper_stack_fuses_windows_as_the_lab_measured_it(tmp_path):
+    """The detector's recording probability is the lab's `Stack` of the two sides' recording-calibrated windows
+    (the filterbank's with the phase branch kept where higher; the Whisper branch's likewise)."""
+    from deepscreen.detectors.voice import VoiceDetector, speech_windows
+    from deepscreen.media.speech import SpeechSegment
+    from deepscreen.training.voice_whisper_seq import Stack
+
+    x = _speechlike(9.0, seed=5)
+    segments = [SpeechSegment(0.5, 8.5)]
+    detector = VoiceDetector(whisper_weights=_branch_file(tmp_path))
+    assert [b.frontend for b in detector.branches] == ["linear", "phase"]
+    per_model = detector._score_spans(iter([x]), speech_windows(segments, len(x)))
+    (a1, b1), (a2, b2) = detector.main_recording_platt, detector.whisper.recording_platt
+    main = a1 * per_model[:2].max(axis=0) + b1
+    whisper = a2 * np.maximum(per_model[2], per_model[1]) + b2
+    lab = Stack((0.8, 0.6, -0.3), (1.1, -0.5))(np.zeros((1, 2)), [[main, whisper]])[0]
+    p = detector.analyse(x, segments).probability
+    assert abs(np.log(p / (1 - p)) - lab) < 1e-6
+    plain = VoiceDetector()  # without the file: the filterbank and phase branches' highest, as before
+    q = plain.analyse(x, segments).probability
+    assert abs(q - p) > 1e-3
+    assert plain.whisper is None and detector.version == "9.9"
