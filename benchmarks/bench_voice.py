@@ -5,7 +5,8 @@
 A 60-second MP3 of real speech (LibriSpeech utterances end to end, with pauses) is scanned the way
 `deepscreen scan` does it (goal: <= 2 s on 2 cores), with the stages broken down: decode + resample to 16 kHz,
 speech finding (silero-vad on onnxruntime), and the voice models on the 2 s windows (together, then
-each). Baseline: the decode alone.
+each; where the Whisper branch is shipped, all of them with it as the scan runs them). Baseline: the decode
+alone.
 Models are loaded once before timing (as a service or batch job does).
 """
 
@@ -58,6 +59,9 @@ def main() -> None:
         cnn = timed(lambda: scanner.voice_detector.score_windows(windows), args.repeats)
         each = [(b.frontend, timed(lambda b=b: calibrated_max([b], windows), args.repeats))
                 for b in scanner.voice_detector.branches]
+        detector = scanner.voice_detector
+        with_whisper = (timed(lambda: detector._score_spans(iter([samples]), spans), args.repeats)
+                        if detector.whisper is not None else None)  # it reads 30-s chunks, not the windows alone
         v = scanner.scan(clip)
 
     med = statistics.median
@@ -68,6 +72,8 @@ def main() -> None:
         ("  speech finding (silero-vad, onnxruntime)", f"{med(vad):.2f} s", ""),
         (f"  voice models on {len(spans)} windows of 2 s", f"{med(cnn):.2f} s", ""),
         *[(f"    {name} model", f"{med(t):.2f} s", "") for name, t in each],
+        *([("  all of them and the Whisper branch (its encoder on 30-s chunks)", f"{med(with_whisper):.2f} s", "")]
+          if with_whisper else []),
         ("  ratio scan / decode", f"{med(total_s) / med(decode):.1f}x", ""),
         ("speech found", f"{v.voice.speech_s:.1f} s", ""),
     ]

@@ -79,3 +79,48 @@ def test_whisper_stack_fuses_windows_as_the_lab_measured_it(tmp_path):
     q = plain.analyse(x, segments).probability
     assert abs(q - p) > 1e-3
     assert plain.whisper is None and detector.version == "9.9"
+
+
+def test_shipped_branch_loads_in_the_scanner_with_its_stack(tmp_path):
+    """`voice_whisper_seq ship` on a small build: the head trained outside the calibration fold, the stack fitted
+    on pairs of held-out runs' rows, and a file the voice detector loads as its Whisper branch."""
+    import json
+
+    from deepscreen.detectors.voice import VoiceDetector
+    from deepscreen.detectors.voicenet import load_weights
+    from deepscreen.training.voice_finetune import Recipe, save_frames
+    from deepscreen.training.voice_whisper_seq import WHISPER_FILE, pooled_stack, save_sequences, ship
+
+    rng = np.random.default_rng(0)
+    rows, seqs = [], []
+    for n in range(40):
+        fake = n % 2 == 1
+        frames = 150
+        seq = rng.standard_normal((3, frames, 384)).astype(np.float16)
+        if fake:
+            seq[:, :, :8] += np.sin(np.arange(frames) / 3.0)[None, :, None].astype(np.float16)
+        rows.append({"label": "fake" if fake else "real", "system": "S" if fake else "R", "fold": n % 5,
+                     "variant": "clean", "starts": [0, 100], "phase": [-3.0, -3.0], "frames": 2 * frames})
+        seqs.append(seq)
+    save_frames(tmp_path / "voice_frames.npz", [np.zeros((2 * s.shape[1], 80), np.uint8) for s in seqs], rows)
+    save_sequences(tmp_path / WHISPER_FILE, seqs, (1, 2, 4))
+    runs = []
+    for name, strength in (("fb", 1.0), ("wh", 0.3)):  # the filterbank run tells fakes apart better
+        run = []
+        for i in range(60):
+            fake = i % 2 == 1
+            w = rng.standard_normal(3) + (2.0 * strength if fake else -1.0)
+            run.append({"i": i, "system": "S" if fake else "R", "fake": fake, "z": float(w.max()),
+                        "zp": float(np.sort(w)[::-1][:2].mean()), "wz": w.tolist(), "wzp": w.tolist()})
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+        runs.append(tmp_path / f"{name}.json")
+    fused, n_rows = pooled_stack([tuple(runs)])
+    assert n_rows == 60 and fused.weights[0] > fused.weights[1]
+    out = tmp_path / "models" / "voice_whisper.safetensors"
+    meta = ship(tmp_path, [tuple(runs)], Recipe(steps=30, batch=8, lr=3e-3), out, "9.8")
+    assert meta["stack"]["weights"] == list(fused.weights) and meta["layer"] == 2
+    _, saved = load_weights(out)
+    assert saved["stack"] == meta["stack"] and saved["frontend"] == "whisper"
+    detector = VoiceDetector(whisper_weights=out)
+    assert detector.whisper.stack_platt == tuple(fused.platt) and detector.version == "9.8"
+    assert detector.calibration.slope == fused.platt[0]
