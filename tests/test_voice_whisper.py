@@ -24,7 +24,7 @@ def test_streamed_whisper_windows_are_the_whole_recordings(tmp_path):
     at the very end): every window's Whisper logit is that of the recording encoded whole, and the frames held at
     the end are a fraction of the recording's."""
     from deepscreen.detectors.voice import VoiceDetector, speech_windows
-    from deepscreen.detectors.voice_whisper import SAMPLES_PER_FRAME, encode_recording, window_frames
+    from deepscreen.detectors.voice_whisper import encode_recording, encoder_frame, window_frames
     from deepscreen.media.speech import SpeechSegment
 
     x = _speechlike(65.0, seed=4)
@@ -32,7 +32,7 @@ def test_streamed_whisper_windows_are_the_whole_recordings(tmp_path):
     spans = speech_windows(segments, len(x))
     detector = VoiceDetector(whisper_weights=_branch_file(tmp_path))
     whole = encode_recording(detector.whisper.encoder, x, (2,))[0]
-    starts = np.array([a for a, _ in spans]) // SAMPLES_PER_FRAME
+    starts = encoder_frame(np.array([a for a, _ in spans]))
     expected = detector.whisper.logits(window_frames(whole, starts))
 
     rng = np.random.default_rng(0)

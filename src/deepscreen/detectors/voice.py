@@ -85,7 +85,7 @@ class VoiceDetector(Detector):
         if whisper_weights is not None or extra.exists():
             from .voice_whisper import WhisperBranch
 
-            self.whisper, meta = self._load_weights(extra, WhisperBranch.load, "voice_finetune ship-whisper")
+            self.whisper, meta = self._load_weights(extra, WhisperBranch.load, "python -m deepscreen.training.voice_whisper_seq ship")
             self._infos.append(self._info)
             versions.append(meta.get("version", "1.0"))
         self.version = max(versions, key=lambda v: tuple(map(int, v.split("."))))  # the newest model's recipe
@@ -201,11 +201,11 @@ class _WhisperWindows:
     dropped. `finish` reads what the windows still need (to the end of the recording at most) and scores them."""
 
     def __init__(self, branch, starts: np.ndarray, keep_from: np.ndarray):
-        from .voice_whisper import SAMPLES_PER_FRAME, WINDOW
+        from .voice_whisper import WINDOW, encoder_frame
 
         self.branch, self.stream = branch, branch.stream()
-        self.starts = starts // SAMPLES_PER_FRAME
-        self.keep = keep_from // SAMPLES_PER_FRAME - WINDOW  # a margin: a window past the end is moved back
+        self.starts = encoder_frame(starts)
+        self.keep = encoder_frame(keep_from) - WINDOW  # a margin: a window past the end is moved back
         self.done, self.scored = 0, []
 
     def fed(self, blocks):

@@ -21,7 +21,6 @@ from .whisper_encoder import DIM, log_mel
 
 RATE = 16_000
 CHUNK = 30 * RATE  # Whisper's context
-SAMPLES_PER_FRAME = 320  # encoder frames: 50 per second
 WINDOW = 100  # encoder frames of a 2-s window
 MIN_CHUNK = 640  # a tail shorter than two encoder frames is not encoded
 
@@ -64,6 +63,12 @@ def encode_recording(encoder: nn.Module, samples: np.ndarray, layers: tuple[int,
     parts = [encode_chunk(encoder, samples[s:s + CHUNK], layers) for s in range(0, max(len(samples), 1), CHUNK)
              if len(samples[s:s + CHUNK]) >= MIN_CHUNK]
     return np.concatenate(parts, axis=1) if parts else np.zeros((len(layers), 1, DIM), np.float16)
+
+
+def encoder_frame(samples: np.ndarray) -> np.ndarray:
+    """The encoder frame a window starting at these samples starts at: its filterbank frame (10 ms, rounded, as
+    the lab stores window starts) halved."""
+    return np.round(np.asarray(samples) / 160).astype(np.int64) // 2
 
 
 def window_frames(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
