@@ -7,7 +7,7 @@ import torch
 from test_voice_finetune import _speechlike
 
 
-def _branch_file(tmp_path, stack=(0.8, 0.6, -0.3), stack_platt=(1.1, -0.5)):
+def _branch_file(tmp_path, stack=(0.8, 0.6, -0.3), stack_platt=(1.1, -0.5), floor=False):
     from deepscreen.detectors.voice_whisper import SeqHead
     from deepscreen.detectors.voicenet import save_weights
 
@@ -15,7 +15,8 @@ def _branch_file(tmp_path, stack=(0.8, 0.6, -0.3), stack_platt=(1.1, -0.5)):
     path = tmp_path / "voice_whisper.safetensors"
     save_weights(SeqHead(), path, {"name": "voice", "version": "9.9", "frontend": "whisper", "layer": 2,
                                    "platt": [0.7, 0.2], "recording_platt": [0.9, -1.0],
-                                   "stack": {"weights": list(stack), "platt": list(stack_platt)}})
+                                   "stack": {"weights": list(stack), "platt": list(stack_platt),
+                                             "floor": floor}})
     return path
 
 
@@ -61,24 +62,30 @@ def test_whisper_stack_fuses_windows_as_the_lab_measured_it(tmp_path):
     """The detector's recording probability is the lab's `Stack` of the two sides' recording-calibrated windows
     (the filterbank's with the phase branch kept where higher; the Whisper branch's likewise)."""
     from deepscreen.detectors.voice import VoiceDetector, speech_windows
+    from deepscreen.fusion import utterance_logit
     from deepscreen.media.speech import SpeechSegment
     from deepscreen.training.voice_whisper_seq import Stack
 
     x = _speechlike(9.0, seed=5)
     segments = [SpeechSegment(0.5, 8.5)]
-    detector = VoiceDetector(whisper_weights=_branch_file(tmp_path))
-    assert [b.frontend for b in detector.branches] == ["linear", "phase"]
-    per_model = detector._score_spans(iter([x]), speech_windows(segments, len(x)))
-    (a1, b1), (a2, b2) = detector.main_recording_platt, detector.whisper.recording_platt
-    main = a1 * per_model[:2].max(axis=0) + b1
-    whisper = a2 * np.maximum(per_model[2], per_model[1]) + b2
-    lab = Stack((0.8, 0.6, -0.3), (1.1, -0.5))(np.zeros((1, 2)), [[main, whisper]])[0]
-    p = detector.analyse(x, segments).probability
-    assert abs(np.log(p / (1 - p)) - lab) < 1e-6
-    plain = VoiceDetector()  # without the file: the filterbank and phase branches' highest, as before
-    q = plain.analyse(x, segments).probability
-    assert abs(q - p) > 1e-3
-    assert plain.whisper is None and detector.version == "9.9"
+    said = {}
+    # an intercept that puts the fusion under the main side (the floor holds it there), and one far above it
+    for floor, w0 in ((False, -0.3), (True, -20.0), (True, 8.0)):
+        path = _branch_file(tmp_path, stack=(0.8, 0.6, w0), floor=floor)
+        detector = VoiceDetector(whisper_weights=path)
+        assert [b.frontend for b in detector.branches] == ["linear", "phase"]
+        per_model = detector._score_spans(iter([x]), speech_windows(segments, len(x)))
+        (a1, b1), (a2, b2) = detector.main_recording_platt, detector.whisper.recording_platt
+        main = a1 * per_model[:2].max(axis=0) + b1
+        whisper = a2 * np.maximum(per_model[2], per_model[1]) + b2
+        lab = Stack((0.8, 0.6, w0), (1.1, -0.5), floor)(np.zeros((1, 2)), [[main, whisper]])[0]
+        p = said[floor, w0] = detector.analyse(x, segments).probability
+        assert abs(np.log(p / (1 - p)) - lab) < 1e-6
+        q = 1 / (1 + np.exp(-utterance_logit(main)))  # the main side alone, as the detector without the branch
+    assert abs(said[False, -0.3] - q) > 1e-3  # the fusion moved it
+    assert abs(said[True, -20.0] - q) < 1e-9  # held at the main side's own score
+    assert said[True, 8.0] > q + 0.05  # above it: the fusion decides
+    assert detector.version == "9.9"
 
 
 def test_shipped_branch_loads_in_the_scanner_with_its_stack(tmp_path):
@@ -123,4 +130,4 @@ def test_shipped_branch_loads_in_the_scanner_with_its_stack(tmp_path):
     assert saved["stack"] == meta["stack"] and saved["frontend"] == "whisper"
     detector = VoiceDetector(whisper_weights=out)
     assert detector.whisper.stack_platt == tuple(fused.platt) and detector.version == "9.8"
-    assert detector.calibration.slope == fused.platt[0]
+    assert detector.whisper.floor and (detector.calibration.slope, detector.calibration.intercept) == (1.0, 0.0)

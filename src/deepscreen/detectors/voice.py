@@ -63,7 +63,7 @@ class VoiceDetector(Detector):
     (`voice_wave.safetensors`) and the phase novelty model (`voice_phase.safetensors`): each window gets the
     highest of their calibrated scores (`calibrated_max`). With the Whisper branch (`voice_whisper.safetensors`)
     beside them, that score and the Whisper branch's (itself kept above the phase branch's, as it was measured)
-    are fused per window by the stack its weights carry, and the recording is calibrated by the stack."""
+    are fused per window by the stack its weights carry (never under the first score, recording-calibrated)."""
 
     name = "voice"
     modality = "voice"
@@ -92,7 +92,8 @@ class VoiceDetector(Detector):
         # Each branch carries its own calibration; the recording's log-odds then go through the calibration fitted
         # on other people's TTS and real speech of other corpora, where the weights carry one (models/voice.md).
         self.main_recording_platt = tuple(first.get("recording_platt", (1.0, 0.0)))
-        self.calibration = Calibration(*(self.whisper.stack_platt if self.whisper else self.main_recording_platt))
+        # With the Whisper branch, the fused window scores come calibrated (`WhisperBranch.fuse`).
+        self.calibration = Calibration() if self.whisper else Calibration(*self.main_recording_platt)
 
     def models(self) -> list[ModelInfo]:
         return list(self._infos)

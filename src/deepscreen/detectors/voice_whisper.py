@@ -141,6 +141,7 @@ class WhisperBranch:
         self.recording_platt = tuple(meta["recording_platt"])
         self.stack_weights = tuple(meta["stack"]["weights"])  # main branches', this one's, intercept
         self.stack_platt = tuple(meta["stack"]["platt"])
+        self.floor = bool(meta["stack"].get("floor", False))
         self.encoder = torch_encoder(blocks=self.layer)
 
     @classmethod
@@ -163,8 +164,11 @@ class WhisperBranch:
         return a * np.concatenate(out).astype(np.float64) + b if out else np.zeros(0)
 
     def fuse(self, main: np.ndarray, main_recording_platt: tuple[float, float], whisper: np.ndarray) -> np.ndarray:
-        """Window log-odds of the stack: each side through its recording calibration (affine and increasing, so a
-        recording's pooled windows give that side's recording score), weighted, plus the intercept; the detector's
-        calibration is then `stack_platt`."""
+        """Calibrated window log-odds of the stack (no further calibration follows): each side through its
+        recording calibration (affine and increasing, so a recording's pooled windows give that side's recording
+        score), weighted, plus the intercept, through `stack_platt`; with `floor`, never under the main side's
+        own score (the lab's `Stack`)."""
         (w_main, w_whisper, w0), (a1, b1), (a2, b2) = self.stack_weights, main_recording_platt, self.recording_platt
-        return w_main * (a1 * main + b1) + w_whisper * (a2 * whisper + b2) + w0
+        (a, b), own = self.stack_platt, a1 * main + b1
+        fused = a * (w_main * own + w_whisper * (a2 * whisper + b2) + w0) + b
+        return np.maximum(fused, own) if self.floor else fused

@@ -149,11 +149,14 @@ def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) ->
 @dataclass(frozen=True)
 class Stack:
     """A fusion of several detectors' calibrated log-odds: `weights` of each (and an intercept) by a logistic
-    regression of the recordings' scores; with `platt` it fuses each window instead and the pooled windows
-    (`utterance_logit`, as the scanner pools) go through this calibration, its intercept at the prior."""
+    regression of the recordings' scores; with `platt` it fuses each window instead, the fused windows go through
+    this calibration (its intercept at the prior) and are pooled (`utterance_logit`, as the scanner pools). With
+    `floor`, a window's score is never under the first detector's own: the fusion can only add catches to it
+    (a fake the first detector is sure of, and the others not, stays caught)."""
 
     weights: tuple[float, ...]
     platt: tuple[float, float] | None = None
+    floor: bool = False
 
     def __call__(self, x: np.ndarray, windows: list[list[np.ndarray]] | None = None) -> np.ndarray:
         w = np.asarray(self.weights)
@@ -162,12 +165,15 @@ class Stack:
         from ..fusion import utterance_logit
 
         a, b = self.platt
-        return np.array([a * utterance_logit(sum(wj * np.asarray(zj) for wj, zj in zip(w, clip)) + w[-1]) + b
-                         for clip in windows])
+        out = []
+        for clip in windows:
+            z = a * (sum(wj * np.asarray(zj) for wj, zj in zip(w, clip)) + w[-1]) + b
+            out.append(utterance_logit(np.maximum(z, clip[0]) if self.floor else z))
+        return np.array(out)
 
 
 def fit_stack(x: np.ndarray, y: np.ndarray, windows: list[list[np.ndarray]] | None = None,
-              prior: float = 0.1) -> Stack:
+              prior: float = 0.1, floor: bool = False) -> Stack:
     """Recordings' log-odds of each detector `x` (n, detectors), labels `y` and, to fuse windows, each recording's
     window log-odds per detector: the fusion, its intercept moved from the rows' share of fakes to `prior`."""
     w = logistic(x, y)
@@ -177,15 +183,16 @@ def fit_stack(x: np.ndarray, y: np.ndarray, windows: list[list[np.ndarray]] | No
         return Stack(tuple(map(float, w)))
     pooled = Stack(tuple(map(float, w)), (1.0, 0.0))(x, windows)
     a, b = logistic(pooled[:, None], y)
-    return Stack(tuple(map(float, w)), (float(a), float(b + shift)))
+    return Stack(tuple(map(float, w)), (float(a), float(b + shift)), floor)
 
 
 def stack(files: list[Path], folds: np.ndarray, groups: list[tuple[str, ...]], prior: float = 0.1,
-          windows: bool = False) -> list[dict]:
+          windows: bool = False, floor: bool = False) -> list[dict]:
     """Two or more held-out runs' rows fused by `fit_stack`, cross-fitted so that it stays held out: a row of fold
     k (scored by models that held out the set of systems G) is fused by a stack fitted on the other folds' rows
     without G's clips. Only the fusion is learnt from other speakers' held-out scores; nothing of fold k or of G
-    reaches it. With `windows` each window is fused (the rows' `wz`, `wzp`), as the scanner would."""
+    reaches it. With `windows` each window is fused (the rows' `wz`, `wzp`), as the scanner would; with `floor` too,
+    never under the first run's window (`Stack.floor`)."""
     runs = [{(r["i"], r["system"], r.get("against"), r["fake"]): r for r in json.loads(Path(f).read_text())}
             for f in files]
     keys = list(runs[0])
@@ -205,15 +212,16 @@ def stack(files: list[Path], folds: np.ndarray, groups: list[tuple[str, ...]], p
             if (fold[n], held) not in cache:
                 use = np.flatnonzero((fold != fold[n]) & plain & ~np.isin(system, list(held)))
                 cache[(fold[n], held)] = fit_stack(x[use], y[use], [win[u] for u in use] if windows else None,
-                                                   prior)
+                                                   prior, floor)
             out[n][key_name] = float(cache[(fold[n], held)](x[n:n + 1], [win[n]] if windows else None)[0])
     return out
 
 
-def pooled_stack(pairs: list[tuple[Path, Path]], prior: float = 0.1) -> tuple[Stack, int]:
+def pooled_stack(pairs: list[tuple[Path, Path]], prior: float = 0.1, floor: bool = True) -> tuple[Stack, int]:
     """The shipped fusion: `fit_stack` on the held-out rows (each clip once, with the phase branch, per window) of
     pairs of runs, the filterbank's first and the Whisper back end's second, every pair's rows pooled. Held-out
-    scores, not the shipped models' own: the weights must say how far to trust each side on systems it never saw."""
+    scores, not the shipped models' own: the weights must say how far to trust each side on systems it never saw.
+    With `floor`, the shipped rule: a window is never under the filterbank side's own score."""
     x, y, win = [], [], []
     for main_file, whisper_file in pairs:
         runs = [{(r["i"], r["system"], r["fake"]): r for r in json.loads(Path(f).read_text()) if "against" not in r}
@@ -224,7 +232,7 @@ def pooled_stack(pairs: list[tuple[Path, Path]], prior: float = 0.1) -> tuple[St
             x.append([run[k]["zp"] for run in runs])
             win.append([run[k]["wzp"] for run in runs])
             y.append(float(k[2]))
-    return fit_stack(np.array(x), np.array(y), win, prior), len(y)
+    return fit_stack(np.array(x), np.array(y), win, prior, floor), len(y)
 
 
 def ship(work: Path, pairs: list[tuple[Path, Path]], recipe: Recipe, out: Path, version: str, layer: int = 2,
@@ -243,11 +251,11 @@ def ship(work: Path, pairs: list[tuple[Path, Path]], recipe: Recipe, out: Path, 
             "recording_platt_fit": "Platt scaling on speaker fold 0 of ../shared/data/speech/dev (never trained "
                                    "on), intercept moved to a prior of 0.1 synthetic; the phase branch kept where "
                                    "higher",
-            "stack": {"weights": list(fused.weights), "platt": list(fused.platt),
+            "stack": {"weights": list(fused.weights), "platt": list(fused.platt), "floor": fused.floor,
                       "fit": f"logistic fusion of the filterbank (with phase) and Whisper branches' recording "
-                             f"log-odds, then windows fused and pooled, calibrated at a prior of 0.1: fitted on {rows} "
-                             f"held-out rows of {len(pairs)} pair(s) of leave-systems-out runs (voice_whisper_seq "
-                             f"ship)"},
+                             f"log-odds, then windows fused, calibrated at a prior of 0.1, kept above the "
+                             f"filterbank's own (floor) and pooled: fitted on {rows} held-out rows of {len(pairs)} "
+                             f"pair(s) of leave-systems-out runs (voice_whisper_seq ship)"},
             "recipe": {"steps": recipe.steps, "lr": recipe.lr, "batch": recipe.batch, "seed": recipe.seed},
             "trained_on": "Whisper tiny.en block-2 frames of the dev systems' speaker folds 1-4, LibriSpeech "
                           "train-clean-100 and own forgeries (voice_whisper_seq ship)"}
@@ -269,6 +277,8 @@ def main() -> None:
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--windows", action="store_true", help="stack: fuse each window, as the scanner would")
+    ap.add_argument("--floor", action="store_true",
+                    help="stack --windows: never under the first run's window score (as the shipped branch)")
     ap.add_argument("--build", type=Path, default=Path(".cache/vft"), help="stack: the build the runs scored")
     ap.add_argument("--pairs", type=Path, nargs="*", default=[], metavar="RUN",
                     help="ship: held-out runs to fit the stack on, filterbank then Whisper, pair after pair")
@@ -280,7 +290,7 @@ def main() -> None:
     if args.action == "stack":  # the build folder is read for the clips' folds: pass --build
         data = Frames(args.build / "voice_frames.npz")
         print(tables(stack(args.work, data.fold, held_out_groups(data.dev_systems(), args.groups),
-                           windows=args.windows)))
+                           windows=args.windows, floor=args.floor)))
         return
     work = args.work[0]
     recipe = Recipe(steps=args.steps, lr=args.lr, seed=args.seed)
