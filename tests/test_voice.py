@@ -179,7 +179,7 @@ def test_scan_audio_file(scanner, tmp_path, held_out):
     assert [p.time_s for p in v.voice.timeline] == [float(t) for t in range(len(v.voice.timeline))]
     assert v.voice.timeline[0].probability is None  # the first 1.5 s are silence
     assert [e.detector for e in v.evidence] == ["voice"]
-    assert [m.name for m in v.models] == ["voice", "voice_phase"]
+    assert [m.name for m in v.models] == ["voice", "voice_phase", "voice_whisper"]
     d = v.to_dict()
     assert d["voice"]["timeline"] and d["voice"]["segments"]
 
@@ -202,7 +202,7 @@ def test_video_gets_face_and_voice_and_the_cross_check(scanner, tmp_path, held_o
     v = scanner.scan(dub)
     assert v.kind == "video" and v.error is None and v.faces and v.voice is not None
     assert {e.detector for e in v.evidence} == {"face_blend", "voice"}
-    assert [m.name for m in v.models] == ["face_blend", "voice", "voice_phase"]
+    assert [m.name for m in v.models] == ["face_blend", "voice", "voice_phase", "voice_whisper"]
     assert v.voice.probability is not None and v.voice.probability >= 0.5
     assert v.probability == max(v.voice.probability, v.faces[0].probability)
     # The face is a real LFW photo, which the face model scores as authentic; the voice is a vocoder copy: the
@@ -486,8 +486,9 @@ def test_voice_explanation_names_the_trace_that_flagged_it(held_out):
 
 
 def test_voice_detector_uses_the_models_that_are_there(tmp_path, held_out):
-    """models/ ships two files: the detector lists both (names and hashes) and scores with their maximum; with
-    the filterbank model alone it still works, under the version its own file carries."""
+    """models/ ships three files: the detector lists them (names and hashes) and scores windows with the first
+    two's maximum (the Whisper branch fuses in `judge`); with the filterbank model alone it still works, under the
+    version its own file carries."""
     import shutil
 
     from deepscreen.config import MODELS_DIR
@@ -495,8 +496,8 @@ def test_voice_detector_uses_the_models_that_are_there(tmp_path, held_out):
     from deepscreen.detectors.voicenet import Branch, calibrated_max
 
     full = VoiceDetector()
-    assert [m.name for m in full.models()] == ["voice", "voice_phase"] and full.version == "1.4"
-    assert len({m.sha256 for m in full.models()}) == 2
+    assert [m.name for m in full.models()] == ["voice", "voice_phase", "voice_whisper"] and full.version == "1.5"
+    assert len({m.sha256 for m in full.models()}) == 3
     shutil.copy(MODELS_DIR / "voice.safetensors", tmp_path / "voice.safetensors")
     alone = VoiceDetector(weights=tmp_path / "voice.safetensors")
     assert [m.name for m in alone.models()] == ["voice"] and alone.version == alone.models()[0].version == "1.4"

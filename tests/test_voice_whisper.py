@@ -13,7 +13,7 @@ def _branch_file(tmp_path, stack=(0.8, 0.6, -0.3), stack_platt=(1.1, -0.5), floo
 
     torch.manual_seed(0)
     path = tmp_path / "voice_whisper.safetensors"
-    save_weights(SeqHead(), path, {"name": "voice", "version": "9.9", "frontend": "whisper", "layer": 2,
+    save_weights(SeqHead(), path, {"name": "voice_whisper", "version": "9.9", "frontend": "whisper", "layer": 2,
                                    "platt": [0.7, 0.2], "recording_platt": [0.9, -1.0],
                                    "stack": {"weights": list(stack), "platt": list(stack_platt),
                                              "floor": floor}})

@@ -154,8 +154,10 @@ class WhisperBranch:
     def stream(self) -> FrameStream:
         return FrameStream(self.encoder, self.layer)
 
-    def logits(self, frames: np.ndarray, chunk: int = 64) -> np.ndarray:
-        """Calibrated log-odds (the window calibration) of (N, 100, 384) window frames."""
+    def logits(self, frames: np.ndarray, chunk: int = 1) -> np.ndarray:
+        """Calibrated log-odds (the window calibration) of (N, 100, 384) window frames, one window per call by
+        default: a window's score must not depend on which others were ready with it (that follows the blocks
+        the audio arrives in), and a batch's sums do."""
         a, b = self.platt
         out = []
         with torch.inference_mode():

@@ -246,7 +246,7 @@ def ship(work: Path, pairs: list[tuple[Path, Path]], recipe: Recipe, out: Path, 
     model, scorers = fit_fold(data, FOLDS - 1, (), recipe, "cpu", skip_test_fold=False, learner=WHISPER_HEAD)
     scorer = scorers[True]
     fused, rows = pooled_stack(pairs)
-    meta = {"name": "voice", "version": version, "frontend": "whisper", "layer": layer,
+    meta = {"name": "voice_whisper", "version": version, "frontend": "whisper", "layer": layer,
             "platt": list(scorer.window), "recording_platt": list(scorer.recording),
             "recording_platt_fit": "Platt scaling on speaker fold 0 of ../shared/data/speech/dev (never trained "
                                    "on), intercept moved to a prior of 0.1 synthetic; the phase branch kept where "
