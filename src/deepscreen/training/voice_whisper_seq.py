@@ -175,7 +175,8 @@ class Stack:
 def fit_stack(x: np.ndarray, y: np.ndarray, windows: list[list[np.ndarray]] | None = None,
               prior: float = 0.1, floor: bool = False) -> Stack:
     """Recordings' log-odds of each detector `x` (n, detectors), labels `y` and, to fuse windows, each recording's
-    window log-odds per detector: the fusion, its intercept moved from the rows' share of fakes to `prior`."""
+    window log-odds per detector: the fusion, its intercept moved from the rows' share of fakes to `prior`. The
+    `floor` (windows only) is a rule, not fitted: the calibration is fitted on the fused windows without it."""
     w = logistic(x, y)
     shift = np.log(prior / (1 - prior)) - np.log(y.mean() / (1 - y.mean()))
     if windows is None:
