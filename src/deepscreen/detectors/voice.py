@@ -85,7 +85,8 @@ class VoiceDetector(Detector):
         if whisper_weights is not None or extra.exists():
             from .voice_whisper import WhisperBranch
 
-            self.whisper, meta = self._load_weights(extra, WhisperBranch.load, "python -m deepscreen.training.voice_whisper_seq ship")
+            self.whisper, meta = self._load_weights(extra, WhisperBranch.load,
+                                                    "python -m deepscreen.training.voice_whisper_seq ship")
             self._infos.append(self._info)
             versions.append(meta.get("version", "1.0"))
         self.version = max(versions, key=lambda v: tuple(map(int, v.split("."))))  # the newest model's recipe
@@ -178,7 +179,7 @@ class VoiceDetector(Detector):
         flagged = per_model[:, per_model.max(axis=0) >= 0]
         if flagged.shape[1] == 0:
             return []
-        frontends = [b.frontend for b in self.branches] + (["whisper"] if self.whisper else [])
+        frontends = [b.frontend for b in self.branches] + ([self.whisper.frontend] if self.whisper else [])
         counts = np.bincount(flagged.argmax(axis=0), minlength=len(frontends))
         order = [i for i in np.argsort(-counts, kind="stable") if counts[i] * 3 >= flagged.shape[1]]
         return [CUES.get(frontends[i], "vocoder artefacts") for i in order]

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .whisper_encoder import DIM, log_mel
+from .whisper_encoder import DIM, RATE, log_mel
 
-RATE = 16_000
 CHUNK = 30 * RATE  # Whisper's context
 WINDOW = 100  # encoder frames of a 2-s window
 MIN_CHUNK = 640  # a tail shorter than two encoder frames is not encoded

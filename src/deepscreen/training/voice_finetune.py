@@ -383,8 +383,10 @@ def leave_one_system_out(data: Frames, recipe: Recipe, device: str = "cpu", fold
 
     def score(model, scorers, clips, **row):
         logits = learner.logits(model, data, clips, device)
-        z, zp = scorers[False](data, clips, logits), scorers[True](data, clips, logits)
+        from ..detectors.voice import utterance_logit
+
         wz, wzp = scorers[False].windows(data, clips, logits), scorers[True].windows(data, clips, logits)
+        z, zp = [utterance_logit(w) for w in wz], [utterance_logit(w) for w in wzp]  # = the scorers' own
         for i, a, b, wa, wb in zip(clips, z, zp, wz, wzp):
             out.append({"i": int(i), "system": row.get("system") or str(data.system[i]), "fake": row["fake"],
                         "z": float(a), "zp": float(b), "wz": [round(float(v), 5) for v in wa],
