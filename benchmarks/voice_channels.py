@@ -1,14 +1,15 @@
 """Real speech through codecs, and our own vocoder copies, as the voice detector judges them: the false alarms a
 new voice model must not add, and the in-domain catches it must not lose.
 
-    python benchmarks/voice_channels.py [--models DIR ...] [--utterances 100]
+    python benchmarks/voice_channels.py [--models DIR ...] [--utterances 100] [--copies griffin_lim,piper | none]
 
 LibriSpeech test-other (`../shared/data/speech`, 10 speakers none of the voice models trained on) is sent through
 each channel (as recorded, MP3 64/32 kbps, Opus 24 kbps), and our own fakes of it as recorded (Griffin-Lim, WORLD and
 both HiFi-GAN copies; Piper and Kokoro speech as long as it), written to FLAC and scanned by `deepscreen.scan` with
 the voice detector alone. Besides the share flagged, each fake family's EER against the clean real recordings.
 Each --models folder (default: the shipped models/) is a complete models folder (DEEPSCREEN_MODELS), scanned in its
-own process, so two versions are compared on the same files in one run.
+own process, so two versions are compared on the same files in one run. `--copies none` measures the codecs' false
+alarms alone (making the fakes, Kokoro and Piper most, is what takes the time).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ CHANNELS = ("clean", "mp3_64k", "mp3_32k", "opus_24k")
 COPIES = ("griffin_lim", "world", "hifigan", "hifigan_v1", "piper", "kokoro")
 
 
-def make_files(out: Path, n: int) -> list[tuple[str, Path]]:
+def make_files(out: Path, n: int, copies: tuple[str, ...] = COPIES) -> list[tuple[str, Path]]:
     from deepscreen.config import SHARED_DIR
     from deepscreen.media.audio import read_audio, write_audio
     from deepscreen.synthesis.voice import codec_roundtrip, resynthesize
@@ -44,7 +45,7 @@ def make_files(out: Path, n: int) -> list[tuple[str, Path]]:
         stem = Path(r["path"]).stem
         variants = {f"real {c}": (x if c == "clean" else codec_roundtrip(x, c)) for c in CHANNELS}
         rng = np.random.default_rng(zlib.crc32(stem.encode()))
-        variants |= {f"fake {g}": resynthesize(g, x, rng) for g in COPIES}
+        variants |= {f"fake {g}": resynthesize(g, x, rng) for g in copies}
         for name, y in variants.items():
             path = out / f"{stem}.{name.replace(' ', '_')}.flac"
             write_audio(str(path), y, "flac", "flac")
@@ -63,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=Path, nargs="*", help="models folders to compare (default: models/)")
     ap.add_argument("--utterances", type=int, default=100)
+    ap.add_argument("--copies", default=",".join(COPIES), help="our fake families to make, or none")
     ap.add_argument("--scan", type=Path, help=argparse.SUPPRESS)  # internal: one models folder's process
     args = ap.parse_args()
     if args.scan is not None:  # a JSON list of files in, their probabilities out
@@ -71,8 +73,11 @@ def main() -> None:
     from deepscreen.config import MODELS_DIR
 
     folders = args.models or [MODELS_DIR]
+    copies = () if args.copies == "none" else tuple(c for c in args.copies.split(",") if c)
+    if unknown := set(copies) - set(COPIES):
+        ap.error(f"--copies: unknown {', '.join(sorted(unknown))} (known: {', '.join(COPIES)})")
     with tempfile.TemporaryDirectory() as tmp:
-        files = make_files(Path(tmp), args.utterances)
+        files = make_files(Path(tmp), args.utterances, copies)
         listing = Path(tmp) / "files.json"
         listing.write_text(json.dumps([str(p) for _, p in files]))
         probs = {}
