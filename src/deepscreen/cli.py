@@ -72,6 +72,7 @@ def train(
     blur_p: float = _face_option("blur_p"),
     frozen_blocks: int = _face_option("frozen_blocks"),
     rerender_p: float = _face_option("rerender_p"),
+    painters: str = _face_option("painters"),
 ):
     """Train the face-blend detector on forgeries made from real faces: the committed recipe
     (src/deepscreen/training/recipes/face_blend.toml, models/face_blend.md) unless a flag changes a value of it;

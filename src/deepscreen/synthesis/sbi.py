@@ -144,7 +144,8 @@ def _colour_transfer(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.n
 RERENDERERS = ("realsr_df2k_x4", "realesrgan_x4plus")
 
 
-def rerender(img: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def rerender(img: np.ndarray, lms: np.ndarray, rng: np.random.Generator,
+             painters: tuple[str, ...] = RERENDERERS) -> np.ndarray:
     """The face as a face-swap network paints it: the box around the face shrunk to a generator's working size
     and drawn back up by a GAN-trained x4 up-sampler (RealSR DF2K or Real-ESRGAN x4plus), then resized to fit.
 
@@ -152,8 +153,15 @@ def rerender(img: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> np.n
     so inside the blend the texture is a generator's (smooth skin, up-sampling patterns), not the camera's. A
     self-blend changes only colour, sharpness and position; this gives the pasted face a generator's texture
     without any face-swap weights (none ship in a wheel). Needs the lab extra (ncnn, the Real-ESRGAN and RealSR
-    wheels)."""
+    wheels). `painters`: the up-samplers drawn from, and "face_ae:WEIGHTS" for the face autoencoder trained here
+    (synthesis.face_ae: a swap decoder's texture rather than an up-sampler's)."""
     from .generated import SR_MODELS, super_resolve
+
+    name = str(rng.choice(painters))
+    if name.startswith("face_ae:"):
+        from .face_ae import paint
+
+        return paint(img, lms, rng, name.split(":", 1)[1])
 
     h, w = img.shape[:2]
     size, (cx, cy) = _face_size(lms), lms.mean(0)
@@ -162,7 +170,6 @@ def rerender(img: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> np.n
     x1, y1 = min(w, int(cx + half)), min(h, int(cy + half))
     box = np.clip(img[y0:y1, x0:x1], 0, 255).astype(np.uint8)
     bh, bw = box.shape[:2]
-    name = str(rng.choice(RERENDERERS))
     scale = SR_MODELS[name][2]
     # The generator's own face: 112-256 px wide at its working size, never larger than the face it replaces.
     side = min(float(rng.uniform(112, 256)), float(max(bh, bw))) / scale
@@ -177,14 +184,15 @@ def rerender(img: np.ndarray, lms: np.ndarray, rng: np.random.Generator) -> np.n
 
 
 def self_blend(rgb: np.ndarray, lms: np.ndarray, rng: np.random.Generator, family: str | None = None,
-               ratio: float | None = None, colour_transfer: bool | None = None, rerender_p: float = 0.0) -> Blend:
+               ratio: float | None = None, colour_transfer: bool | None = None, rerender_p: float = 0.0,
+               painters: tuple[str, ...] = RERENDERERS) -> Blend:
     """Make one self-blended forgery of `rgb` (HxWx3 uint8) given its (468, 2) landmarks.
     The optional arguments fix a choice that is otherwise random (for tests and per-kind evaluation);
-    `rerender_p`: the chance that the altered copy is re-rendered by a GAN up-sampler (`rerender`)."""
+    `rerender_p`: the chance that the altered copy is re-rendered by one of `painters` (`rerender`)."""
     mask, kind = make_mask(rgb.shape, lms, rng, family)
     if rerender_p and rng.random() < rerender_p:  # no draw at 0: recipes without it make the same forgeries
         # Painted first, then altered: the generator renders a sharp face; the swap tool then resizes and tints it.
-        src = alter_source(rerender(rgb, lms, rng), lms, rng)
+        src = alter_source(rerender(rgb, lms, rng, painters), lms, rng)
         kind += "+rr"
     else:
         src = alter_source(rgb, lms, rng)
@@ -208,7 +216,8 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def donor_blend(rgb: np.ndarray, lms: np.ndarray, donor: np.ndarray, donor_lms: np.ndarray,
-                rng: np.random.Generator, family: str | None = None, rerender_p: float = 0.0) -> Blend:
+                rng: np.random.Generator, family: str | None = None, rerender_p: float = 0.0,
+                painters: tuple[str, ...] = RERENDERERS) -> Blend:
     """A forgery with a region from *another* person (Face X-ray, Li et al. CVPR 2020), through the same masks as
     self_blend. The donor face is moved onto this one by the similarity that best maps its landmarks onto these,
     give or take a hand-made misfit (scale 0.94-1.08, shift up to 3 % of the face). Identity, skin texture,
@@ -221,7 +230,7 @@ def donor_blend(rgb: np.ndarray, lms: np.ndarray, donor: np.ndarray, donor_lms: 
     src = cv2.warpAffine(donor, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(np.float32)
     kind = "donor:" + kind
     if rerender_p and rng.random() < rerender_p:  # another person's face, painted by a generator: a neural swap
-        src = rerender(src, lms, rng)
+        src = rerender(src, lms, rng, painters)
         kind += "+rr"
     if rng.random() < 0.5:  # careful forgers match the colour; hasty ones do not
         src = _colour_transfer(src, rgb, mask)

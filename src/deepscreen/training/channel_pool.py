@@ -21,7 +21,7 @@ import numpy as np
 
 from ..faces.align import CROP_SIZE, align_face
 from ..synthesis.channel import draw_channel, pass_channel
-from ..synthesis.sbi import boundary, degrade, donor_blend, self_blend
+from ..synthesis.sbi import RERENDERERS, boundary, degrade, donor_blend, self_blend
 from .data import MAP_SIZE
 
 CHUNK = 100  # pairs per file
@@ -34,7 +34,8 @@ def _group(faceset, i: int) -> str:
 
 
 def make_channel_pair(sets, weights, rng: np.random.Generator, analyzer, jitter: bool = True,
-                      face_width: float | None = None, rerender_p: float = 0.0):
+                      face_width: float | None = None, rerender_p: float = 0.0,
+                      painters: tuple[str, ...] = RERENDERERS):
     """One (real crop, fake crop, fake boundary map, face width in px as the scanner's box measures it) or None when
     the scanner would find no face after the channel (then it would not be scored either). `face_width` forces the
     channel, at that face width (for measuring where the detector stops telling real from fake)."""
@@ -46,9 +47,10 @@ def make_channel_pair(sets, weights, rng: np.random.Generator, analyzer, jitter:
         j = int(rng.integers(len(faces)))
         while _group(faces, j) == _group(faces, i):
             j = int(rng.integers(len(faces)))
-        blend = donor_blend(rgb, lms, faces.image(j), faces.landmarks[j], rng, rerender_p=rerender_p)
+        blend = donor_blend(rgb, lms, faces.image(j), faces.landmarks[j], rng, rerender_p=rerender_p,
+                            painters=painters)
     else:
-        blend = self_blend(rgb, lms, rng, rerender_p=rerender_p)
+        blend = self_blend(rgb, lms, rng, rerender_p=rerender_p, painters=painters)
     kind = getattr(faces, "kinds", None)
     kind = kind[i] if kind else "photo"
     framing = dict(shift=rng.uniform(-0.04, 0.04, 2), angle_jitter=rng.uniform(-8, 8),
@@ -86,12 +88,12 @@ def _init_worker(loader):
 
 
 def _make_chunk(args):
-    out, seed, chunk, jitter, rerender_p = args
+    out, seed, chunk, jitter, rerender_p, painters = args
     rng = np.random.default_rng([seed, chunk])
     reals, fakes, maps, widths = [], [], [], []
     while len(reals) < CHUNK:
         pair = make_channel_pair(_WORKER["sets"], _WORKER["weights"], rng, _WORKER["analyzer"], jitter,
-                                 rerender_p=rerender_p)
+                                 rerender_p=rerender_p, painters=painters)
         if pair is None:
             continue
         reals.append(pair[0])
@@ -105,13 +107,15 @@ def _make_chunk(args):
 
 
 def build_pool(folder: Path, loader, pairs: int, seed: int, jitter: bool = True, workers: int = 2,
-               log=print, rerender_p: float = 0.0) -> dict[str, np.ndarray]:
+               log=print, rerender_p: float = 0.0, painters: tuple[str, ...] = RERENDERERS) -> dict[str, np.ndarray]:
     """Make (or finish) a pool of `pairs` pairs in `folder` and load it. `loader()` -> (face sets, weights) is
     called once per worker process (it must be picklable: a module-level function or a functools.partial).
     The settings that shape its pairs are kept in folder/pool.json: a folder made with others is refused rather
     than silently reused."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = {"seed": seed, "jitter": jitter, "rerender_p": rerender_p}
+    if rerender_p and tuple(painters) != RERENDERERS:  # pools made before painters could be chosen keep their name
+        settings["painters"] = list(painters)
     made = folder / "pool.json"
     if made.exists() and json.loads(made.read_text()) != settings:
         raise ValueError(f"{folder} holds a pool made with {made.read_text().strip()}, not {settings}: "
@@ -121,7 +125,7 @@ def build_pool(folder: Path, loader, pairs: int, seed: int, jitter: bool = True,
             raise ValueError(f"{folder} holds a pool made without re-rendered faces: give another work folder")
         made.write_text(json.dumps(settings))
     n = -(-pairs // CHUNK)
-    todo = [(folder / f"chunk{c:04d}.npz", seed, c, jitter, rerender_p) for c in range(n)
+    todo = [(folder / f"chunk{c:04d}.npz", seed, c, jitter, rerender_p, tuple(painters)) for c in range(n)
             if not (folder / f"chunk{c:04d}.npz").exists()]
     if todo:
         log(f"channel pool {folder.name}: making {len(todo)} of {n} chunks of {CHUNK} pairs")

@@ -39,6 +39,9 @@ FLAGS: dict[str, Flag] = {
                                            "copies of their photos."),
     "rerender_p": Flag(("pool_rerender_p",), "Stage 3: chance that a channel-pool forgery's face is re-rendered "
                                              "by a GAN up-sampler first (a generator's texture, as in neural swaps)."),
+    "painters": Flag(("pool_painters",), "Stage 3: what re-renders those faces, comma-separated: realsr_df2k_x4, "
+                                         "realesrgan_x4plus (GAN up-samplers), face_ae (a face autoencoder trained "
+                                         "first, as a swap model's decoder)."),
     "frozen_blocks": Flag(("frozen_blocks",), "Keep the stem and this many leading blocks of the backbone at their "
                                               "starting weights: cheaper steps (0 trains every layer)."),
 }
@@ -66,6 +69,11 @@ def recipe_from_flags(flags: dict, recipe: FaceRecipe = FACE_BLEND) -> FaceRecip
             raise FlagError(f"{flag} {value!r}: use one of {', '.join(PRECISIONS)}")
         if name in _SHARES and not 0.0 <= value <= 1.0:
             raise FlagError(f"{flag} {value}: must be between 0 and 1")
+        if name == "painters":
+            known = ("realsr_df2k_x4", "realesrgan_x4plus", "face_ae")  # sbi.RERENDERERS + the face autoencoder
+            names = [n.strip() for n in value.split(",")]
+            if not all(names) or set(names) - set(known):
+                raise FlagError(f"{flag} {value!r}: a comma-separated list of {', '.join(known)}")
     if not flags:
         return recipe
     top, stages = {}, {}

@@ -27,7 +27,7 @@ def stage_config(recipe: FaceRecipe, n: int, data: Path, out: Path, work: Path, 
         threads=recipe.threads, lr_scale=stage.lr_scale, precision=recipe.precision, donor_p=stage.donor_p,
         grade_p=recipe.grade_p, lowres_p=stage.lowres_p, blur_p=recipe.blur_p, frozen_blocks=recipe.frozen_blocks,
         pool_pairs=stage.pool_pairs, pool_size=recipe.pool_size, val_pool_size=recipe.val_pool_size,
-        pool_rerender_p=recipe.pool_rerender_p, recipe=recipe,
+        pool_rerender_p=recipe.pool_rerender_p, pool_painters=recipe.pool_painters, recipe=recipe,
         **paths)
 
 
@@ -39,7 +39,7 @@ def _describe(cfg: TrainConfig, n: int) -> str:
     extras = [f"learning rates x{cfg.lr_scale}"] if n > 1 else []
     extras += [f"{cfg.lowres_p:.0%} of pairs from small copies"] if cfg.lowres_p else []
     extras += [f"{cfg.blur_p:.0%} of pairs blurred"] if cfg.blur_p else []
-    extras += [f"{cfg.pool_rerender_p:.0%} of pool forgeries re-rendered by a GAN up-sampler"] \
+    extras += [f"{cfg.pool_rerender_p:.0%} of pool forgeries re-rendered ({cfg.pool_painters})"] \
         if n == 3 and cfg.pool_rerender_p else []
     return (f"stage {n}: {stop_step(cfg.steps, cfg.stop_at)} steps of a {cfg.steps}-step cycle, "
             + ", ".join([what, *extras]))

@@ -53,6 +53,7 @@ class FaceRecipe:
     pool_size: int
     val_pool_size: int
     pool_rerender_p: float
+    pool_painters: str
     stage1: FaceStage
     stage2: FaceStage
     stage3: FaceStage

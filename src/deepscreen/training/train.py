@@ -82,6 +82,9 @@ class TrainConfig:
     val_pool_size: int = FACE_BLEND.val_pool_size
     # The chance that a pool forgery's pasted face is first re-rendered by a GAN up-sampler (sbi.rerender).
     pool_rerender_p: float = FACE_BLEND.pool_rerender_p
+    # What re-renders them, comma-separated: GAN up-samplers (sbi.RERENDERERS) and/or "face_ae", the face
+    # autoencoder (synthesis.face_ae) that the stage trains first into WORK/../painter.
+    pool_painters: str = FACE_BLEND.pool_painters
     shared: Path | None = None
     recipe: FaceRecipe = field(default=FACE_BLEND, repr=False)  # what the stage was cut from (metadata)
 
@@ -199,11 +202,26 @@ def _channel_pools(cfg: TrainConfig, log) -> tuple[dict, dict]:
     lfw_cache = cfg.landmark_cache or cfg.work / "lfw_landmarks.npz"
     sources = partial(stage3_sources, cfg.shared, cfg.data, lfw_cache, cfg.work.parent / "world")
     sources(split="train")  # landmarks once, here, before the workers need them
+    painters = _painters(cfg, log)
     pool = build_pool(cfg.work / "pool_train", partial(sources, split="train"), cfg.pool_size, cfg.seed + 10,
-                      workers=cfg.threads, log=log, rerender_p=cfg.pool_rerender_p)
+                      workers=cfg.threads, log=log, rerender_p=cfg.pool_rerender_p, painters=painters)
     val_pool = build_pool(cfg.work / "pool_val", partial(sources, split="val"), cfg.val_pool_size, cfg.seed + 20,
-                          jitter=False, workers=cfg.threads, log=log, rerender_p=cfg.pool_rerender_p)
+                          jitter=False, workers=cfg.threads, log=log, rerender_p=cfg.pool_rerender_p,
+                          painters=painters)
     return pool, val_pool
+
+
+def _painters(cfg: TrainConfig, log) -> tuple[str, ...]:
+    """The pool's painters as sbi.rerender takes them; "face_ae" is trained first (resumable) on the training
+    split's faces, its landmarks shared with the pool (WORK/../painter, beside WORK/../world)."""
+    names = tuple(n.strip() for n in cfg.pool_painters.split(",") if n.strip())
+    if not cfg.pool_rerender_p or "face_ae" not in names:
+        return names
+    from .face_ae_train import PAINTER_STEPS, train as train_painter
+
+    weights = train_painter(cfg.work.parent / "painter", PAINTER_STEPS, seed=cfg.seed, threads=cfg.threads,
+                            lfw_cache=cfg.landmark_cache or cfg.work / "lfw_landmarks.npz", log=log)
+    return tuple(f"face_ae:{weights}" if n == "face_ae" else n for n in names)
 
 
 def _start_model(cfg: TrainConfig, log) -> tuple[BlendNet, int, float]:
