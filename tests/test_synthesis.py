@@ -375,3 +375,41 @@ def test_rerendered_forgeries_are_drawn_only_when_asked(face, donor):
     assert "+rr" in painted.kind and not np.array_equal(painted.image, plain.image)
     swap = donor_blend(rgb, lms, *donor, np.random.default_rng(5), rerender_p=1.0)
     assert swap.kind.startswith("donor:") and "+rr" in swap.kind
+
+
+def test_face_autoencoder_learns_faces_and_paints_only_the_face_box(face, tmp_path):
+    """The swap-decoder painter (synthesis.face_ae): training lowers its reconstruction loss on face boxes, it
+    writes safetensors the painter loads, and re-rendering with it changes the box round the face and nothing
+    else, as the GAN painters do; blends made with it say so in their kind."""
+    import torch
+
+    from deepscreen.synthesis.face_ae import box_tensor, face_box, load_painter
+    from deepscreen.synthesis.sbi import rerender
+    from deepscreen.training.face_ae_train import loss_fn, train
+
+    rgb, lms = face
+    rgb, lms = cv2.copyMakeBorder(rgb, 150, 150, 150, 150, cv2.BORDER_REFLECT), lms + 150
+    rng = np.random.default_rng(0)
+    boxes = torch.stack([box_tensor(rgb, face_box(rgb.shape, lms + rng.normal(0, 3, 2), h))
+                         for h in np.linspace(0.75, 0.95, 8)])
+    (tmp_path / "painter").mkdir()
+    torch.save((boxes * 255).round().to(torch.uint8), tmp_path / "painter/boxes.pt")  # the cache train() reads
+
+    def loss_of(model):
+        with torch.no_grad():
+            return float(loss_fn(model(boxes), boxes))
+
+    torch.manual_seed(0)
+    from deepscreen.synthesis.face_ae import FaceAE
+
+    before = loss_of(FaceAE())
+    weights = train(tmp_path / "painter", steps=80, batch=4, lr=1e-3, threads=1, log=lambda m: None)
+    assert weights.is_file() and loss_of(load_painter(weights)) < 0.7 * before
+
+    out = rerender(rgb.astype(np.float32), lms, np.random.default_rng(1), painters=(f"face_ae:{weights}",))
+    changed = np.abs(out - rgb).max(2) > 0
+    ys, xs = np.nonzero(changed)
+    c, size = lms.mean(0), float(np.ptp(lms, axis=0).max())
+    assert xs.min() >= c[0] - size and xs.max() <= c[0] + size and changed.mean() < 0.5
+    blend = self_blend(rgb, lms, np.random.default_rng(5), rerender_p=1.0, painters=(f"face_ae:{weights}",))
+    assert "+rr" in blend.kind

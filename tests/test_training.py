@@ -514,6 +514,10 @@ def test_donor_forgeries_in_batches(small_lfw, tmp_path):
     assert res.exit_code == 2 and res.stderr.strip() == "deepscreen: error: --lowres-p -0.1: must be between 0 and 1"
     res = _cli("train", "--blur-p", "2")
     assert res.exit_code == 2 and res.stderr.strip() == "deepscreen: error: --blur-p 2.0: must be between 0 and 1"
+    res = _cli("train", "--painters", "face_ae,stylegan")
+    assert res.exit_code == 2 and res.stderr.strip() == ("deepscreen: error: --painters 'face_ae,stylegan': a "
+                                                         "comma-separated list of realsr_df2k_x4, "
+                                                         "realesrgan_x4plus, face_ae")
 
 
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):
