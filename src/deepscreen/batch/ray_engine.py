@@ -57,6 +57,11 @@ class RayStages:
 
 # Calls queued on one actor at a time (Ray's default is 4): with batch_size, bounds the Prepared waiting per actor.
 MAX_CALLS_PER_ACTOR = 2
+# Calls each actor gets at least, where batch_size would give it fewer: when the last calls of a run are handed
+# out, one actor may still work through a whole call while the others have nothing left, so a short run (a few
+# dozen clips of 0.2 s each) with batches of 4 lost up to a fifth of its span to that tail. Smaller batches keep
+# the tail under about a sixteenth of the span.
+MIN_CALLS_PER_ACTOR = 8
 
 
 class RayEngine:
@@ -149,7 +154,7 @@ class RayEngine:
         import ray
 
         s = self.stages
-        size = 1 if isolate else s.batch_size
+        size = 1 if isolate else call_size(len(items), s.batch_size, s.prepare_workers)
         blocks = len(items) if isolate else \
             max(1, min(len(items), max(4 * (s.prepare_workers + s.judge_workers), len(items) // (2 * size))))
         ds = ray.data.from_items([{"item": k, "path": os.fsencode(i.path), "truth": i.truth or ""} for k, i in items],
@@ -166,6 +171,11 @@ class RayEngine:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             indices = batch.column("item").to_pylist()
             yield from zip(indices, batch.drop_columns(["item"]).to_pylist())
+
+
+def call_size(files: int, batch_size: int, actors: int) -> int:
+    """Files per call: `batch_size`, or fewer where that would give each actor under MIN_CALLS_PER_ACTOR calls."""
+    return max(1, min(batch_size, files // (MIN_CALLS_PER_ACTOR * max(1, actors))))
 
 
 def _remote_key(config: ScanConfig, threads: int) -> str:
