@@ -367,3 +367,14 @@ def test_a_file_that_crashes_its_worker_is_one_error_row_in_both_engines(poisone
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 2, stderr
     assert _check_poisoned(tmp_path / "ray1") == local  # both crashes inside the one stage's actor
+
+
+def test_ray_calls_shrink_so_a_short_run_has_no_long_tail():
+    """Each actor gets at least MIN_CALLS_PER_ACTOR calls where the collection allows: a short run of clips is cut
+    into calls of fewer files (the last call of a run leaves the other actors idle for its whole length); a long
+    run keeps the configured batch size; a call always holds at least one file."""
+    from deepscreen.batch.ray_engine import MIN_CALLS_PER_ACTOR, call_size
+
+    assert call_size(2000, 4, 2) == 4
+    assert call_size(40, 4, 2) == 2 and 40 / call_size(40, 4, 2) >= MIN_CALLS_PER_ACTOR * 2
+    assert call_size(10, 4, 2) == 1 and call_size(0, 4, 2) == 1 and call_size(100, 4, 0) == 4
