@@ -184,15 +184,17 @@ def lpc(x: np.ndarray, rng: np.random.Generator, order: int = 18) -> np.ndarray:
     return y
 
 
-def _vocoder_mel(x: np.ndarray, rate: int, n_fft: int, hop: int):
+def _vocoder_mel(x: np.ndarray, rate: int, n_fft: int, hop: int, dtype=np.float32):
     """The HiFi-GAN recipes' input: natural-log 80-band mel (0-8 kHz) magnitudes, window = n_fft, reflect-padded so
-    frame k is centred on sample k * hop; (1, 80, frames) float32."""
+    frame k is centred on sample k * hop; (1, 80, frames) of `dtype`."""
     import torch
 
-    t = torch.from_numpy(np.asarray(x, np.float32))[None, None]
+    t = torch.from_numpy(np.asarray(x, dtype))[None, None]
     t = torch.nn.functional.pad(t, ((n_fft - hop) // 2,) * 2, mode="reflect")[0]
-    spec = torch.stft(t, n_fft, hop, n_fft, torch.hann_window(n_fft), center=False, return_complex=True).abs()
-    return torch.log(torch.clamp(torch.from_numpy(mel_filters(rate, n_fft, 80, 0, 8000)) @ spec, min=1e-5))
+    window = torch.hann_window(n_fft, dtype=t.dtype)
+    spec = torch.stft(t, n_fft, hop, n_fft, window, center=False, return_complex=True).abs()
+    filters = torch.from_numpy(mel_filters(rate, n_fft, 80, 0, 8000)).to(t.dtype)
+    return torch.log(torch.clamp(filters @ spec, min=1e-5))
 
 
 @lru_cache(maxsize=1)
@@ -205,12 +207,22 @@ def _hifigan():
     return torch.jit.load(str(path), map_location="cpu").eval()
 
 
-def hifigan(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """HiFi-GAN copy synthesis: n_fft/win 640, hop 160, 80 mels 0-8 kHz, natural log (settings in ../shared/MODELS.md)."""
+def hifigan(x: np.ndarray, rng: np.random.Generator, exact: bool = False) -> np.ndarray:
+    """HiFi-GAN copy synthesis: n_fft/win 640, hop 160, 80 mels 0-8 kHz, natural log (settings in ../shared/MODELS.md).
+
+    `exact` runs it in float64, about ten times slower, for a voice that must come out the same on every CPU: in
+    float32 oneDNN picks its kernels by the CPU's instruction set, and their order of summation moves the output
+    (by up to 0.008 here between AVX2 and AVX-512), enough to move a scan of the voice after AAC. In float64 the
+    order moves it by about 1e-16, below what float32 audio can show."""
+    import copy
+
     import torch
 
+    model, dtype = _hifigan(), np.float32
+    if exact:
+        model, dtype = copy.deepcopy(model).double(), np.float64
     with torch.inference_mode():
-        y = _hifigan()(_vocoder_mel(x, RATE, 640, 160)).squeeze().numpy()
+        y = model(_vocoder_mel(x, RATE, 640, 160, dtype)).squeeze().numpy()
     return y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
 
 
@@ -397,9 +409,10 @@ OPTIONAL: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
 }
 
 
-def resynthesize(name: str, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A synthetic copy of `x` (16 kHz mono float32) with the loudness of the original."""
-    y = np.asarray({**GENERATORS, **OPTIONAL, **UNSEEN}[name](x, rng), np.float64)[: len(x)]
+def resynthesize(name: str, x: np.ndarray, rng: np.random.Generator, **options) -> np.ndarray:
+    """A synthetic copy of `x` (16 kHz mono float32) with the loudness of the original; `options` go to the
+    generator (hifigan's `exact`)."""
+    y = np.asarray({**GENERATORS, **OPTIONAL, **UNSEEN}[name](x, rng, **options), np.float64)[: len(x)]
     y = np.pad(y, (0, len(x) - len(y)))
     rms_x, rms_y = np.sqrt(np.mean(x.astype(np.float64) ** 2)), np.sqrt(np.mean(y**2))
     if rms_y > 1e-8:
