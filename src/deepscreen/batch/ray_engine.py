@@ -55,8 +55,10 @@ class RayStages:
                 "judge_workers": self.judge_workers, "judge_cpus": self.judge_cpus, "batch_size": self.batch_size}
 
 
-# Calls queued on one actor at a time (Ray's default is 4): with batch_size, bounds the Prepared waiting per actor.
-MAX_CALLS_PER_ACTOR = 2
+# Calls queued on one actor at a time: with batch_size, bounds the Prepared waiting per actor (16 files: a few MB).
+# Ray's default, 4: with 2, 200 short clips ran 9-15 % slower than the local engine, with 4 5-8 % (three runs
+# each, docs/batch.md): an actor finishing a call found the next one less often waiting.
+MAX_CALLS_PER_ACTOR = 4
 # Calls each actor gets at least, where batch_size would give it fewer: when the last calls of a run are handed
 # out, one actor may still work through a whole call while the others have nothing left, so a short run (a few
 # dozen clips of 0.2 s each) with batches of 4 lost up to a fifth of its span to that tail. Smaller batches keep
