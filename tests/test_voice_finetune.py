@@ -110,34 +110,44 @@ def test_torch_whisper_encoder_is_the_ctranslate2_encoder():
     assert np.abs(ours[2][0].numpy() - b).mean() > 0.1  # a middle layer is not the output
 
 
-def test_whisper_head_learns_from_sequences_and_scores_the_scanner_windows(tmp_path):
+def test_an_unknown_whisper_encoder_is_refused_by_name():
+    from deepscreen.detectors.whisper_encoder import model_bytes
+
+    with pytest.raises(ValueError, match="'large'.*base.*tiny.en"):
+        model_bytes("large")
+
+
+@pytest.mark.parametrize("model,width", [("tiny.en", 384), ("base", 512)])
+def test_whisper_head_learns_from_sequences_and_scores_the_scanner_windows(tmp_path, model, width):
     from deepscreen.training.voice_finetune import Recipe, save_frames
-    from deepscreen.training.voice_whisper_seq import (WHISPER_FILE, Sequences, head_logits, save_sequences,
-                                                       train_head)
+    from deepscreen.training.voice_whisper_seq import Sequences, head_logits, save_sequences, train_head, whisper_file
 
     rng = np.random.default_rng(0)
     rows, seqs = [], []
     for n in range(40):
         fake = n % 2 == 1
         frames = 60 + 37 * (n % 5)  # some clips shorter than a 100-frame window
-        seq = rng.standard_normal((3, frames, 384)).astype(np.float16)
+        seq = rng.standard_normal((3, frames, width)).astype(np.float16)
         if fake:  # a machine's trace: a slow drift in a few channels, invisible in any single frame's scale
             seq[:, :, :8] += np.sin(np.arange(frames) / 3.0)[None, :, None].astype(np.float16)
         rows.append({"label": "fake" if fake else "real", "system": "S" if fake else "R", "fold": n % 5,
                      "variant": "clean", "starts": [0, 100, 200][: 1 + 2 * frames // 200], "frames": 2 * frames})
         seqs.append(seq)
     save_frames(tmp_path / "voice_frames.npz", [np.zeros((2 * s.shape[1], 80), np.uint8) for s in seqs], rows)
-    save_sequences(tmp_path / WHISPER_FILE, seqs, (1, 2, 4))
-    data = Sequences(tmp_path, 2)
-    model = train_head(data, data.fold != 0, Recipe(steps=80, batch=16, lr=3e-3))
+    save_sequences(tmp_path / whisper_file(model), seqs, (1, 2, 4))
+    data = Sequences(tmp_path, 2, model)
+    head = train_head(data, data.fold != 0, Recipe(steps=80, batch=16, lr=3e-3))
+    assert head.norm.normalized_shape == (width,)
     held = np.flatnonzero(data.fold == 0)
-    logits = head_logits(model, data, held)
+    logits = head_logits(head, data, held)
     assert [len(z) for z in logits] == [len(rows[i]["starts"]) for i in held]
     fake_mean = np.mean([z.mean() for i, z in zip(held, logits) if data.label[i]])
     real_mean = np.mean([z.mean() for i, z in zip(held, logits) if not data.label[i]])
     assert fake_mean > real_mean + 1.0
     with pytest.raises(SystemExit, match="layers"):
-        Sequences(tmp_path, 3)
+        Sequences(tmp_path, 3, model)
+    with pytest.raises(FileNotFoundError):  # another encoder's frames are not there
+        Sequences(tmp_path, 2, "base" if model == "tiny.en" else "tiny.en")
 
 
 def test_stacked_fusion_is_cross_fitted_and_beats_each_run(tmp_path):

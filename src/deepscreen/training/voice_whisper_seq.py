@@ -30,19 +30,25 @@ from ..detectors.voice_whisper import WINDOW, SeqHead, encode_recording, window_
 from .voice_finetune import (FOLDS, Frames, Learner, Recipe, balanced_clips, held_out_groups, leave_one_system_out,
                              tables)
 
-WHISPER_FILE = "whisper_frames.npz"
-LAYERS = (1, 2, 4)  # of tiny.en's 4 blocks (4: the encoder's output, after its final layer norm)
+WHISPER_FILE = "whisper_frames.npz"  # tiny.en's; another encoder's: whisper_frames_<model>.npz
+# The blocks kept: of tiny.en's 4 (4: the encoder's output, after its final layer norm) and of base's 6 (the middle
+# ones: tiny.en's middle blocks held the synthesis traces, its output did not).
+LAYERS = {"tiny.en": (1, 2, 4), "base": (2, 3, 4)}
+
+
+def whisper_file(model: str = "tiny.en") -> str:
+    return WHISPER_FILE if model == "tiny.en" else f"whisper_frames_{model}.npz"
 
 
 class WhisperLayers:
-    """`layers(samples)` -> (len(LAYERS), frames, 384) float16: the chosen blocks' outputs over a clip, encoded as
+    """`layers(samples)` -> (len(layers), frames, width) float16: the chosen blocks' outputs over a clip, encoded as
     the scanner's Whisper branch encodes it (detectors/voice_whisper.py)."""
 
-    def __init__(self, layers: tuple[int, ...] = LAYERS):
+    def __init__(self, model: str = "tiny.en", layers: tuple[int, ...] | None = None):
         from ..detectors.whisper_encoder import torch_encoder
 
-        self.layers = layers
-        self.encoder = torch_encoder()
+        self.model, self.layers = model, layers or LAYERS[model]
+        self.encoder = torch_encoder(blocks=max(self.layers), model=model)
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         return encode_recording(self.encoder, samples, self.layers)
@@ -58,9 +64,9 @@ def save_sequences(path: Path, sequences: list[np.ndarray], layers: tuple[int, .
 class Sequences(Frames):
     """The filterbank build's clips and rows, with one Whisper layer's frames as each clip's features."""
 
-    def __init__(self, work: Path, layer: int):
+    def __init__(self, work: Path, layer: int, model: str = "tiny.en"):
         super().__init__(work / "voice_frames.npz")
-        z = np.load(work / WHISPER_FILE)
+        z = np.load(work / whisper_file(model))
         layers = list(z["layers"])
         if layer not in layers:
             raise SystemExit(f"--layer {layer}: the build kept layers {layers}")
@@ -81,7 +87,7 @@ def _windows(data: Sequences, i: int, starts: np.ndarray) -> np.ndarray:
 def train_head(data: Sequences, allowed: np.ndarray, recipe: Recipe, device: str = "cpu", init=None) -> SeqHead:
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    model = SeqHead().to(device).train()
+    model = SeqHead(dim=data.seq.shape[-1]).to(device).train()
     pick = balanced_clips(data, allowed, rng)  # half real, half fake, every source equally often
     opt = torch.optim.AdamW(model.parameters(), recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=recipe.steps, pct_start=0.1)
@@ -269,6 +275,7 @@ def main() -> None:
     ap.add_argument("action", choices=("loso", "fuse", "stack", "ship"))
     ap.add_argument("work", type=Path, nargs="+", help="loso: the build folder; fuse: held-out rows (.json)")
     ap.add_argument("--layer", type=int, default=2)
+    ap.add_argument("--model", default="tiny.en", choices=sorted(LAYERS), help="loso: the Whisper encoder's frames")
     ap.add_argument("--folds", type=int, nargs="*", default=list(range(FOLDS)))
     ap.add_argument("--groups", type=int, default=3)
     ap.add_argument("--steps", type=int, default=600)
@@ -302,10 +309,11 @@ def main() -> None:
                     tuple(args.without))
         print(f"written {args.out}: {json.dumps({k: meta[k] for k in ('platt', 'recording_platt', 'stack')})}")
         return
-    data = Sequences(work, args.layer).without(args.without)
+    data = Sequences(work, args.layer, args.model).without(args.without)
     rows = leave_one_system_out(data, recipe, folds=args.folds, groups=args.groups, learner=WHISPER_HEAD)
     without = "".join(f"_no-{w}" for w in args.without)
-    out = args.out or work / f"seq_l{args.layer}_{args.steps}_{args.lr:g}_g{args.groups}{without}_" \
+    model = "" if args.model == "tiny.en" else f"{args.model}_"
+    out = args.out or work / f"seq_{model}l{args.layer}_{args.steps}_{args.lr:g}_g{args.groups}{without}_" \
                              f"f{''.join(map(str, args.folds))}.json"
     out.write_text(json.dumps(rows))
     print(tables(rows))
