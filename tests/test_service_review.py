@@ -60,7 +60,8 @@ def test_reviewer_marks_a_quarantined_item_in_the_browser(svc):
         assert browser.current_url.endswith("/review/login")
         browser.find_element(By.ID, "key").send_keys(svc.keys["review"])
         browser.find_element(By.ID, "login").click()
-        WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(lambda b: b.current_url.endswith("/review"), browser.page_source[:2000])
+        WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda b: b.current_url.endswith("/review"), browser.page_source[:2000])
         rows = browser.find_elements(By.CSS_SELECTOR, "tr.item")
         ids = [r.get_attribute("data-id") for r in rows]
         assert svc.fake["id"] in ids and svc.real["id"] not in ids  # passed items never enter the queue
@@ -69,7 +70,8 @@ def test_reviewer_marks_a_quarantined_item_in_the_browser(svc):
         thumb = row.find_element(By.CSS_SELECTOR, "img.thumb")
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumb) > 0
         row.find_element(By.LINK_TEXT, "suspect.jpg").click()
-        WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(lambda b: f"/review/scans/{svc.fake['id']}" in b.current_url)
+        WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda b: f"/review/scans/{svc.fake['id']}" in b.current_url)
 
         assert browser.find_element(By.TAG_NAME, "h1").text == "suspect.jpg"
         browser.switch_to.frame(browser.find_element(By.CSS_SELECTOR, "iframe[title=report]"))
@@ -77,9 +79,12 @@ def test_reviewer_marks_a_quarantined_item_in_the_browser(svc):
         browser.switch_to.default_content()
         browser.find_element(By.ID, "comment").send_keys("blend seam along the jaw")
         browser.find_element(By.ID, "decide-confirmed_fake").click()
-        # The decision posts and redirects back to this page: wait for the new one, not the one just left.
-        WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
-            lambda b: "confirmed_fake" in b.find_element(By.ID, "history").text, "decision not shown")
+        # The decision posts and redirects back to this page: wait for the new one, not the one just left. Read in
+        # one script call: an element found on the old page and read on the new one fails (chromedriver: "Node with
+        # given id does not belong to the document").
+        history_text = "const h = document.getElementById('history'); return h ? h.innerText : '';"
+        WebDriverWait(browser, 10).until(
+            lambda b: "confirmed_fake" in b.execute_script(history_text), "decision not shown")
         history = browser.find_element(By.ID, "history").text
         assert "confirmed_fake" in history and "pending → confirmed_fake" in history
         assert "blend seam along the jaw" in history and "review person" in history
