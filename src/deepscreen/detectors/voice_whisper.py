@@ -61,7 +61,8 @@ def encode_recording(encoder: nn.Module, samples: np.ndarray, layers: tuple[int,
     """(len(layers), frames, 384) float16 over a whole recording, chunk by chunk."""
     parts = [encode_chunk(encoder, samples[s:s + CHUNK], layers) for s in range(0, max(len(samples), 1), CHUNK)
              if len(samples[s:s + CHUNK]) >= MIN_CHUNK]
-    return np.concatenate(parts, axis=1) if parts else np.zeros((len(layers), 1, DIM), np.float16)
+    return np.concatenate(parts, axis=1) if parts else np.zeros((len(layers), 1, encoder.conv1.out_channels),
+                                                                 np.float16)
 
 
 def encoder_frame(samples: np.ndarray) -> np.ndarray:
@@ -86,7 +87,7 @@ class FrameStream:
     def __init__(self, encoder: nn.Module, layer: int):
         self.encoder, self.layer = encoder, layer
         self.pending = np.zeros(0, np.float32)  # samples of the chunk being filled
-        self.frames = np.zeros((0, DIM), np.float16)  # frames [first, first + len) of the recording
+        self.frames = np.zeros((0, encoder.conv1.out_channels), np.float16)  # frames [first, first + len)
         self.first = 0
         self.finished = False
 
@@ -141,7 +142,7 @@ class WhisperBranch:
         self.stack_weights = tuple(meta["stack"]["weights"])  # main branches', this one's, intercept
         self.stack_platt = tuple(meta["stack"]["platt"])
         self.floor = bool(meta["stack"].get("floor", False))
-        self.encoder = torch_encoder(blocks=self.layer)
+        self.encoder = torch_encoder(blocks=self.layer, model=meta.get("encoder", "tiny.en"))
 
     @classmethod
     def load(cls, path) -> tuple["WhisperBranch", dict]:

@@ -302,7 +302,7 @@ def model_from_state(state: dict[str, torch.Tensor], frontend: str = "linear", w
     if frontend == "whisper":  # the Whisper branch's back end (voice_whisper.py)
         from .voice_whisper import SeqHead
 
-        model = SeqHead()
+        model = SeqHead(dim=state["norm.weight"].shape[0])  # the encoder's width: 384 for tiny.en, 512 for base
     else:
         model = PhaseNovelty(len(state["mean"])) if frontend == "phase" else VoiceNet(width, frontend, head)
     model.load_state_dict(state)

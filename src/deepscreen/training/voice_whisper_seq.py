@@ -243,17 +243,17 @@ def pooled_stack(pairs: list[tuple[Path, Path]], prior: float = 0.1, floor: bool
 
 
 def ship(work: Path, pairs: list[tuple[Path, Path]], recipe: Recipe, out: Path, version: str, layer: int = 2,
-         without: tuple[str, ...] = ()) -> dict:
+         without: tuple[str, ...] = (), model: str = "tiny.en") -> dict:
     """The Whisper branch as the scanner loads it: the head trained on four speaker folds of every system (the
     shipped filterbank network's folds), its calibrations fitted on the fifth, and the stack of `pooled_stack`."""
     from ..detectors.voicenet import save_weights
     from .voice_finetune import fit_fold
 
-    data = Sequences(work, layer).without(list(without))
-    model, scorers = fit_fold(data, FOLDS - 1, (), recipe, "cpu", skip_test_fold=False, learner=WHISPER_HEAD)
+    data = Sequences(work, layer, model).without(list(without))
+    head, scorers = fit_fold(data, FOLDS - 1, (), recipe, "cpu", skip_test_fold=False, learner=WHISPER_HEAD)
     scorer = scorers[True]
     fused, rows = pooled_stack(pairs)
-    meta = {"name": "voice_whisper", "version": version, "frontend": "whisper", "layer": layer,
+    meta = {"name": "voice_whisper", "version": version, "frontend": "whisper", "encoder": model, "layer": layer,
             "platt": list(scorer.window), "recording_platt": list(scorer.recording),
             "recording_platt_fit": "Platt scaling on speaker fold 0 of ../shared/data/speech/dev (never trained "
                                    "on), intercept moved to a prior of 0.1 synthetic; the phase branch kept where "
@@ -264,9 +264,9 @@ def ship(work: Path, pairs: list[tuple[Path, Path]], recipe: Recipe, out: Path, 
                              f"filterbank's own (floor) and pooled: fitted on {rows} held-out rows of {len(pairs)} "
                              f"pair(s) of leave-systems-out runs (voice_whisper_seq ship)"},
             "recipe": {"steps": recipe.steps, "lr": recipe.lr, "batch": recipe.batch, "seed": recipe.seed},
-            "trained_on": "Whisper tiny.en block-2 frames of the dev systems' speaker folds 1-4, LibriSpeech "
-                          "train-clean-100 and own forgeries (voice_whisper_seq ship)"}
-    save_weights(model.cpu(), out, meta)
+            "trained_on": f"Whisper {model} block-{layer} frames of the dev systems' speaker folds 1-4, "
+                          f"LibriSpeech train-clean-100 and own forgeries (voice_whisper_seq ship)"}
+    save_weights(head.cpu(), out, meta)
     return meta
 
 
@@ -275,7 +275,8 @@ def main() -> None:
     ap.add_argument("action", choices=("loso", "fuse", "stack", "ship"))
     ap.add_argument("work", type=Path, nargs="+", help="loso: the build folder; fuse: held-out rows (.json)")
     ap.add_argument("--layer", type=int, default=2)
-    ap.add_argument("--model", default="tiny.en", choices=sorted(LAYERS), help="loso: the Whisper encoder's frames")
+    ap.add_argument("--model", default="tiny.en", choices=sorted(LAYERS),
+                    help="loso, ship: the Whisper encoder whose frames are read")
     ap.add_argument("--folds", type=int, nargs="*", default=list(range(FOLDS)))
     ap.add_argument("--groups", type=int, default=3)
     ap.add_argument("--steps", type=int, default=600)
@@ -306,7 +307,7 @@ def main() -> None:
         if not args.pairs or len(args.pairs) % 2 or not args.out:
             raise SystemExit("ship: pass --out and --pairs FILTERBANK.json WHISPER.json [...] (pairs of held-out runs)")
         meta = ship(work, list(zip(args.pairs[::2], args.pairs[1::2])), recipe, args.out, args.version, args.layer,
-                    tuple(args.without))
+                    tuple(args.without), args.model)
         print(f"written {args.out}: {json.dumps({k: meta[k] for k in ('platt', 'recording_platt', 'stack')})}")
         return
     data = Sequences(work, args.layer, args.model).without(args.without)
