@@ -9,8 +9,9 @@ videos run as two separate batches, so photos/s and video-seconds/s are each mea
 
 Workers: the local engine's pool processes, each running whole scans; for Ray, the actors of *each* of its two
 stages (prepare: decode, faces, speech; judge: detectors, verdict), so Ray x2 runs 2 + 2 actors; `ray1` is Ray
-in one stage (`--ray-judge-workers 0`), each actor preparing and judging its files as a local worker does, so
-ray1 x2 runs 2 actors. Each worker or actor gets cores / workers threads (the defaults of `deepscreen batch`).
+in one stage (`--ray-judge-workers 0`, `--engine ray`'s default), each actor preparing and judging its files as
+a local worker does, so ray1 x2 runs 2 actors. Each worker or actor gets cores / workers threads (the defaults
+of `deepscreen batch`).
 
 For each engine and worker count it prints
 - rate: files (or seconds of video) per second over the span from the first scan's start to the last scan's end,
@@ -92,9 +93,10 @@ def _write_clip(path: Path, face: np.ndarray, seconds: float = 3.0, fps: int = 2
 # What names a worker process in its command line: the local pool's spawned processes, Ray's stage actors.
 WORKER_MARKERS = {"local": {"worker": b"spawn_main"}, "ray": {"prepare": b"PrepareStage", "judge": b"JudgeStage"},
                   "ray1": {"scan": b"ScanStage"}}
-# Benchmark names beside the engines: ray1 is Ray in one stage (--ray-judge-workers 0: each actor prepares and judges).
-ENGINE_OPTIONS = {"local": {"engine": "local"}, "ray": {"engine": "ray"}, "ray1": {"engine": "ray",
-                                                                                  "ray_judge_workers": 0}}
+# Benchmark names beside the engines, by worker count: ray is Ray's two stages of w actors each; ray1 is Ray in one
+# stage (each actor prepares and judges: `deepscreen batch --engine ray`'s default).
+ENGINE_OPTIONS = {"local": lambda w: {"engine": "local"}, "ray": lambda w: {"engine": "ray", "ray_judge_workers": w},
+                  "ray1": lambda w: {"engine": "ray", "ray_judge_workers": 0}}
 PREPARE_STEPS, JUDGE_STEPS = ("decode", "faces", "speech"), ("face_cnn", "voice", "fusion")
 
 
@@ -147,8 +149,8 @@ def measure(engine: str, workers: int, source: Path, out: Path) -> dict:
     sampler = _MemorySampler(engine)
     sampler.start()
     t0 = time.perf_counter()
-    code, summary = run_batch(BatchOptions(source, out, **ENGINE_OPTIONS[engine], workers=workers, progress=False,
-                                           config=ScanConfig(keep_crops=False),
+    code, summary = run_batch(BatchOptions(source, out, **ENGINE_OPTIONS[engine](workers), workers=workers,
+                                           progress=False, config=ScanConfig(keep_crops=False),
                                            on_row=lambda row: first or first.append(time.perf_counter())))
     wall = time.perf_counter() - t0
     sampler.stop.set()

@@ -313,7 +313,7 @@ def test_a_dead_worker_costs_no_file(collection, local_run, tmp_path):
     os.kill(victim, signal.SIGKILL)
     release.touch()  # the file is scanned again, alone, without waiting
     _, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 2 and "a worker process died" in stderr
+    assert proc.returncode == 2 and "a worker process died" in stderr, stderr[-4000:]
     assert _rows(out) == _rows(local_run[0])
 
 
@@ -356,14 +356,13 @@ def test_a_file_that_crashes_its_worker_is_one_error_row_in_both_engines(poisone
     assert proc.returncode == 2, stderr
     local = _check_poisoned(tmp_path / "local")
     code, _ = run_batch(BatchOptions(poisoned, tmp_path / "ray", engine="ray", workers=1, threads=1,
-                                     config=ScanConfig(keep_crops=False)),
+                                     ray_judge_workers=1, config=ScanConfig(keep_crops=False)),
                         console=Console(stderr=True, force_terminal=False))
     assert code == 2
     assert _check_poisoned(tmp_path / "ray") == local
-    # One stage, through the CLI on its own private runtime (it inherits the crash variables): on the module's
-    # runtime the actors of the crashed runs above can still hold its CPUs (docs/batch.md).
-    proc = _cli(poisoned, "--out", tmp_path / "ray1", "--engine", "ray", "--workers", "1",
-                "--ray-judge-workers", "0", "-q")
+    # One stage (the default), through the CLI on its own private runtime (it inherits the crash variables): on
+    # the module's runtime the actors of the crashed runs above can still hold its CPUs (docs/batch.md).
+    proc = _cli(poisoned, "--out", tmp_path / "ray1", "--engine", "ray", "--workers", "1", "-q")
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 2, stderr
     assert _check_poisoned(tmp_path / "ray1") == local  # both crashes inside the one stage's actor

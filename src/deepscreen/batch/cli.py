@@ -29,10 +29,10 @@ def batch(
     ray_prepare_workers: Optional[int] = typer.Option(None, min=1, help="Ray: actors decoding files and finding "
                                                       "faces and speech, --threads-per-worker CPUs each (default: "
                                                       "--workers)."),
-    ray_judge_workers: Optional[int] = typer.Option(None, min=0, help="Ray: actors running the detectors "
-                                                    "(default: --workers); 0: one stage, each --ray-prepare-workers "
-                                                    "actor also runs the detectors (fastest when the stages share "
-                                                    "a few cores)."),
+    ray_judge_workers: Optional[int] = typer.Option(None, min=0, help="Ray: actors running the detectors in a "
+                                                    "second stage (default: 0, one stage: each --ray-prepare-workers "
+                                                    "actor also runs them, the faster layout on one machine; "
+                                                    "--workers where --ray-judge-cpus is given)."),
     ray_judge_cpus: Optional[int] = typer.Option(None, min=1, help="Ray: CPUs (and threads) per detector actor "
                                                  "(default: --threads-per-worker)."),
     frames: int = typer.Option(Sampling.frames, help="Video frames analysed, spread evenly over the clip."),

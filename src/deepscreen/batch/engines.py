@@ -112,8 +112,9 @@ class LocalEngine:
 
 def make_engine(name: str, workers: int, threads: int, config: ScanConfig, address: str | None = None,
                 prepare_workers: int | None = None, judge_workers: int | None = None, judge_cpus: int | None = None):
-    """The engine `name`. Ray's stages default to `workers` actors each, of `threads` CPUs; `judge_workers` 0 makes
-    Ray's run one stage (each actor prepares and judges)."""
+    """The engine `name`. Ray runs in one stage by default (`workers` actors of `threads` CPUs, each preparing and
+    judging its files): measured faster than two stages at every size on one machine (docs/batch.md). Given
+    `judge_workers` (or only `judge_cpus`: the detectors then get `workers` actors of their own), in two."""
     ray_options = {"--ray-address": address, "--ray-prepare-workers": prepare_workers,
                    "--ray-judge-workers": judge_workers, "--ray-judge-cpus": judge_cpus}
     if name == "local":
@@ -123,8 +124,9 @@ def make_engine(name: str, workers: int, threads: int, config: ScanConfig, addre
     if name == "ray":
         from .ray_engine import RayEngine, RayStages
 
-        stages = RayStages(prepare_workers or workers, threads, workers if judge_workers is None else judge_workers,
-                           judge_cpus or threads)
+        if judge_workers is None:
+            judge_workers = workers if judge_cpus else 0
+        stages = RayStages(prepare_workers or workers, threads, judge_workers, judge_cpus or threads)
         if stages.one_stage and judge_cpus:
             raise ValueError("--ray-judge-cpus needs a judge stage: with --ray-judge-workers 0 the detectors run in "
                              "the --ray-prepare-workers actors, on --threads-per-worker CPUs")
