@@ -48,7 +48,7 @@ class SeqHead(nn.Module):
 
 
 def encode_chunk(encoder: nn.Module, chunk: np.ndarray, layers: tuple[int, ...]) -> np.ndarray:
-    """(len(layers), frames, 384) float16 outputs of the chosen blocks over one chunk of at most 30 s (float16:
+    """(len(layers), frames, width) float16 outputs of the chosen blocks over one chunk of at most 30 s (float16:
     what the lab stores and trains on)."""
     mel = log_mel(chunk)
     mel = mel[:, : mel.shape[1] - mel.shape[1] % 2]
@@ -58,7 +58,7 @@ def encode_chunk(encoder: nn.Module, chunk: np.ndarray, layers: tuple[int, ...])
 
 
 def encode_recording(encoder: nn.Module, samples: np.ndarray, layers: tuple[int, ...]) -> np.ndarray:
-    """(len(layers), frames, 384) float16 over a whole recording, chunk by chunk."""
+    """(len(layers), frames, width) float16 over a whole recording, chunk by chunk."""
     parts = [encode_chunk(encoder, samples[s:s + CHUNK], layers) for s in range(0, max(len(samples), 1), CHUNK)
              if len(samples[s:s + CHUNK]) >= MIN_CHUNK]
     return np.concatenate(parts, axis=1) if parts else np.zeros((len(layers), 1, encoder.conv1.out_channels),
