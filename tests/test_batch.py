@@ -228,6 +228,24 @@ def test_a_failure_in_either_stage_is_that_file_s_error_row(batch_worker, lfw_fa
     assert row["label"] == "error" and "unexpected error while preparing it (ZeroDivisionError" in row["error"]
 
 
+def test_ray_runs_one_stage_unless_a_judge_stage_is_asked_for():
+    """One stage is the faster layout on one machine (docs/batch.md), so it is the default; naming judge actors, or
+    only CPUs for them, makes two stages."""
+    from deepscreen.batch.engines import make_engine
+    from deepscreen.config import ScanConfig
+
+    def stages(**options):
+        s = make_engine("ray", 3, 2, ScanConfig(), **options).stages
+        return s.prepare_workers, s.prepare_cpus, s.judge_workers, s.judge_cpus
+
+    assert stages() == (3, 2, 0, 2)
+    assert stages(judge_workers=1) == (3, 2, 1, 2)
+    assert stages(judge_cpus=4) == (3, 2, 3, 4)  # the detectors get actors of their own, as many as --workers
+    assert stages(prepare_workers=2, judge_workers=0) == (2, 2, 0, 2)
+    with pytest.raises(ValueError, match="--ray-judge-cpus needs a judge stage"):
+        make_engine("ray", 3, 2, ScanConfig(), judge_workers=0, judge_cpus=4)
+
+
 def test_ray_refuses_stages_the_cluster_has_no_room_for_instead_of_waiting():
     from deepscreen.batch.ray_engine import RayEngine, RayStages
     from deepscreen.batch.worker import WorkerStartError
