@@ -56,8 +56,8 @@ class RayStages:
 
 
 # Calls queued on one actor at a time: with batch_size, bounds the Prepared waiting per actor (16 files: a few MB).
-# Ray's default, 4: with 2, 200 short clips ran 9-15 % slower than the local engine, with 4 5-8 % (three runs
-# each, docs/batch.md): an actor finishing a call found the next one less often waiting.
+# Ray's default, 4: with 2, 200 short clips ran 9-16 % slower than the local engine, with 4 5-8 % (three or four
+# runs each; +13 % in a later full-size run, docs/batch.md): an actor finishing a call found the next one waiting.
 MAX_CALLS_PER_ACTOR = 4
 # Calls each actor gets at least, where batch_size would give it fewer: when the last calls of a run are handed
 # out, one actor may still work through a whole call while the others have nothing left, so a short run (a few
