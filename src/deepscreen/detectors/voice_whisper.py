@@ -1,5 +1,6 @@
-"""The voice detector's Whisper branch: a small trained back end on the frame sequence of Whisper tiny.en's second
-block (frozen, `whisper_encoder.torch_encoder`), fused with the filterbank and phase branches (models/voice.md).
+"""The voice detector's Whisper branch: a small trained back end on the frame sequence of a Whisper encoder's second
+block (frozen, `whisper_encoder.torch_encoder`; which encoder, the weights' `encoder` says), fused with the
+filterbank and phase branches (models/voice.md).
 
 Why a middle block: held out by system, the encoder's output layer ranks other people's TTS near chance (AUC 0.65),
 block 2 at 0.82, and its errors differ from the filterbank network's, so the two fused catch more at fewer false
@@ -25,7 +26,7 @@ MIN_CHUNK = 640  # a tail shorter than two encoder frames is not encoded
 
 
 class SeqHead(nn.Module):
-    """(B, T, 384) encoder frames -> (B,) logits: a projection, two temporal convolutions and attentive mean and
+    """(B, T, width) encoder frames -> (B,) logits: a projection, two temporal convolutions and attentive mean and
     standard deviation pooling (a speaker-verification style head, small enough to train many times on a CPU)."""
 
     def __init__(self, dim: int = DIM, width: int = 96):
@@ -72,7 +73,7 @@ def encoder_frame(samples: np.ndarray) -> np.ndarray:
 
 
 def window_frames(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """(N, 100, 384) frames of the windows starting at encoder frames `starts` of a recording's (T, 384) frames:
+    """(N, 100, width) frames of the windows starting at encoder frames `starts` of a recording's (T, width) frames:
     a window past the end is moved back to end with them; a recording under 2 s repeats itself."""
     if len(frames) < WINDOW:
         frames = np.resize(frames, (WINDOW, frames.shape[1]))
@@ -155,7 +156,7 @@ class WhisperBranch:
         return FrameStream(self.encoder, self.layer)
 
     def logits(self, frames: np.ndarray, chunk: int = 1) -> np.ndarray:
-        """Calibrated log-odds (the window calibration) of (N, 100, 384) window frames, one window per call by
+        """Calibrated log-odds (the window calibration) of (N, 100, width) window frames, one window per call by
         default: a window's score must not depend on which others were ready with it (that follows the blocks
         the audio arrives in), and a batch's sums do."""
         a, b = self.platt

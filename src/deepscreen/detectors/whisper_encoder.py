@@ -47,14 +47,15 @@ def weights_folder() -> Path:
 
 
 class WhisperEncoder:
-    """`encoder(samples)` -> (n / 320, 384) float32 features at 50 per second. Load once per process."""
+    """`encoder(samples)` -> (n / 320, width) float32 features at 50 per second, by CTranslate2 (tiny.en's folder
+    unless `folder` names another CTranslate2 Whisper model). Load once per process."""
 
-    def __init__(self, threads: int = 2):
+    def __init__(self, threads: int = 2, folder: Path | None = None):
         import ctranslate2
 
         self._ct2 = ctranslate2
-        self.model = ctranslate2.models.Whisper(str(weights_folder()), device="cpu", compute_type="float32",
-                                                intra_threads=threads)
+        self.model = ctranslate2.models.Whisper(str(folder or weights_folder()), device="cpu",
+                                                compute_type="float32", intra_threads=threads)
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         out = []
@@ -86,7 +87,8 @@ def pooled(features: np.ndarray, spans_s: list[tuple[float, float]]) -> np.ndarr
 
 
 # Encoders the torch module can be built from: the wheel's model.bin and the attention heads (the file does not
-# say them). Whisper base (6 blocks of 512) is only in the lab so far: its wheels split model.bin in two parts.
+# say them). Whisper base (6 blocks of 512; its wheels split model.bin in two parts) is the one the voice detector
+# reads; tiny.en's (4 of 384) stays for the lab's comparisons and the CTranslate2 check.
 HEADS = {"tiny.en": 6, "base": 8}
 
 
