@@ -1,13 +1,14 @@
 """Voice detector on Whisper encoder frames (lab side): a small trained back end on the frame sequence of frozen
-Whisper tiny.en layers, measured by the same held-out protocol as the filterbank network (voice_finetune.py).
+Whisper layers (tiny.en's or base's), measured by the same held-out protocol as the filterbank network
+(voice_finetune.py). Voice v1.6's recipe (models/voice.md):
 
-    python -m deepscreen.training.voice_finetune build WORK --whisper [--candidates]   # both front ends' frames
-    python -m deepscreen.training.voice_whisper_seq loso WORK --layer 2 --groups 3      # held-out table
+    python -m deepscreen.training.voice_finetune build WORK --whisper tiny.en base     # both front ends' frames
+    python -m deepscreen.training.voice_whisper_seq loso WORK --model base --layer 2 --seed S --out WH.json
     python -m deepscreen.training.voice_whisper_seq fuse A.json B.json                   # mean of two runs' log-odds
-    python -m deepscreen.training.voice_whisper_seq stack A.json B.json --build WORK     # fused, cross-fitted
-    python -m deepscreen.training.voice_whisper_seq stack A.json B.json --build WORK --windows  # ... per window
-    python -m deepscreen.training.voice_whisper_seq ship WORK --pairs FB.json WH.json \
-        --out models/voice_whisper.safetensors    # the branch the scanner loads, its stack fitted on the pairs
+    python -m deepscreen.training.voice_whisper_seq stack FB.json WH.json --build WORK   # fused, cross-fitted
+    python -m deepscreen.training.voice_whisper_seq stack FB.json WH.json --build WORK --windows --floor  # as shipped
+    python -m deepscreen.training.voice_whisper_seq ship WORK --model base --pairs FB1.json WH1.json FB2.json \
+        WH2.json --out models/voice_whisper.safetensors  # the branch the scanner loads, its stack fitted on the pairs
 
 Why: a pooled linear probe on Whisper's last layer learnt corpora as much as synthesis (a third of real speech
 flagged, models/voice_history.md). Kawa et al. (Interspeech 2023) put a trained network on the encoder's frame
@@ -284,7 +285,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=Recipe.seed,
                     help="training seed (runs of several seeds tell a gain from noise)")
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="loso: the held-out rows; stack: the fused rows; ship: the weights")
     ap.add_argument("--windows", action="store_true", help="stack: fuse each window, as the scanner would")
     ap.add_argument("--floor", action="store_true",
                     help="stack --windows: never under the first run's window score (as the shipped branch)")
@@ -298,8 +299,11 @@ def main() -> None:
         return
     if args.action == "stack":  # the build folder is read for the clips' folds: pass --build
         data = Frames(args.build / "voice_frames.npz")
-        print(tables(stack(args.work, data.fold, held_out_groups(data.dev_systems(), args.groups),
-                           windows=args.windows, floor=args.floor)))
+        rows = stack(args.work, data.fold, held_out_groups(data.dev_systems(), args.groups), windows=args.windows,
+                     floor=args.floor)
+        if args.out:  # the fused rows, for tables of other operating points
+            args.out.write_text(json.dumps(rows))
+        print(tables(rows))
         return
     work = args.work[0]
     recipe = Recipe(steps=args.steps, lr=args.lr, seed=args.seed)
