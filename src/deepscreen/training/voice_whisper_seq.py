@@ -124,8 +124,8 @@ WHISPER_HEAD = Learner(train=train_head, logits=head_logits)
 
 
 def fuse(files: list[Path]) -> list[dict]:
-    """Rows of two held-out runs over the same build, joined clip by clip: the mean of their calibrated log-odds
-    (each run's rows scored by models that held out the same systems and folds)."""
+    """Rows of two held-out runs over the same build, joined clip by clip: the mean of their calibrated log-odds,
+    per recording and per window (each run's rows scored by models that held out the same systems and folds)."""
     runs = [json.loads(Path(f).read_text()) for f in files]
 
     def keyed(rows):
@@ -137,7 +137,9 @@ def fuse(files: list[Path]) -> list[dict]:
         others = [o.get(k) for o in rest]
         if any(o is None for o in others):
             raise SystemExit(f"{files}: the runs do not hold the same clips (held-out groups and folds must match)")
-        out.append(r | {key: float(np.mean([r[key]] + [o[key] for o in others])) for key in ("z", "zp")})
+        out.append(r | {key: float(np.mean([r[key]] + [o[key] for o in others])) for key in ("z", "zp")}
+                   | {key: np.mean([r[key]] + [o[key] for o in others], axis=0).tolist()  # the same windows
+                      for key in ("wz", "wzp") if key in r})
     return out
 
 
@@ -285,7 +287,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=Recipe.seed,
                     help="training seed (runs of several seeds tell a gain from noise)")
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM")
-    ap.add_argument("--out", type=Path, help="loso: the held-out rows; stack: the fused rows; ship: the weights")
+    ap.add_argument("--out", type=Path, help="loso: the held-out rows; fuse, stack: the fused rows; ship: the weights")
     ap.add_argument("--windows", action="store_true", help="stack: fuse each window, as the scanner would")
     ap.add_argument("--floor", action="store_true",
                     help="stack --windows: never under the first run's window score (as the shipped branch)")
@@ -295,7 +297,10 @@ def main() -> None:
     ap.add_argument("--version", default="1.5", help="ship: the branch's version")
     args = ap.parse_args()
     if args.action == "fuse":
-        print(tables(fuse(args.work)))
+        rows = fuse(args.work)
+        if args.out:  # a run of its own, to stack with others
+            args.out.write_text(json.dumps(rows))
+        print(tables(rows))
         return
     if args.action == "stack":  # the build folder is read for the clips' folds: pass --build
         data = Frames(args.build / "voice_frames.npz")
