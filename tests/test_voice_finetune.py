@@ -130,10 +130,10 @@ def test_an_unknown_whisper_encoder_is_refused_by_name():
         model_bytes("large")
 
 
-@pytest.mark.parametrize("model,width", [("tiny.en", 384), ("base", 512)])
-def test_whisper_head_learns_from_sequences_and_scores_the_scanner_windows(tmp_path, model, width):
-    from deepscreen.training.voice_finetune import Recipe, save_frames
-    from deepscreen.training.voice_whisper_seq import Sequences, head_logits, save_sequences, train_head, whisper_file
+def _sequence_build(tmp_path, model: str, width: int) -> list[dict]:
+    """40 clips' frames of three encoder blocks in a build folder: fakes carry a slow drift in a few channels."""
+    from deepscreen.training.voice_finetune import save_frames
+    from deepscreen.training.voice_whisper_seq import save_sequences, whisper_file
 
     rng = np.random.default_rng(0)
     rows, seqs = [], []
@@ -148,6 +148,15 @@ def test_whisper_head_learns_from_sequences_and_scores_the_scanner_windows(tmp_p
         seqs.append(seq)
     save_frames(tmp_path / "voice_frames.npz", [np.zeros((2 * s.shape[1], 80), np.uint8) for s in seqs], rows)
     save_sequences(tmp_path / whisper_file(model), seqs, (1, 2, 4))
+    return rows
+
+
+@pytest.mark.parametrize("model,width", [("tiny.en", 384), ("base", 512)])
+def test_whisper_head_learns_from_sequences_and_scores_the_scanner_windows(tmp_path, model, width):
+    from deepscreen.training.voice_finetune import Recipe
+    from deepscreen.training.voice_whisper_seq import Sequences, head_logits, train_head
+
+    rows = _sequence_build(tmp_path, model, width)
     data = Sequences(tmp_path, 2, model)
     head = train_head(data, data.fold != 0, Recipe(steps=80, batch=16, lr=3e-3))
     assert head.norm.normalized_shape == (width,)
@@ -161,6 +170,29 @@ def test_whisper_head_learns_from_sequences_and_scores_the_scanner_windows(tmp_p
         Sequences(tmp_path, 3, model)
     with pytest.raises(FileNotFoundError):  # another encoder's frames are not there
         Sequences(tmp_path, 2, "base" if model == "tiny.en" else "tiny.en")
+
+
+def test_heads_of_several_seeds_score_their_mean_and_load_as_saved(tmp_path):
+    """`--heads 2`: two heads from seeds 0 and 1 (they differ), scoring the mean of their logits; the scanner's
+    loader rebuilds the pair from the saved file alone."""
+    from deepscreen.detectors.voicenet import load_weights, save_weights
+    from deepscreen.detectors.voice_whisper import SeqHeads
+    from deepscreen.training.voice_finetune import Recipe
+    from deepscreen.training.voice_whisper_seq import Sequences, head_logits, whisper_heads
+
+    _sequence_build(tmp_path, "base", 512)
+    data = Sequences(tmp_path, 2, "base")
+    pair = whisper_heads(2).train(data, data.fold != 0, Recipe(steps=60, batch=16, lr=3e-3))
+    assert isinstance(pair, SeqHeads) and len(pair.heads) == 2
+    assert not torch.equal(pair.heads[0].proj.weight, pair.heads[1].proj.weight)
+    held = np.flatnonzero(data.fold == 0)
+    both = np.concatenate(head_logits(pair, data, held))
+    each = [np.concatenate(head_logits(h, data, held)) for h in pair.heads]
+    assert np.allclose(both, (each[0] + each[1]) / 2, atol=1e-5) and not np.allclose(each[0], each[1], atol=1e-2)
+    save_weights(pair, tmp_path / "pair.safetensors", {"name": "voice_whisper", "frontend": "whisper"})
+    loaded, _ = load_weights(tmp_path / "pair.safetensors")
+    assert isinstance(loaded, SeqHeads) and np.allclose(np.concatenate(head_logits(loaded, data, held)), both,
+                                                        atol=1e-6)
 
 
 def test_stacked_fusion_is_cross_fitted_and_beats_each_run(tmp_path):

@@ -48,6 +48,30 @@ class SeqHead(nn.Module):
         return self.out(self.drop(torch.cat([mean, std], 1)))[:, 0]
 
 
+class SeqHeads(nn.Module):
+    """Heads trained alike from different seeds, scoring as their mean logit: held out, one head's catches move by
+    up to ten points from seed to seed, and the mean is steadier than any one (models/voice_history.md)."""
+
+    def __init__(self, n: int, dim: int = DIM):
+        super().__init__()
+        self.heads = nn.ModuleList(SeqHead(dim) for _ in range(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([h(x) for h in self.heads]).mean(0)
+
+
+def head_from_state(state: dict[str, torch.Tensor]) -> nn.Module:
+    """A saved back end, one head or several (`SeqHeads`), at the width of the encoder it was trained on (384 for
+    tiny.en, 512 for base)."""
+    n = len({k.split(".")[1] for k in state if k.startswith("heads.")})
+    if n:
+        model = SeqHeads(n, dim=state["heads.0.norm.weight"].shape[0])
+    else:
+        model = SeqHead(dim=state["norm.weight"].shape[0])
+    model.load_state_dict(state)
+    return model
+
+
 def encode_chunk(encoder: nn.Module, chunk: np.ndarray, layers: tuple[int, ...]) -> np.ndarray:
     """(len(layers), frames, width) float16 outputs of the chosen blocks over one chunk of at most 30 s (float16:
     what the lab stores and trains on)."""
@@ -133,7 +157,7 @@ class WhisperBranch:
 
     frontend = "whisper"
 
-    def __init__(self, head: SeqHead, meta: dict):
+    def __init__(self, head: nn.Module, meta: dict):
         from .whisper_encoder import torch_encoder
 
         self.head, self.meta = head.eval(), meta

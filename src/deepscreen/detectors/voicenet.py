@@ -300,11 +300,10 @@ def model_from_state(state: dict[str, torch.Tensor], frontend: str = "linear", w
     """Saved tensors -> the model in eval mode: a VoiceNet for a spectrogram or waveform front end; for "phase",
     the one-class PhaseNovelty (with as many components as were saved); for "whisper", the Whisper branch's head."""
     if frontend == "whisper":  # the Whisper branch's back end (voice_whisper.py)
-        from .voice_whisper import SeqHead
+        from .voice_whisper import head_from_state
 
-        model = SeqHead(dim=state["norm.weight"].shape[0])  # the encoder's width: 384 for tiny.en, 512 for base
-    else:
-        model = PhaseNovelty(len(state["mean"])) if frontend == "phase" else VoiceNet(width, frontend, head)
+        return head_from_state(state).eval()
+    model = PhaseNovelty(len(state["mean"])) if frontend == "phase" else VoiceNet(width, frontend, head)
     model.load_state_dict(state)
     return model.eval()
 

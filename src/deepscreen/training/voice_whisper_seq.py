@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..detectors.voice_whisper import WINDOW, SeqHead, encode_recording, window_frames
+from ..detectors.voice_whisper import WINDOW, SeqHead, SeqHeads, encode_recording, window_frames
 from .voice_finetune import (FOLDS, Frames, Learner, Recipe, balanced_clips, held_out_groups, leave_one_system_out,
                              tables)
 
@@ -110,7 +110,7 @@ def train_head(data: Sequences, allowed: np.ndarray, recipe: Recipe, device: str
     return model.eval()
 
 
-def head_logits(model: SeqHead, data: Sequences, clips: np.ndarray, device: str = "cpu") -> list[np.ndarray]:
+def head_logits(model: nn.Module, data: Sequences, clips: np.ndarray, device: str = "cpu") -> list[np.ndarray]:
     """Raw logits of the scanner's windows (their 100-per-second starts halved) of each as-recorded clip."""
     out = []
     with torch.inference_mode():
@@ -121,6 +121,20 @@ def head_logits(model: SeqHead, data: Sequences, clips: np.ndarray, device: str 
 
 
 WHISPER_HEAD = Learner(train=train_head, logits=head_logits)
+
+
+def whisper_heads(n: int = 1) -> Learner:
+    """The back end as `n` heads trained alike from seeds seed, seed + 1, ..., scoring as their mean logit."""
+    if n == 1:
+        return WHISPER_HEAD
+
+    def train(data: Sequences, allowed: np.ndarray, recipe: Recipe, device: str = "cpu", init=None) -> SeqHeads:
+        model = SeqHeads(n, dim=data.seq.shape[-1])
+        model.heads = nn.ModuleList(train_head(data, allowed, replace(recipe, seed=recipe.seed + j), device)
+                                    for j in range(n))
+        return model.to(device).eval()
+
+    return Learner(train=train, logits=head_logits)
 
 
 def fuse(files: list[Path]) -> list[dict]:
@@ -246,14 +260,14 @@ def pooled_stack(pairs: list[tuple[Path, Path]], prior: float = 0.1, floor: bool
 
 
 def ship(work: Path, pairs: list[tuple[Path, Path]], recipe: Recipe, out: Path, version: str, layer: int = 2,
-         without: tuple[str, ...] = (), model: str = "tiny.en") -> dict:
+         without: tuple[str, ...] = (), model: str = "tiny.en", heads: int = 1) -> dict:
     """The Whisper branch as the scanner loads it: the head trained on four speaker folds of every system (the
     shipped filterbank network's folds), its calibrations fitted on the fifth, and the stack of `pooled_stack`."""
     from ..detectors.voicenet import save_weights
     from .voice_finetune import fit_fold
 
     data = Sequences(work, layer, model).without(list(without))
-    head, scorers = fit_fold(data, FOLDS - 1, (), recipe, "cpu", skip_test_fold=False, learner=WHISPER_HEAD)
+    head, scorers = fit_fold(data, FOLDS - 1, (), recipe, "cpu", skip_test_fold=False, learner=whisper_heads(heads))
     scorer = scorers[True]
     fused, rows = pooled_stack(pairs)
     meta = {"name": "voice_whisper", "version": version, "frontend": "whisper", "encoder": model, "layer": layer,
@@ -266,7 +280,8 @@ def ship(work: Path, pairs: list[tuple[Path, Path]], recipe: Recipe, out: Path, 
                              f"log-odds, then windows fused, calibrated at a prior of 0.1, kept above the "
                              f"filterbank's own (floor) and pooled: fitted on {rows} held-out rows of {len(pairs)} "
                              f"pair(s) of leave-systems-out runs (voice_whisper_seq ship)"},
-            "recipe": {"steps": recipe.steps, "lr": recipe.lr, "batch": recipe.batch, "seed": recipe.seed},
+            "recipe": {"steps": recipe.steps, "lr": recipe.lr, "batch": recipe.batch, "seed": recipe.seed,
+                       "heads": heads},
             "trained_on": f"Whisper {model} block-{layer} frames of the dev systems' speaker folds 1-4, "
                           f"LibriSpeech train-clean-100 and own forgeries (voice_whisper_seq ship)"}
     save_weights(head.cpu(), out, meta)
@@ -287,6 +302,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=Recipe.seed,
                     help="training seed (runs of several seeds tell a gain from noise)")
     ap.add_argument("--without", nargs="*", default=[], metavar="SYSTEM")
+    ap.add_argument("--heads", type=int, default=1,
+                    help="loso, ship: heads trained from seeds seed, seed + 1, ..., scoring as their mean")
     ap.add_argument("--out", type=Path, help="loso: the held-out rows; fuse, stack: the fused rows; ship: the weights")
     ap.add_argument("--windows", action="store_true", help="stack: fuse each window, as the scanner would")
     ap.add_argument("--floor", action="store_true",
@@ -316,11 +333,11 @@ def main() -> None:
         if not args.pairs or len(args.pairs) % 2 or not args.out:
             raise SystemExit("ship: pass --out and --pairs FILTERBANK.json WHISPER.json [...] (pairs of held-out runs)")
         meta = ship(work, list(zip(args.pairs[::2], args.pairs[1::2])), recipe, args.out, args.version, args.layer,
-                    tuple(args.without), args.model)
+                    tuple(args.without), args.model, args.heads)
         print(f"written {args.out}: {json.dumps({k: meta[k] for k in ('platt', 'recording_platt', 'stack')})}")
         return
     data = Sequences(work, args.layer, args.model).without(args.without)
-    rows = leave_one_system_out(data, recipe, folds=args.folds, groups=args.groups, learner=WHISPER_HEAD)
+    rows = leave_one_system_out(data, recipe, folds=args.folds, groups=args.groups, learner=whisper_heads(args.heads))
     without = "".join(f"_no-{w}" for w in args.without)
     model = "" if args.model == "tiny.en" else f"{args.model}_"
     out = args.out or work / f"seq_{model}l{args.layer}_{args.steps}_{args.lr:g}_g{args.groups}{without}_" \
