@@ -496,7 +496,7 @@ def test_voice_detector_uses_the_models_that_are_there(tmp_path, held_out):
     from deepscreen.detectors.voicenet import Branch, calibrated_max
 
     full = VoiceDetector()
-    assert [m.name for m in full.models()] == ["voice", "voice_phase", "voice_whisper"] and full.version == "1.5"
+    assert [m.name for m in full.models()] == ["voice", "voice_phase", "voice_whisper"] and full.version == "1.6"
     assert len({m.sha256 for m in full.models()}) == 3
     shutil.copy(MODELS_DIR / "voice.safetensors", tmp_path / "voice.safetensors")
     alone = VoiceDetector(weights=tmp_path / "voice.safetensors")
