@@ -3,12 +3,16 @@ Whisper layers (tiny.en's or base's), measured by the same held-out protocol as 
 (voice_finetune.py). Voice v1.6's recipe (models/voice.md):
 
     python -m deepscreen.training.voice_finetune build WORK --whisper tiny.en base     # both front ends' frames
-    python -m deepscreen.training.voice_whisper_seq loso WORK --model base --layer 2 --seed S --out WH.json
-    python -m deepscreen.training.voice_whisper_seq fuse A.json B.json                   # mean of two runs' log-odds
+    python -m deepscreen.training.voice_finetune loso WORK --init V13 --steps 300 --groups 3 --seed S --out FBs.json
+    python -m deepscreen.training.voice_whisper_seq loso WORK --model base --layer 2 --seed S --out WHs.json
+    python -m deepscreen.training.voice_whisper_seq fuse WH0.json WH1.json --out WH.json  # two seeds' heads' mean
     python -m deepscreen.training.voice_whisper_seq stack FB.json WH.json --build WORK   # fused, cross-fitted
     python -m deepscreen.training.voice_whisper_seq stack FB.json WH.json --build WORK --windows --floor  # as shipped
-    python -m deepscreen.training.voice_whisper_seq ship WORK --model base --pairs FB1.json WH1.json FB2.json \
-        WH2.json --out models/voice_whisper.safetensors  # the branch the scanner loads, its stack fitted on the pairs
+    python -m deepscreen.training.voice_whisper_seq ship WORK --model base --heads 2 --pairs FB1.json WH.json
+        FB2.json WH.json --out models/voice_whisper.safetensors   # one line: what the scanner loads
+
+(V13: v1.3's filterbank network, `git show 8ac62ef:models/voice.safetensors`; seeds 1 and 2 of it, 0 and 1 of the
+Whisper heads made v1.6.)
 
 Why: a pooled linear probe on Whisper's last layer learnt corpora as much as synthesis (a third of real speech
 flagged, models/voice_history.md). Kawa et al. (Interspeech 2023) put a trained network on the encoder's frame
@@ -261,7 +265,7 @@ def pooled_stack(pairs: list[tuple[Path, Path]], prior: float = 0.1, floor: bool
 
 def ship(work: Path, pairs: list[tuple[Path, Path]], recipe: Recipe, out: Path, version: str, layer: int = 2,
          without: tuple[str, ...] = (), model: str = "tiny.en", heads: int = 1) -> dict:
-    """The Whisper branch as the scanner loads it: the head trained on four speaker folds of every system (the
+    """The Whisper branch as the scanner loads it: the head(s) trained on four speaker folds of every system (the
     shipped filterbank network's folds), its calibrations fitted on the fifth, and the stack of `pooled_stack`."""
     from ..detectors.voicenet import save_weights
     from .voice_finetune import fit_fold
@@ -311,7 +315,7 @@ def main() -> None:
     ap.add_argument("--build", type=Path, default=Path(".cache/vft"), help="stack: the build the runs scored")
     ap.add_argument("--pairs", type=Path, nargs="*", default=[], metavar="RUN",
                     help="ship: held-out runs to fit the stack on, filterbank then Whisper, pair after pair")
-    ap.add_argument("--version", default="1.5", help="ship: the branch's version")
+    ap.add_argument("--version", default="1.6", help="ship: the branch's version")
     args = ap.parse_args()
     if args.action == "fuse":
         rows = fuse(args.work)
@@ -339,7 +343,7 @@ def main() -> None:
     data = Sequences(work, args.layer, args.model).without(args.without)
     rows = leave_one_system_out(data, recipe, folds=args.folds, groups=args.groups, learner=whisper_heads(args.heads))
     without = "".join(f"_no-{w}" for w in args.without)
-    model = "" if args.model == "tiny.en" else f"{args.model}_"
+    model = ("" if args.model == "tiny.en" else f"{args.model}_") + ("" if args.heads == 1 else f"h{args.heads}_")
     out = args.out or work / f"seq_{model}l{args.layer}_{args.steps}_{args.lr:g}_g{args.groups}{without}_" \
                              f"f{''.join(map(str, args.folds))}.json"
     out.write_text(json.dumps(rows))
