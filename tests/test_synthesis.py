@@ -307,6 +307,26 @@ def test_video_channel_treats_real_and_fake_alike(face, codec):
     assert np.abs(scaled.astype(int) - real.astype(int)).mean() > 0.5  # really through the codec
 
 
+def test_channel_parts_can_be_left_out_one_at_a_time(face):
+    """For measuring what each part buys: without the codec the pair is only scaled (the pixels of a plain resize),
+    without scaling the face keeps its size and only the codec changes pixels; unknown parts are refused."""
+    from deepscreen.synthesis.channel import Channel, face_width, parse_parts, pass_channel, resize, scale_for
+
+    rgb, lms = face
+    blend = self_blend(rgb, lms, np.random.default_rng(3), family="face")
+    ch = Channel("h264", 34.0, face_width=60.0, motion=(2, 1), keep=2)
+    real, _, _, moved = pass_channel(rgb, blend.image, blend.mask, lms, ch, parse_parts("scale,redetect"))
+    assert face_width(moved) == pytest.approx(60.0, abs=2.0)
+    assert np.array_equal(real, resize(rgb, scale_for(lms, ch))[:real.shape[0], :real.shape[1]])
+    real, _, mask, moved = pass_channel(rgb, blend.image, blend.mask, lms, ch, parse_parts("codec"))
+    h, w = (s - s % 2 for s in rgb.shape[:2])
+    assert real.shape == (h, w, 3) and mask.shape == (h, w) and np.allclose(moved, lms, atol=1e-4)
+    assert np.abs(rgb[:h, :w].astype(int) - real.astype(int)).mean() > 0.5
+    assert parse_parts("none") == frozenset()
+    with pytest.raises(ValueError, match="unknown channel parts"):
+        parse_parts("scale,blur")
+
+
 def test_channel_pair_is_found_and_aligned_by_the_scanner_code(face):
     """A pool pair: two aligned crops and a boundary map, with the face re-found on the decoded real picture; far
     too small a face (10 px) is not found, as the scanner would not find it, and gives no pair."""

@@ -518,6 +518,9 @@ def test_donor_forgeries_in_batches(small_lfw, tmp_path):
     assert res.exit_code == 2 and res.stderr.strip() == ("deepscreen: error: --painters 'face_ae,stylegan': a "
                                                          "comma-separated list of realsr_df2k_x4, "
                                                          "realesrgan_x4plus, face_ae")
+    res = _cli("train", "--channel-parts", "scale,blur")
+    assert res.exit_code == 2 and res.stderr.strip() == ("deepscreen: error: --channel-parts 'scale,blur': a "
+                                                         "comma-separated list of scale, codec, redetect, or none")
 
 
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):
@@ -592,6 +595,8 @@ def test_a_channel_pool_made_with_other_settings_is_refused(tmp_path):
     (made / "pool.json").write_text(json.dumps({"seed": 10, "jitter": True, "rerender_p": 0.0}))
     with pytest.raises(ValueError, match="made with"):
         build_pool(made, never_called, 8, seed=10, rerender_p=0.5)
+    with pytest.raises(ValueError, match="made with"):  # a pool of the whole channel is not one without the codec
+        build_pool(made, never_called, 8, seed=10, parts="scale,redetect")
     old = tmp_path / "pool_b"  # from before pool.json: chunks only
     old.mkdir()
     np.savez(old / "chunk0000.npz", real=np.zeros(1))

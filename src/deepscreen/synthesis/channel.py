@@ -29,6 +29,18 @@ CODECS = {
     "vp9": ("libvpx-vp9", (28.0, 48.0)),
 }
 FACE_WIDTHS = (50.0, 250.0)  # face width in the shared frame, px (the issue's measured range of real video)
+# The channel's parts, each of which can be left out to measure what it buys (`deepscreen train --channel-parts`):
+# the face scaled to FACE_WIDTHS, the codec round trip, and landmarks found again on the decoded picture.
+CHANNEL_PARTS = "scale,codec,redetect"
+
+
+def parse_parts(parts: str) -> frozenset[str]:
+    """"scale,codec" -> {"scale", "codec"}; "none" -> nothing."""
+    names = frozenset(n.strip() for n in parts.split(",")) - {"none", ""}
+    unknown = names - set(CHANNEL_PARTS.split(","))
+    if unknown:
+        raise ValueError(f"unknown channel parts {sorted(unknown)}: use {CHANNEL_PARTS} or none")
+    return names
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,8 @@ def scale_for(lms: np.ndarray, ch: Channel, max_up: float = 1.5) -> float:
 
 
 def resize(rgb: np.ndarray, f: float) -> np.ndarray:
+    if f == 1.0:
+        return rgb
     h, w = rgb.shape[:2]
     size = (max(16, round(w * f)), max(16, round(h * f)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
@@ -100,14 +114,18 @@ def codec_roundtrip(rgb: np.ndarray, ch: Channel, fps: int = 25) -> np.ndarray:
     return np.ascontiguousarray(out_rgb)
 
 
-def pass_channel(real: np.ndarray, fake: np.ndarray, mask: np.ndarray, lms: np.ndarray, ch: Channel):
-    """Scale the pair so the face is `ch.face_width` wide and send both through the same codec settings.
-    Returns (real, fake, mask, landmarks) at the new scale; landmarks are only moved, not re-found (the caller
-    finds them on the decoded real picture, as the scanner would)."""
-    f = scale_for(lms, ch)
+def pass_channel(real: np.ndarray, fake: np.ndarray, mask: np.ndarray, lms: np.ndarray, ch: Channel,
+                 parts: frozenset[str] = frozenset({"scale", "codec"})):
+    """Scale the pair so the face is `ch.face_width` wide and send both through the same codec settings (each only
+    where `parts` holds it). Returns (real, fake, mask, landmarks) at the new scale; landmarks are only moved, not
+    re-found (the caller finds them on the decoded real picture, as the scanner would)."""
+    f = scale_for(lms, ch) if "scale" in parts else 1.0
     h0, w0 = real.shape[:2]
     real, fake = resize(real, f), resize(fake, f)
     h, w = (s - s % 2 for s in real.shape[:2])
     mask = cv2.resize(mask, (real.shape[1], real.shape[0]), interpolation=cv2.INTER_AREA)[:h, :w]
     scale = np.array([real.shape[1] / w0, real.shape[0] / h0], np.float32)  # as the resize rounded it
-    return codec_roundtrip(real, ch), codec_roundtrip(fake, ch), mask, (lms + 0.5) * scale - 0.5
+    moved = (lms + 0.5) * scale - 0.5
+    if "codec" not in parts:
+        return np.ascontiguousarray(real[:h, :w]), np.ascontiguousarray(fake[:h, :w]), mask, moved
+    return codec_roundtrip(real, ch), codec_roundtrip(fake, ch), mask, moved

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..faces.align import CROP_SIZE, align_face
-from ..synthesis.channel import draw_channel, pass_channel
+from ..synthesis.channel import CHANNEL_PARTS, draw_channel, parse_parts, pass_channel
 from ..synthesis.sbi import RERENDERERS, boundary, degrade, donor_blend, self_blend
 from .data import MAP_SIZE
 
@@ -35,10 +35,12 @@ def _group(faceset, i: int) -> str:
 
 def make_channel_pair(sets, weights, rng: np.random.Generator, analyzer, jitter: bool = True,
                       face_width: float | None = None, rerender_p: float = 0.0,
-                      painters: tuple[str, ...] = RERENDERERS):
+                      painters: tuple[str, ...] = RERENDERERS, parts: str = CHANNEL_PARTS):
     """One (real crop, fake crop, fake boundary map, face width in px as the scanner's box measures it) or None when
     the scanner would find no face after the channel (then it would not be scored either). `face_width` forces the
-    channel, at that face width (for measuring where the detector stops telling real from fake)."""
+    channel, at that face width (for measuring where the detector stops telling real from fake). `parts`: the
+    channel's parts used (all but to measure what each buys; "none": every pair keeps the photo post-processing)."""
+    used = parse_parts(parts)
     s = int(rng.choice(len(sets), p=weights))
     faces = sets[s]
     i = int(rng.integers(len(faces)))
@@ -55,16 +57,21 @@ def make_channel_pair(sets, weights, rng: np.random.Generator, analyzer, jitter:
     kind = kind[i] if kind else "photo"
     framing = dict(shift=rng.uniform(-0.04, 0.04, 2), angle_jitter=rng.uniform(-8, 8),
                    margin=rng.uniform(1.15, 1.4)) if jitter else {}
-    if kind == "video" or face_width is not None or rng.random() < PHOTO_CHANNEL_P:
+    to_channel = kind == "video" or face_width is not None or rng.random() < PHOTO_CHANNEL_P
+    if to_channel and used:
         ch = draw_channel(rng)
         if face_width is not None:
             ch = replace(ch, face_width=face_width)
-        real, fake, mask, moved = pass_channel(rgb, blend.image, blend.mask, lms, ch)
-        found = analyzer(real)
-        if not found or found[0].landmarks is None:
-            return None
-        lms = found[0].landmarks
-        width, post = found[0].box[2] - found[0].box[0], False
+        real, fake, mask, moved = pass_channel(rgb, blend.image, blend.mask, lms, ch, used)
+        if "redetect" in used:
+            found = analyzer(real)
+            if not found or found[0].landmarks is None:
+                return None
+            lms = found[0].landmarks
+            width = found[0].box[2] - found[0].box[0]
+        else:
+            lms, width = moved, float(np.ptp(moved[:, 0]))
+        post = False
     else:
         real, fake, mask, post = rgb, blend.image, blend.mask, True
         width = float(np.ptp(lms[:, 0]))
@@ -88,12 +95,12 @@ def _init_worker(loader):
 
 
 def _make_chunk(args):
-    out, seed, chunk, jitter, rerender_p, painters = args
+    out, seed, chunk, jitter, rerender_p, painters, parts = args
     rng = np.random.default_rng([seed, chunk])
     reals, fakes, maps, widths = [], [], [], []
     while len(reals) < CHUNK:
         pair = make_channel_pair(_WORKER["sets"], _WORKER["weights"], rng, _WORKER["analyzer"], jitter,
-                                 rerender_p=rerender_p, painters=painters)
+                                 rerender_p=rerender_p, painters=painters, parts=parts)
         if pair is None:
             continue
         reals.append(pair[0])
@@ -107,7 +114,8 @@ def _make_chunk(args):
 
 
 def build_pool(folder: Path, loader, pairs: int, seed: int, jitter: bool = True, workers: int = 2,
-               log=print, rerender_p: float = 0.0, painters: tuple[str, ...] = RERENDERERS) -> dict[str, np.ndarray]:
+               log=print, rerender_p: float = 0.0, painters: tuple[str, ...] = RERENDERERS,
+               parts: str = CHANNEL_PARTS) -> dict[str, np.ndarray]:
     """Make (or finish) a pool of `pairs` pairs in `folder` and load it. `loader()` -> (face sets, weights) is
     called once per worker process (it must be picklable: a module-level function or a functools.partial).
     The settings that shape its pairs are kept in folder/pool.json: a folder made with others is refused rather
@@ -116,6 +124,8 @@ def build_pool(folder: Path, loader, pairs: int, seed: int, jitter: bool = True,
     settings = {"seed": seed, "jitter": jitter, "rerender_p": rerender_p}
     if rerender_p and tuple(painters) != RERENDERERS:  # pools made before painters could be chosen keep their name
         settings["painters"] = list(painters)
+    if parse_parts(parts) != parse_parts(CHANNEL_PARTS):  # likewise pools of the whole channel
+        settings["channel_parts"] = sorted(parse_parts(parts))
     made = folder / "pool.json"
     if made.exists() and json.loads(made.read_text()) != settings:
         raise ValueError(f"{folder} holds a pool made with {made.read_text().strip()}, not {settings}: "
@@ -125,7 +135,7 @@ def build_pool(folder: Path, loader, pairs: int, seed: int, jitter: bool = True,
             raise ValueError(f"{folder} holds a pool made without re-rendered faces: give another work folder")
         made.write_text(json.dumps(settings))
     n = -(-pairs // CHUNK)
-    todo = [(folder / f"chunk{c:04d}.npz", seed, c, jitter, rerender_p, tuple(painters)) for c in range(n)
+    todo = [(folder / f"chunk{c:04d}.npz", seed, c, jitter, rerender_p, tuple(painters), parts) for c in range(n)
             if not (folder / f"chunk{c:04d}.npz").exists()]
     if todo:
         log(f"channel pool {folder.name}: making {len(todo)} of {n} chunks of {CHUNK} pairs")

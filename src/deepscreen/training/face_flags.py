@@ -42,6 +42,11 @@ FLAGS: dict[str, Flag] = {
     "painters": Flag(("pool_painters",), "Stage 3: what re-renders those faces, comma-separated: realsr_df2k_x4, "
                                          "realesrgan_x4plus (GAN up-samplers), face_ae (a face autoencoder trained "
                                          "first, as a swap model's decoder)."),
+    "channel_parts": Flag(("pool_channel_parts",), "Stage 3: which parts of the video channel the training pool's "
+                                                   "pairs go through, comma-separated: scale (face to 50-250 px), "
+                                                   "codec (encoded and decoded), redetect (landmarks found again "
+                                                   "on the decoded picture); fewer only to measure what each "
+                                                   "buys; none: the photo post-processing only."),
     "frozen_blocks": Flag(("frozen_blocks",), "Keep the stem and this many leading blocks of the backbone at their "
                                               "starting weights: cheaper steps (0 trains every layer)."),
 }
@@ -74,6 +79,11 @@ def recipe_from_flags(flags: dict, recipe: FaceRecipe = FACE_BLEND) -> FaceRecip
             names = [n.strip() for n in value.split(",")]
             if not all(names) or set(names) - set(known):
                 raise FlagError(f"{flag} {value!r}: a comma-separated list of {', '.join(known)}")
+        if name == "channel_parts":
+            known = ("scale", "codec", "redetect")  # synthesis.channel.CHANNEL_PARTS (av and cv2 are not light)
+            names = [n.strip() for n in value.split(",")]
+            if value != "none" and (not all(names) or set(names) - set(known)):
+                raise FlagError(f"{flag} {value!r}: a comma-separated list of {', '.join(known)}, or none")
     if not flags:
         return recipe
     top, stages = {}, {}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..detectors.blendnet import BACKBONE_BLOCKS
 from .face_flags import FlagError, recipe_from_flags
+from ..synthesis.channel import CHANNEL_PARTS
 from .recipe import FaceRecipe
 from .train import TrainConfig, stop_step, train
 
@@ -27,7 +28,8 @@ def stage_config(recipe: FaceRecipe, n: int, data: Path, out: Path, work: Path, 
         threads=recipe.threads, lr_scale=stage.lr_scale, precision=recipe.precision, donor_p=stage.donor_p,
         grade_p=recipe.grade_p, lowres_p=stage.lowres_p, blur_p=recipe.blur_p, frozen_blocks=recipe.frozen_blocks,
         pool_pairs=stage.pool_pairs, pool_size=recipe.pool_size, val_pool_size=recipe.val_pool_size,
-        pool_rerender_p=recipe.pool_rerender_p, pool_painters=recipe.pool_painters, recipe=recipe,
+        pool_rerender_p=recipe.pool_rerender_p, pool_painters=recipe.pool_painters,
+        pool_channel_parts=recipe.pool_channel_parts, recipe=recipe,
         **paths)
 
 
@@ -41,6 +43,8 @@ def _describe(cfg: TrainConfig, n: int) -> str:
     extras += [f"{cfg.blur_p:.0%} of pairs blurred"] if cfg.blur_p else []
     extras += [f"{cfg.pool_rerender_p:.0%} of pool forgeries re-rendered ({cfg.pool_painters})"] \
         if n == 3 and cfg.pool_rerender_p else []
+    extras += [f"training pool's channel: {cfg.pool_channel_parts or 'none'}"] \
+        if n == 3 and cfg.pool_channel_parts != CHANNEL_PARTS else []
     return (f"stage {n}: {stop_step(cfg.steps, cfg.stop_at)} steps of a {cfg.steps}-step cycle, "
             + ", ".join([what, *extras]))
 

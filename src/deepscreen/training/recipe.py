@@ -54,6 +54,7 @@ class FaceRecipe:
     val_pool_size: int
     pool_rerender_p: float
     pool_painters: str
+    pool_channel_parts: str
     stage1: FaceStage
     stage2: FaceStage
     stage3: FaceStage

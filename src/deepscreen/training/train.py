@@ -85,6 +85,9 @@ class TrainConfig:
     # What re-renders them, comma-separated: GAN up-samplers (sbi.RERENDERERS) and/or "face_ae", the face
     # autoencoder (synthesis.face_ae) that the stage trains first into WORK/../painter.
     pool_painters: str = FACE_BLEND.pool_painters
+    # Which parts of the video channel the training pool's pairs go through (channel_pool.CHANNEL_PARTS; fewer
+    # only to measure what each buys). The validation pool always takes the whole channel, so runs compare.
+    pool_channel_parts: str = FACE_BLEND.pool_channel_parts
     shared: Path | None = None
     recipe: FaceRecipe = field(default=FACE_BLEND, repr=False)  # what the stage was cut from (metadata)
 
@@ -204,7 +207,8 @@ def _channel_pools(cfg: TrainConfig, log) -> tuple[dict, dict]:
     sources(split="train")  # landmarks once, here, before the workers need them
     painters = _painters(cfg, log)
     pool = build_pool(cfg.work / "pool_train", partial(sources, split="train"), cfg.pool_size, cfg.seed + 10,
-                      workers=cfg.threads, log=log, rerender_p=cfg.pool_rerender_p, painters=painters)
+                      workers=cfg.threads, log=log, rerender_p=cfg.pool_rerender_p, painters=painters,
+                      parts=cfg.pool_channel_parts)
     val_pool = build_pool(cfg.work / "pool_val", partial(sources, split="val"), cfg.val_pool_size, cfg.seed + 20,
                           jitter=False, workers=cfg.threads, log=log, rerender_p=cfg.pool_rerender_p,
                           painters=painters)
