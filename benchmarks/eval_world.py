@@ -90,7 +90,7 @@ def main() -> None:
                      "p": v.probability, "label": v.label,
                      "voice_p": v.voice.probability if v.voice else None,
                      "tracks": [{"p": t.probability,
-                                 "logits": [o.logit for o in t.observations],
+                                 "box": list(t.box), "logits": [o.logit for o in t.observations],
                                  "widths": [o.box[2] - o.box[0] for o in t.observations],
                                  "sharp": [o.sharpness for o in t.observations]} for t in v.faces]})
         if k % 50 == 0:

@@ -521,6 +521,8 @@ def test_donor_forgeries_in_batches(small_lfw, tmp_path):
     res = _cli("train", "--channel-parts", "scale,blur")
     assert res.exit_code == 2 and res.stderr.strip() == ("deepscreen: error: --channel-parts 'scale,blur': a "
                                                          "comma-separated list of scale, codec, redetect, or none")
+    res = _cli("train", "--pool-size", "0")
+    assert res.exit_code == 2 and res.stderr.strip() == "deepscreen: error: --pool-size 0: must be at least 1"
 
 
 def test_evaluate_on_synthesized_heldout_folder(small_lfw, tmp_path):

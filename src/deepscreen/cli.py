@@ -74,6 +74,7 @@ def train(
     rerender_p: float = _face_option("rerender_p"),
     painters: str = _face_option("painters"),
     channel_parts: str = _face_option("channel_parts"),
+    pool_size: int = _face_option("pool_size"),
 ):
     """Train the face-blend detector on forgeries made from real faces: the committed recipe
     (src/deepscreen/training/recipes/face_blend.toml, models/face_blend.md) unless a flag changes a value of it;

@@ -47,6 +47,8 @@ FLAGS: dict[str, Flag] = {
                                                    "codec (encoded and decoded), redetect (landmarks found again "
                                                    "on the decoded picture); fewer only to measure what each "
                                                    "buys; none: the photo post-processing only."),
+    "pool_size": Flag(("pool_size",), "Stage 3: training pairs in the channel pool (made once into WORK; a smaller "
+                                      "pool is the first chunks of a larger one)."),
     "frozen_blocks": Flag(("frozen_blocks",), "Keep the stem and this many leading blocks of the backbone at their "
                                               "starting weights: cheaper steps (0 trains every layer)."),
 }
@@ -72,6 +74,8 @@ def recipe_from_flags(flags: dict, recipe: FaceRecipe = FACE_BLEND) -> FaceRecip
         flag = "--" + name.replace("_", "-")
         if name == "precision" and value not in PRECISIONS:
             raise FlagError(f"{flag} {value!r}: use one of {', '.join(PRECISIONS)}")
+        if name == "pool_size" and value < 1:
+            raise FlagError(f"{flag} {value}: must be at least 1")
         if name in _SHARES and not 0.0 <= value <= 1.0:
             raise FlagError(f"{flag} {value}: must be between 0 and 1")
         if name == "painters":
