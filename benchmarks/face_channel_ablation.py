@@ -49,9 +49,9 @@ def prepare(name: str, weights: Path, out: Path) -> Path:
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    from deepscreen.training.metrics import auc
 
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+    return float(auc(y, s)) if 0 < y.sum() < len(y) else float("nan")
 
 
 def summary(rows: list[dict]) -> dict[str, str]:
