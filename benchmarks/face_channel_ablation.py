@@ -3,6 +3,9 @@
 
     python benchmarks/face_channel_ablation.py NAME=WEIGHTS [NAME=WEIGHTS ...] [--out .cache/abl/eval]
 
+The last row is each candidate's dev-video AUC minus the first candidate's, with a paired bootstrap interval over
+the videos (24 videos: differences under about 0.1 are not measurable).
+
 Every candidate is judged alike, so only its tensors differ: the shipped model's abstention limits are written into
 a copy, its operating point is set by `face_operating_point.py` (the same rule as the shipped one: validation
 reals only, no dev set read), and `eval_world.py` scans the dev videos, the world photos and the held-out (a)/(c)
@@ -98,13 +101,31 @@ def paired(rows: list[dict]) -> str:
     return f"{wins}/{total}"
 
 
+def bootstrap_gap(base: list[dict], other: list[dict], n: int = 2000, seed: int = 0) -> str:
+    """95 % interval of other's dev-video AUC minus base's, over the same videos resampled (both judged)."""
+    def scores(rows):
+        return {r["path"]: (r["y"], r["p"]) for r in rows if r["set"] == "video_dev" and r["p"] is not None}
+
+    a, b = scores(base), scores(other)
+    paths = sorted(set(a) & set(b))
+    y = np.array([a[k][0] for k in paths])
+    pa, pb = np.array([a[k][1] for k in paths]), np.array([b[k][1] for k in paths])
+    rng, gaps = np.random.default_rng(seed), []
+    for _ in range(n):
+        i = rng.integers(0, len(paths), len(paths))
+        if 0 < y[i].sum() < len(i):
+            gaps.append(_auc(y[i], pb[i]) - _auc(y[i], pa[i]))
+    lo, hi = np.percentile(gaps, [2.5, 97.5])
+    return f"{_auc(y, pb) - _auc(y, pa):+.3f} ({lo:+.2f}..{hi:+.2f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("candidates", nargs="+", help="NAME=WEIGHTS")
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / ".cache/abl/eval")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    table = {}
+    table, first = {}, None
     for spec in args.candidates:
         name, _, weights = spec.partition("=")
         ready = prepare(name, Path(weights), args.out)
@@ -112,10 +133,11 @@ def main() -> None:
         if not result.exists():
             subprocess.run([sys.executable, str(HERE / "eval_world.py"), "--out", str(result), "--weights",
                             str(ready), "--sets", SETS], check=True)
-        meta = _meta(ready)
+        meta, rows = _meta(ready), json.loads(result.read_text())["rows"]
+        first = first or rows
         table[name] = {"validation AUC": f"{meta.get('val_auc', float('nan')):.3f}",
                        "parts": meta.get("config", {}).get("pool_channel_parts", "scale,codec,redetect"),
-                       **summary(json.loads(result.read_text())["rows"])}
+                       **summary(rows), "dev-video AUC vs the first (95 %)": bootstrap_gap(first, rows)}
     keys = list(next(iter(table.values())))
     width = max(map(len, keys))
     print("\n" + " " * width + "  " + "  ".join(f"{n:>22}" for n in table))
