@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 from ..detectors.blendnet import BACKBONE_BLOCKS
+from ..synthesis.channel import CHANNEL_PARTS, parse_parts
 from .face_flags import FlagError, recipe_from_flags
-from ..synthesis.channel import CHANNEL_PARTS
 from .recipe import FaceRecipe
 from .train import TrainConfig, stop_step, train
 
@@ -44,7 +44,7 @@ def _describe(cfg: TrainConfig, n: int) -> str:
     extras += [f"{cfg.pool_rerender_p:.0%} of pool forgeries re-rendered ({cfg.pool_painters})"] \
         if n == 3 and cfg.pool_rerender_p else []
     extras += [f"training pool's channel: {cfg.pool_channel_parts or 'none'}"] \
-        if n == 3 and cfg.pool_channel_parts != CHANNEL_PARTS else []
+        if n == 3 and parse_parts(cfg.pool_channel_parts) != parse_parts(CHANNEL_PARTS) else []
     return (f"stage {n}: {stop_step(cfg.steps, cfg.stop_at)} steps of a {cfg.steps}-step cycle, "
             + ", ".join([what, *extras]))
 

@@ -85,7 +85,7 @@ class TrainConfig:
     # What re-renders them, comma-separated: GAN up-samplers (sbi.RERENDERERS) and/or "face_ae", the face
     # autoencoder (synthesis.face_ae) that the stage trains first into WORK/../painter.
     pool_painters: str = FACE_BLEND.pool_painters
-    # Which parts of the video channel the training pool's pairs go through (channel_pool.CHANNEL_PARTS; fewer
+    # Which parts of the video channel the training pool's pairs go through (synthesis.channel.CHANNEL_PARTS; fewer
     # only to measure what each buys). The validation pool always takes the whole channel, so runs compare.
     pool_channel_parts: str = FACE_BLEND.pool_channel_parts
     shared: Path | None = None
