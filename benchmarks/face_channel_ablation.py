@@ -9,7 +9,8 @@ the videos (24 videos: differences under about 0.1 are not measurable).
 Every candidate is judged alike, so only its tensors differ: the shipped model's abstention limits are written into
 a copy, its operating point is set by `face_operating_point.py` (the same rule as the shipped one: validation
 reals only, no dev set read), and `eval_world.py` scans the dev videos, the world photos and the held-out (a)/(c)
-sets. A candidate that already carries an operating point (the shipped weights) is scanned as it is.
+sets. A candidate that already carries an operating point (the shipped weights) is scanned as it is. Copies and scans
+are kept in OUT under each NAME and reused: give a new name (or delete them) after retraining.
 """
 
 from __future__ import annotations
