@@ -6,9 +6,13 @@
    (press/demo photos, FairFace, movie frames, landmark-set samples) and ../shared/data/dev/yonsei/real, each
    scored as shipped and re-encoded the ways users' photos are (JPEG 60 / 75 / 95, WebP 80, resized x0.5 / x0.75 /
    x1.5 then JPEG 85). A row gives the share flagged (calibrated p >= 0.5) and the mean p.
-2. Yonsei's human-made composites (photoshopped, not generated): what this detector says about them (it is not
+2. Videos made by other people's tools (../shared/data/video/dev, never trained on): SadTalker's talking heads
+   (the whole head rendered by a generator from one still photo: the nearest thing in ../shared to a face that never
+   existed), GHOST and DeepFaceLive swaps, against the real dev videos; each video's score is the mean logit of
+   8 whole frames spread over it, flagged at calibrated p >= 0.5.
+3. Yonsei's human-made composites (photoshopped, not generated): what this detector says about them (it is not
    meant to catch them; a high rate would mean it reacts to editing or to the data set, not to generators).
-3. Milliseconds per picture (median of repeats, `--threads` torch threads): a one-face 150 px LFW photo, a 720p
+4. Milliseconds per picture (median of repeats, `--threads` torch threads): a one-face 150 px LFW photo, a 720p
    frame, a 12 MP photo.
 The held-out tables on the lab's own fakes are printed by `python -m deepscreen.training.generated_train score`.
 """
@@ -69,6 +73,37 @@ def real_sets(limit: int) -> dict[str, list[Path]]:
     return sets
 
 
+def video_rows(det: GeneratedImageDetector, frames: int = 8) -> list[tuple]:
+    """(group, videos, judged, flagged, AUC against the real dev videos, mean p) for each kind of dev video."""
+    from deepscreen.config import Limits, Sampling
+    from deepscreen.media import iter_frames, probe
+    from deepscreen.training.metrics import auc
+
+    limits, logits = Limits(), {}
+    for path in sorted((DATA / "video/dev").glob("*/*")):
+        kind = "real" if path.parent.name == "real" else path.name.split("__")[0]
+        zs = [s.logit for f in iter_frames(path, probe(path, limits), Sampling(frames=frames), limits)
+              if (s := det.score_image(f.rgb)) is not None]
+        logits.setdefault(kind, []).append(float(np.mean(zs)) if zs else None)
+    real = np.array([z for z in logits.get("real", []) if z is not None])
+    rows = []
+    for kind, zs in sorted(logits.items(), key=lambda kv: kv[0] != "real"):
+        z = np.array([v for v in zs if v is not None])
+        p = np.array([det.calibrate(v) for v in z])
+        y = np.r_[np.zeros(len(real)), np.ones(len(z))]
+        area = "" if kind == "real" or not len(z) else f"{auc(y, np.r_[real, z]):.3f}"
+        rows.append((kind, len(zs), len(z), f"{int((p >= 0.5).sum())}/{len(z)}", area,
+                     f"{p.mean():.2f}" if len(p) else "n/a"))
+    return rows
+
+
+def print_videos(det: GeneratedImageDetector) -> None:
+    print("\n## Videos made by other people's tools (dev; 8 whole frames each, never trained on)\n")
+    header = ("videos", "n", "judged", "flagged", "AUC vs real dev videos", "mean p")
+    for r in (header, ("---",) * len(header), *video_rows(det)):
+        print("| " + " | ".join(map(str, r)) + " |")
+
+
 def score(det: GeneratedImageDetector, rgb: np.ndarray) -> float | None:
     s = det.score_image(rgb)
     return None if s is None else s.probability
@@ -80,9 +115,12 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=0, help="pictures per source (0 = all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--videos-only", action="store_true", help="only the dev videos (section 2)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     det = GeneratedImageDetector(args.weights)
+    if args.videos_only:
+        return print_videos(det)
 
     print("## Real photos of other sources (never trained on): share flagged at p >= 0.5 (mean p)\n")
     header = ["source", "n"] + list(VARIANTS)
@@ -103,6 +141,8 @@ def main(argv=None) -> None:
         print(f"| {name} | {len(paths)} | " + " | ".join(cells) + " |")
     cells = [f"{np.mean(np.array(x) >= 0.5):.1%} ({np.mean(x):.2f})" if x else "n/a" for x in pooled.values()]
     print(f"| **all real** | {len(pooled['as shipped'])} | " + " | ".join(cells) + " |")
+
+    print_videos(det)
 
     print("\n## Yonsei composites (human-made, photoshopped; not generated): share flagged at p >= 0.5\n")
     yon = sorted((DATA / "dev/yonsei/fake").glob("*.jpg"))

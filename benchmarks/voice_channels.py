@@ -9,7 +9,8 @@ both HiFi-GAN copies; Piper and Kokoro speech as long as it), written to FLAC an
 the voice detector alone. Besides the share flagged, each fake family's EER against the clean real recordings.
 Each --models folder (default: the shipped models/) is a complete models folder (DEEPSCREEN_MODELS), scanned in its
 own process, so two versions are compared on the same files in one run. `--copies none` measures the codecs' false
-alarms alone (making the fakes, Kokoro and Piper most, is what takes the time).
+alarms alone (making the fakes, Kokoro and Piper most, is what takes the time); `--copies phase_vocoder` adds
+the pitch shifting of voice-changer apps (never trained on), and the lab's other families by name.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import numpy as np
 CHANNELS = ("clean", "mp3_64k", "mp3_32k", "opus_24k")
 # Our own families, the in-domain catches: vocoder copies of each utterance, and text-to-speech as long as it.
 COPIES = ("griffin_lim", "world", "hifigan", "hifigan_v1", "piper", "kokoro")
+# Made on request (--copies): the rest of the lab's families, e.g. the phase vocoder of voice-changer apps.
+MORE_COPIES = ("phase_vocoder", "world_vc", "world_hnm", "lpc")
 
 
 def make_files(out: Path, n: int, copies: tuple[str, ...] = COPIES) -> list[tuple[str, Path]]:
@@ -74,8 +77,8 @@ def main() -> None:
 
     folders = args.models or [MODELS_DIR]
     copies = () if args.copies == "none" else tuple(c for c in args.copies.split(",") if c)
-    if unknown := set(copies) - set(COPIES):
-        ap.error(f"--copies: unknown {', '.join(sorted(unknown))} (known: {', '.join(COPIES)})")
+    if unknown := set(copies) - set(COPIES + MORE_COPIES):
+        ap.error(f"--copies: unknown {', '.join(sorted(unknown))} (known: {', '.join(COPIES + MORE_COPIES)})")
     with tempfile.TemporaryDirectory() as tmp:
         files = make_files(Path(tmp), args.utterances, copies)
         listing = Path(tmp) / "files.json"

@@ -165,3 +165,32 @@ def test_split_is_by_person():
     splits = [split_of(f"lfw:p{i}") for i in range(2000)]
     assert 0.6 < splits.count("train") / 2000 < 0.8 and splits.count("test") > 200
     assert SHARED_DIR is not None
+
+
+def test_real_video_frames_join_the_reals(tmp_path):
+    """Whole frames of each real training clip become real sources, grouped by clip, made once and reused."""
+    import av
+
+    from deepscreen.training.generated_train import video_sources
+
+    clips = tmp_path / "shared/data/video/train/real"
+    clips.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a__one.mp4", "b__two.mp4"):
+        with av.open(str(clips / name), "w") as out:
+            stream = out.add_stream("libx264", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+            for _ in range(20):
+                frame = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            out.mux(stream.encode())
+    folder = tmp_path / "frames"
+    first = video_sources(tmp_path / "shared", per_clip=4, folder=folder)
+    assert [s["group"] for s in first] == ["video:a__one.mp4"] * 4 + ["video:b__two.mp4"] * 4
+    assert {s["source"] for s in first} == {"video"}
+    for s in first:
+        with Image.open(s["path"]) as im:
+            assert im.size == (96, 64)
+    (clips / "a__one.mp4").unlink()  # frames already made are reused, not decoded again
+    (clips / "a__one.mp4").write_bytes(b"not a video")
+    assert video_sources(tmp_path / "shared", per_clip=4, folder=folder) == first

@@ -1,7 +1,8 @@
 """Train the generated-image detector (issue #37 part 2): `python -m deepscreen.training.generated_train <step>`.
 
 Steps (each caches its output under .cache/generated/, so a rerun resumes):
-  make      real sources (one LFW photo for each of 1,600 people, every world/train photo) and fakes of four
+  make      real sources (one LFW photo for each of 1,600 people, every world/train photo, 4 frames of each real
+            training video) and fakes of four
             families (synthesis/generated.py), each family until its time budget is spent
   patches   every picture, real and fake, through the same channel (classical resize + JPEG/WebP q 60-95), then cut
             into luminance patches exactly as the detector cuts them; train-split patches packed for a GPU
@@ -67,8 +68,28 @@ def real_sources(shared: Path = SHARED_DIR, lfw_people: int = 1600, seed: int = 
             if row["split"] == "train":  # never dev
                 out.append({"path": str(world / row["file"]), "source": row["source_dataset"],
                             "group": f"{row['source_dataset']}:{row['identity'] or row['file']}"})
+    out += video_sources(shared)
     for s in out:
         s["split"] = split_of(s["group"])
+    return out
+
+
+def video_sources(shared: Path = SHARED_DIR, per_clip: int = 4, folder: Path = CACHE / "video_frames") -> list[dict]:
+    """Whole frames of the real training videos (people on camera, H.264/HEVC/VP9 as shipped), decoded by the
+    scanner's media code and kept as lossless PNG: without them every real picture is a photo, and a codec's
+    traces could pass for a generator's."""
+    from ..config import Limits, Sampling
+    from ..media import iter_frames, probe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out, limits = [], Limits()
+    for clip in sorted((shared / "data/video/train/real").glob("*")):
+        paths = sorted(folder.glob(f"{clip.stem}__*.png"))
+        if not paths:
+            for k, frame in enumerate(iter_frames(clip, probe(clip, limits), Sampling(frames=per_clip), limits)):
+                paths.append(folder / f"{clip.stem}__{k:02d}.png")
+                Image.fromarray(frame.rgb).save(paths[-1], compress_level=1)
+        out += [{"path": str(p), "group": f"video:{clip.name}", "source": "video"} for p in paths]
     return out
 
 
