@@ -137,6 +137,26 @@ def test_channel_encodes_every_picture_the_same_way():
     assert gen.QUALITY[0] <= ch.quality <= gen.QUALITY[1]
 
 
+def test_sharpening_and_shrinking_keep_a_real_picture_real_looking(lfw_face):
+    """The real-side variants of the lab's channel: an unsharp mask adds edge contrast at the same size, and a
+    shrink by area keeps at least 64 px on the short side."""
+    rng = np.random.default_rng(0)
+    face = lfw_face.astype(np.float64)
+    sharp = gen.sharpen(lfw_face, rng)
+    assert sharp.shape == lfw_face.shape
+
+    def detail(x):
+        return np.abs(np.diff(x.astype(np.float64), axis=1)).mean()
+
+    assert detail(sharp) > 1.1 * detail(face)
+    small = gen.classical_shrink(lfw_face, rng)
+    h, w = lfw_face.shape[:2]
+    assert 0.39 * w <= small.shape[1] <= 0.81 * w and min(small.shape[:2]) >= 64
+    assert gen.classical_shrink(np.zeros((70, 90, 3), np.uint8), rng).shape[0] == 64  # no smaller than judged
+    tiny = np.zeros((60, 90, 3), np.uint8)
+    assert gen.classical_shrink(tiny, rng).shape == tiny.shape
+
+
 def test_toy_upsamplers_double_the_size():
     rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3)).astype(np.uint8)
     assert gen.transposed_upsample(rgb).shape == (40, 60, 3)

@@ -1,10 +1,11 @@
 """Train the generated-image detector (issue #37 part 2): `python -m deepscreen.training.generated_train <step>`.
 
 Steps (each caches its output under .cache/generated/, so a rerun resumes):
-  make      real sources (one LFW photo for each of 1,600 people, every world/train photo, 4 frames of each real
+  make      real sources (one LFW photo for each of 1,600 people, every world/train photo, 12 frames of each real
             training video) and fakes of four
             families (synthesis/generated.py), each family until its time budget is spent
-  patches   every picture, real and fake, through the same channel (classical resize + JPEG/WebP q 60-95), then cut
+  patches   every picture, real and fake, through the same channel (30 % sharpened, classical resize, JPEG/WebP
+            q 60-95), real pictures also shrunk and enlarged classically, or shrunk by area; then cut
             into luminance patches exactly as the detector cuts them; train-split patches packed for a GPU
   (fit)     python src/deepscreen/training/generated_fit.py .cache/generated/gpu/train.npz .cache/generated/fits
             (numpy + torch only; ran on a GPU machine, runs on the CPU too, slowly)
@@ -74,7 +75,7 @@ def real_sources(shared: Path = SHARED_DIR, lfw_people: int = 1600, seed: int = 
     return out
 
 
-def video_sources(shared: Path = SHARED_DIR, per_clip: int = 4, folder: Path = CACHE / "video_frames") -> list[dict]:
+def video_sources(shared: Path = SHARED_DIR, per_clip: int = 12, folder: Path = CACHE / "video_frames") -> list[dict]:
     """Whole frames of the real training videos (people on camera, H.264/HEVC/VP9 as shipped), decoded by the
     scanner's media code and kept as lossless PNG: without them every real picture is a photo, and a codec's
     traces could pass for a generator's."""
@@ -187,7 +188,8 @@ def cmd_make(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ patches step
-REAL_DRAWS = 1  # channel draws per real photo as it is (plus one shrunk-and-enlarged copy)
+REAL_DRAWS = 1  # channel draws per real photo as it is (plus a shrunk-and-enlarged copy and a shrunk one)
+SHARPEN_P = 0.3  # share of every picture, real or fake, sharpened before the channel (synthesis.generated.sharpen)
 FAKE_DRAWS = 2
 
 
@@ -201,7 +203,8 @@ def _items() -> list[dict]:
     for s in sources:
         base = {"path": s["path"], "group": s["group"], "split": s["split"], "source": s["source"], "label": 0,
                 "family": "real"}
-        items += [dict(base, generator="real", draws=REAL_DRAWS), dict(base, generator="real_resized", draws=1)]
+        items += [dict(base, generator="real", draws=REAL_DRAWS), dict(base, generator="real_resized", draws=1),
+                  dict(base, generator="real_shrunk", draws=1)]
     for fam in FAMILIES:
         for i, it in enumerate(_load(CACHE / f"fakes_{fam}.pkl")):
             items.append({"fake": (fam, i), "group": it["group"], "split": it["split"], "source": it["source"],
@@ -215,7 +218,9 @@ def _picture(item: dict, fakes: dict, rng: np.random.Generator) -> np.ndarray:
 
     if item["label"] == 0:
         rgb = load_rgb(item["path"])
-        return gen.classical_restore(rgb, rng) if item["generator"] == "real_resized" else rgb
+        if item["generator"] == "real_resized":
+            return gen.classical_restore(rgb, rng)
+        return gen.classical_shrink(rgb, rng) if item["generator"] == "real_shrunk" else rgb
     fam, i = item["fake"]
     rgb = gen.decode(fakes[fam][i]["png"])
     if fam == "dcgan":  # 64 px: enlarged classically like the real_resized reals
@@ -239,7 +244,10 @@ def cmd_patches(args) -> None:
     for n, item in enumerate(items):
         rng = np.random.default_rng([args.seed, n])
         for _ in range(item["draws"]):
-            _, rgb = gen.channel(_picture(item, fakes, rng), rng)
+            rgb = _picture(item, fakes, rng)
+            if rng.random() < SHARPEN_P:
+                rgb = gen.sharpen(rgb, rng)
+            _, rgb = gen.channel(rgb, rng)
             p, _ = select_patches(rgb, K)
             if not len(p):
                 continue
