@@ -410,7 +410,8 @@ def main(argv=None) -> None:
     m.set_defaults(func=cmd_make)
     p = sub.add_parser("patches", help="channel + patch features of every item")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fit-patches", type=int, default=34329, help="train patches packed for the fit (56 MiB)")
+    p.add_argument("--fit-patches", type=int, default=200_000,
+                   help="train patches packed for the fit, at most (v1.1: all 93,408, 128 MiB)")
     p.set_defaults(func=cmd_patches)
     sc = sub.add_parser("score", help="calibrate fitted runs (generated_fit.py output), print tables, ship main")
     sc.add_argument("--fits", default=str(CACHE / "fits"))
