@@ -7,7 +7,8 @@ LibriSpeech test-other (10 speakers no voice model trained on) as recorded, thro
 a phase-vocoder copy of each (shifted 2-5 semitones up or down, `synthesis.voice.phase_vocoder`); plus the real
 clips of ../shared/data/speech/dev by corpus. Per set and branch: the mean recording log-odds (the scanner's
 `utterance_logit` over the branch's calibrated window scores) and the share at or above 0 (= p >= 0.5); then each
-branch's AUC of the pitch-shifted copies against each real set.
+branch's AUC of the pitch-shifted copies against each real set; last, what a rule on two branches together would
+flag (phase + Whisper log-odds >= RULE_OFFSET, read off these rows, not an operating point: why none was built).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from deepscreen.media.audio import read_audio
 from deepscreen.media.speech import SpeechFinder
 from deepscreen.synthesis.voice import codec_roundtrip, resynthesize
 from deepscreen.training.metrics import auc
+
+RULE_OFFSET = -2.5
 
 
 def main() -> None:
@@ -68,6 +71,11 @@ def main() -> None:
     for k, v in table.items():
         y = np.r_[np.zeros(len(v)), np.ones(len(shifted))]
         print(f"| {k} | " + " | ".join(f"{auc(y, np.r_[v[:, i], shifted[:, i]]):.3f}" for i in range(len(names))) + " |")
+    if "phase" in names and "whisper" in names:
+        i, j = names.index("phase"), names.index("whisper")
+        print(f"\nphase + whisper >= {RULE_OFFSET}: pitch-shifted "
+              f"{np.mean(shifted[:, i] + shifted[:, j] >= RULE_OFFSET):.0%}; "
+              + "; ".join(f"{k} {np.mean(v[:, i] + v[:, j] >= RULE_OFFSET):.0%}" for k, v in table.items()))
 
 
 if __name__ == "__main__":

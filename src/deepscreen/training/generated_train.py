@@ -85,7 +85,7 @@ def video_sources(shared: Path = SHARED_DIR, per_clip: int = 12, folder: Path = 
     folder.mkdir(parents=True, exist_ok=True)
     out, limits = [], Limits()
     for clip in sorted((shared / "data/video/train/real").glob("*")):
-        paths = sorted(folder.glob(f"{clip.stem}__*.png"))
+        paths = sorted(folder.glob(f"{clip.stem}__[0-9][0-9].png"))  # not another clip whose name starts alike
         if not paths:
             for k, frame in enumerate(iter_frames(clip, probe(clip, limits), Sampling(frames=per_clip), limits)):
                 paths.append(folder / f"{clip.stem}__{k:02d}.png")
