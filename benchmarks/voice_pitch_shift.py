@@ -1,11 +1,13 @@
 """Pitch shifting (the phase vocoder of voice-changer apps, never trained on) as each branch of the voice detector
 judges it: which branch hears it, and what the fused score does with that.
 
-    python benchmarks/voice_pitch_shift.py [--utterances 30]
+    python benchmarks/voice_pitch_shift.py [--utterances 30] [--whisper CANDIDATE.safetensors]
 
 LibriSpeech test-other (10 speakers no voice model trained on) as recorded, through MP3 32 kbps and Opus 24 kbps, and
-a phase-vocoder copy of each (shifted 2-5 semitones up or down, `synthesis.voice.phase_vocoder`); plus the real
-clips of ../shared/data/speech/dev by corpus. Per set and branch: the mean recording log-odds (the scanner's
+phase-vocoder copies of each (shifted 2-5 semitones up or down, `synthesis.voice.phase_vocoder`): with the lab's
+512-point analysis (the family `own-pitch-shift` a model may have trained on, other speakers), the same through MP3
+32 kbps, and with a 2048-point analysis (librosa's default; no model trained on it); plus the real clips of
+../shared/data/speech/dev by corpus. `--whisper` scores with a candidate Whisper branch instead of the shipped one. Per set and branch: the mean recording log-odds (the scanner's
 `utterance_logit` over the branch's calibrated window scores) and the share at or above 0 (= p >= 0.5); then each
 branch's AUC of the pitch-shifted copies against each real set; last, what a rule on two branches together would
 flag (phase + Whisper log-odds >= RULE_OFFSET, read off these rows, not an operating point: why none was built).
@@ -25,7 +27,7 @@ from deepscreen.detectors.voice import VoiceDetector, speech_windows
 from deepscreen.fusion import utterance_logit
 from deepscreen.media.audio import read_audio
 from deepscreen.media.speech import SpeechFinder
-from deepscreen.synthesis.voice import codec_roundtrip, resynthesize
+from deepscreen.synthesis.voice import codec_roundtrip, phase_vocoder, resynthesize
 from deepscreen.training.metrics import auc
 
 RULE_OFFSET = -2.5
@@ -34,8 +36,9 @@ RULE_OFFSET = -2.5
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--utterances", type=int, default=30)
+    ap.add_argument("--whisper", type=Path, help="a candidate voice_whisper.safetensors (default: the shipped one)")
     args = ap.parse_args()
-    det, finder = VoiceDetector(), SpeechFinder()
+    det, finder = VoiceDetector(whisper_weights=args.whisper), SpeechFinder()
     names = [b.frontend for b in det.branches] + (["whisper"] if det.whisper else []) + ["fused (as scanned)"]
 
     def recording(x: np.ndarray) -> list[float]:
@@ -52,7 +55,9 @@ def main() -> None:
         rng = np.random.default_rng(zlib.crc32(Path(r["path"]).stem.encode()))
         for name, y in (("real clean", x), ("real MP3 32k", codec_roundtrip(x, "mp3_32k")),
                         ("real Opus 24k", codec_roundtrip(x, "opus_24k")),
-                        ("pitch-shifted (phase vocoder)", resynthesize("phase_vocoder", x, rng))):
+                        ("pitch-shifted (phase vocoder)", shifted := resynthesize("phase_vocoder", x, rng)),
+                        ("pitch-shifted, MP3 32k", codec_roundtrip(shifted, "mp3_32k")),
+                        ("pitch-shifted, 2048-point (held out)", phase_vocoder(x, rng, n_fft=2048))):
             sets.setdefault(name, []).append(recording(y))
     dev = speech / "dev"
     with open(dev / "manifest.csv", newline="") as f:
@@ -65,12 +70,15 @@ def main() -> None:
     for k, v in table.items():
         print(f"| {k} | {len(v)} | " + " | ".join(f"{v[:, i].mean():+.2f} / {(v[:, i] >= 0).mean():.0%}"
                                                   for i in range(len(names))) + " |")
-    shifted = table.pop("pitch-shifted (phase vocoder)")
-    print("\n| AUC, pitch-shifted against | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for k, v in table.items():
-        y = np.r_[np.zeros(len(v)), np.ones(len(shifted))]
-        print(f"| {k} | " + " | ".join(f"{auc(y, np.r_[v[:, i], shifted[:, i]]):.3f}" for i in range(len(names))) + " |")
+    fakes = {k: table.pop(k) for k in list(table) if k.startswith("pitch-shifted")}
+    for fake, shifted in fakes.items():
+        print(f"\n| AUC, {fake} against | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for k, v in table.items():
+            y = np.r_[np.zeros(len(v)), np.ones(len(shifted))]
+            print(f"| {k} | " + " | ".join(f"{auc(y, np.r_[v[:, i], shifted[:, i]]):.3f}"
+                                          for i in range(len(names))) + " |")
+    shifted = fakes["pitch-shifted (phase vocoder)"]
     if "phase" in names and "whisper" in names:
         i, j = names.index("phase"), names.index("whisper")
         print(f"\nphase + whisper >= {RULE_OFFSET}: pitch-shifted "

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from deepscreen.detectors.voicenet import features
-from deepscreen.training.voice_finetune import WINDOW_FRAMES, encode, log_frames, window_features
+from deepscreen.training.voice_finetune import (CANDIDATE_SYSTEMS, WINDOW_FRAMES, candidate_systems, encode,
+                                                log_frames, window_features)
 
 
 def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
@@ -251,3 +252,11 @@ def test_window_stack_pools_fused_windows_and_is_calibrated_to_the_prior():
     even = Stack(fitted.weights, (fitted.platt[0], fitted.platt[1] - np.log(0.1 / 0.9)))(x, windows)
     assert abs(np.mean(1 / (1 + np.exp(-even))) - 0.5) < 0.05  # calibrated at the rows' share of fakes
     assert np.allclose(even - z, np.log(0.9 / 0.1))
+
+
+def test_candidate_families_are_chosen_by_name_and_an_unknown_one_is_refused():
+    assert candidate_systems(None) == ()
+    assert candidate_systems([]) == CANDIDATE_SYSTEMS
+    assert candidate_systems(["own-pitch-shift"]) == (("own-pitch-shift", "phase_vocoder", 2),)
+    with pytest.raises(SystemExit, match="own-pitch-shfit"):
+        candidate_systems(["own-pitch-shfit"])

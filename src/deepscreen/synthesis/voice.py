@@ -65,18 +65,20 @@ def griffin_lim(x: np.ndarray, rng: np.random.Generator, iterations: int = 32) -
     return torch.istft(spec_c, n_fft, hop, window=window, length=len(x)).numpy()
 
 
-def phase_vocoder(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def phase_vocoder(x: np.ndarray, rng: np.random.Generator, n_fft: int = 512) -> np.ndarray:
     """Pitch up or down by 2-5 semitones: phase-vocoder time stretch, then resampling back to the original length
     (how audio editors and voice-changer apps shift pitch; librosa's pitch_shift works this way). Each bin's phase
     is advanced on its own, so the phase coherence between the bins of one harmonic is lost ("phasiness",
-    Laroche & Dolson 1999): a magnitude-level copy with rebuilt phase, like Griffin-Lim, but a different family."""
+    Laroche & Dolson 1999): a magnitude-level copy with rebuilt phase, like Griffin-Lim, but a different family.
+    `n_fft` (hop a quarter of it) is the analysis size: 512 in training, 2048 (librosa's default) held out."""
     import torch
     from scipy.signal import resample
 
-    n_fft, hop = 512, 128
+    hop = n_fft // 4
     factor = 2 ** (rng.uniform(2, 5) * rng.choice([-1, 1]) / 12)  # pitch ratio
     window = torch.hann_window(n_fft)
-    spec = torch.stft(torch.from_numpy(x.astype(np.float32)), n_fft, hop, window=window, return_complex=True).numpy()
+    padded = np.pad(x.astype(np.float32), (0, -len(x) % hop))  # whole hops: the stretch is then exactly `factor`
+    spec = torch.stft(torch.from_numpy(padded), n_fft, hop, window=window, return_complex=True).numpy()
     n = spec.shape[1]
     pos = np.arange(0, n - 1, 1 / factor)  # stretch by `factor`: read the analysis frames more slowly or faster
     i, frac = pos.astype(int), (pos % 1)[None]
@@ -86,8 +88,9 @@ def phase_vocoder(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     delta = expected + (delta + np.pi) % (2 * np.pi) - np.pi  # the bin's true frequency, as a phase advance
     phase = np.angle(spec[:, :1]) + np.concatenate([np.zeros((spec.shape[0], 1)), np.cumsum(delta[:, i[:-1]], 1)], 1)
     stretched = torch.istft(torch.from_numpy((mag * np.exp(1j * phase)).astype(np.complex64)), n_fft, hop,
-                            window=window).numpy()
-    return resample(stretched, len(x)).astype(np.float32)  # back to the original duration: pitch x factor
+                            window=window, length=round(len(padded) * factor)).numpy()
+    # back to the original duration: pitch x factor (the last hop or two, which no frame reached, is silent)
+    return resample(stretched, len(padded))[: len(x)].astype(np.float32)
 
 
 def _pyworld():

