@@ -214,3 +214,29 @@ def test_real_video_frames_join_the_reals(tmp_path):
     (clips / "a__one.mp4").unlink()  # frames already made are reused, not decoded again
     (clips / "a__one.mp4").write_bytes(b"not a video")
     assert video_sources(tmp_path / "shared", per_clip=4, folder=folder) == first
+
+
+def test_weight_average_is_the_mean_of_the_epochs_and_measures_its_own_batch_norm():
+    import torch
+
+    from deepscreen.training.generated_fit import fit
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(128, 20, (64, PATCH, PATCH))
+    fake = real + 30 * np.sign(np.sin(np.arange(PATCH) * np.pi / 2))  # a period-4 pattern on the same pictures
+    patches = np.clip(np.r_[real, fake], 0, 255).astype(np.uint8)
+    labels = np.r_[np.zeros(64), np.ones(64)].astype(int)
+    states, averages = {}, []
+    model = fit(patches, labels, labels, 4, True, 3, "cpu", batch=32, log=lambda m: None,
+                checkpoint=lambda m, ep: states.__setitem__(ep, {k: v.clone() for k, v in m.state_dict().items()}),
+                average_from=2, averaged=lambda m, epochs: averages.append((m, epochs)))
+    assert [epochs for _, epochs in averages] == [[2], [2, 3]]
+    avg, _ = averages[-1]
+    conv = "features.0.weight"
+    assert torch.allclose(avg.state_dict()[conv], (states[1][conv] + states[2][conv]) / 2, atol=1e-6)
+    assert torch.allclose(averages[0][0].state_dict()[conv], states[1][conv])
+    # batch norm measured under the averaged weights, not copied from the last epoch
+    assert not torch.allclose(avg.state_dict()["features.1.running_mean"], model.state_dict()["features.1.running_mean"])
+    with torch.no_grad():
+        z = avg(torch.from_numpy(patches)).numpy()
+    assert z[64:].mean() > z[:64].mean()  # still tells the pattern

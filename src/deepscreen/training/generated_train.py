@@ -10,7 +10,7 @@ Steps (each caches its output under .cache/generated/, so a rerun resumes):
   (fit)     python src/deepscreen/training/generated_fit.py .cache/generated/gpu/train.npz .cache/generated/fits
             (numpy + torch only; ran on a GPU machine, runs on the CPU too, slowly)
   score     Platt calibration of each fitted run on the calibration split, test tables (all families, each
-            family, each generator, reals), the shipped weights written from run `main`
+            family, each generator, reals), the shipped weights written from run `main` (`--ship` another)
 
 Splits are by group (an LFW person; a world identity or file; a block of 8 DCGAN seeds): 70 % train, 15 %
 calibration, 15 % test. A fake made from a real photo inherits the photo's group, so test fakes show test people.
@@ -380,12 +380,12 @@ def cmd_score(args) -> None:
               "reals flagged)")
         rows = report(z, meta, platt, exclude=left_out)
         print(table(rows, HEADER))
-        if name == "main":
+        if name == args.ship:
             print(table(report(z, meta, platt, by="generator"), HEADER))
         results[name] = (model, run, platt, rows, fitted)
     np.save(CACHE / "scored_runs.npy", np.array(list(results)))
-    if "main" in results and args.out:
-        model, run, platt, rows, fitted = results["main"]
+    if args.ship in results and args.out:
+        model, run, platt, rows, fitted = results[args.ship]
         counts = {}
         for m in meta:
             if m["split"] == "train":
@@ -393,6 +393,7 @@ def cmd_score(args) -> None:
         save_weights(model, Path(args.out), {
             "name": "generated", "version": args.version, "platt": list(platt), "platt_fitted": list(fitted),
             "max_real_flagged": args.max_real_flagged, "epochs": run["epochs"],
+            "averaged_epochs": run.get("averaged_epochs", []),
             "trained_on_pictures": counts, "test": [dict(zip(HEADER, r)) for r in rows]})
         print(f"wrote {args.out}")
 
@@ -416,6 +417,7 @@ def main(argv=None) -> None:
     sc = sub.add_parser("score", help="calibrate fitted runs (generated_fit.py output), print tables, ship main")
     sc.add_argument("--fits", default=str(CACHE / "fits"))
     sc.add_argument("--runs", default="main")
+    sc.add_argument("--ship", default="main", help="the run whose weights are written (e.g. main_avg)")
     sc.add_argument("--out", default=str(PROJECT_ROOT / "models" / "generated.safetensors"))
     sc.add_argument("--version", default="1.0")
     sc.add_argument("--threads", type=int, default=1)
