@@ -7,8 +7,10 @@ LibriSpeech test-other (10 speakers no voice model trained on) as recorded, thro
 phase-vocoder copies of each (shifted 2-5 semitones up or down, `synthesis.voice.phase_vocoder`): with the lab's
 512-point analysis (the family `own-pitch-shift` a model may have trained on, other speakers), the same through MP3
 32 kbps, and with a 2048-point analysis (librosa's default; no model trained on it); plus the real clips of
-../shared/data/speech/dev by corpus. `--whisper` scores with a candidate Whisper branch instead of the shipped one. Per set and branch: the mean recording log-odds (the scanner's
-`utterance_logit` over the branch's calibrated window scores) and the share at or above 0 (= p >= 0.5); then each
+../shared/data/speech/dev by corpus. `--whisper` scores with a candidate Whisper branch instead of the shipped one.
+A recording with under 1 s of speech is counted as abstained (the scanner abstains) and not scored. Per set and
+branch: the mean recording log-odds (the scanner's `utterance_logit` over the branch's calibrated window scores)
+and the share at or above 0 (= p >= 0.5); then each
 branch's AUC of the pitch-shifted copies against each real set; last, what a rule on two branches together would
 flag (phase + Whisper log-odds >= RULE_OFFSET, read off these rows, not an operating point: why none was built).
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from deepscreen.config import SHARED_DIR
-from deepscreen.detectors.voice import VoiceDetector, speech_windows
+from deepscreen.detectors.voice import MIN_SPEECH_S, VoiceDetector, speech_windows
 from deepscreen.fusion import utterance_logit
 from deepscreen.media.audio import read_audio
 from deepscreen.media.speech import SpeechFinder
@@ -41,8 +43,10 @@ def main() -> None:
     det, finder = VoiceDetector(whisper_weights=args.whisper), SpeechFinder()
     names = [b.frontend for b in det.branches] + (["whisper"] if det.whisper else []) + ["fused (as scanned)"]
 
-    def recording(x: np.ndarray) -> list[float]:
+    def recording(x: np.ndarray) -> list[float] | None:
         _, segments = finder(x)
+        if sum(s.duration_s for s in segments) < MIN_SPEECH_S:  # the scanner abstains: counted, not scored
+            return None
         per_model = det._score_spans([x], speech_windows(segments, len(x)))
         return [utterance_logit(r) for r in per_model] + [utterance_logit(det.window_scores(per_model))]
 
@@ -64,11 +68,11 @@ def main() -> None:
         for r in csv.DictReader(f):
             if r["label"] == "real":
                 sets.setdefault(f"dev real {r['system']}", []).append(recording(read_audio(dev / r["file"]).samples))
-    table = {k: np.array(v) for k, v in sets.items()}
-    print("| set | n | " + " | ".join(f"{n}: mean / >= 0" for n in names) + " |")
-    print("|---|---|" + "---|" * len(names))
+    table = {k: np.array([s for s in v if s is not None]) for k, v in sets.items()}
+    print("| set | n | abstained | " + " | ".join(f"{n}: mean / >= 0" for n in names) + " |")
+    print("|---|---|---|" + "---|" * len(names))
     for k, v in table.items():
-        print(f"| {k} | {len(v)} | " + " | ".join(f"{v[:, i].mean():+.2f} / {(v[:, i] >= 0).mean():.0%}"
+        print(f"| {k} | {len(v)} | {sum(s is None for s in sets[k])} | " + " | ".join(f"{v[:, i].mean():+.2f} / {(v[:, i] >= 0).mean():.0%}"
                                                   for i in range(len(names))) + " |")
     fakes = {k: table.pop(k) for k in list(table) if k.startswith("pitch-shifted")}
     for fake, shifted in fakes.items():
