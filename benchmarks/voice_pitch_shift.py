@@ -10,9 +10,9 @@ phase-vocoder copies of each (shifted 2-5 semitones up or down, `synthesis.voice
 ../shared/data/speech/dev by corpus. `--whisper` scores with a candidate Whisper branch instead of the shipped one.
 A recording with under 1 s of speech is counted as abstained (the scanner abstains) and not scored. Per set and
 branch: the mean recording log-odds (the scanner's `utterance_logit` over the branch's calibrated window scores)
-and the share at or above 0 (= p >= 0.5); then each
-branch's AUC of the pitch-shifted copies against each real set; last, what a rule on two branches together would
-flag (phase + Whisper log-odds >= RULE_OFFSET, read off these rows, not an operating point: why none was built).
+and the share at or above 0 (= p >= 0.5); then each branch's AUC of the pitch-shifted copies against each real
+set; last, what a rule on two branches together would flag (phase + Whisper log-odds >= RULE_OFFSET, read off
+these rows, not an operating point: why none was built).
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def main() -> None:
     print("| set | n | abstained | " + " | ".join(f"{n}: mean / >= 0" for n in names) + " |")
     print("|---|---|---|" + "---|" * len(names))
     for k, v in table.items():
-        print(f"| {k} | {len(v)} | {sum(s is None for s in sets[k])} | " + " | ".join(f"{v[:, i].mean():+.2f} / {(v[:, i] >= 0).mean():.0%}"
-                                                  for i in range(len(names))) + " |")
+        abstained = sum(s is None for s in sets[k])
+        print(f"| {k} | {len(v)} | {abstained} | " + " | ".join(f"{v[:, i].mean():+.2f} / {(v[:, i] >= 0).mean():.0%}"
+                                                               for i in range(len(names))) + " |")
     fakes = {k: table.pop(k) for k in list(table) if k.startswith("pitch-shifted")}
     for fake, shifted in fakes.items():
         print(f"\n| AUC, {fake} against | " + " | ".join(names) + " |")
