@@ -188,7 +188,7 @@ def cmd_embed_lab(args) -> None:
 def _auc(y, s) -> float:
     from .metrics import auc
 
-    return float(auc(np.asarray(y), np.asarray(s)))
+    return float(auc(y, s))
 
 
 class _LogReg:
@@ -226,14 +226,13 @@ def _balanced_weights(rows: list[dict]) -> np.ndarray:
 
 
 def _platt(z_real: np.ndarray, z_fake: np.ndarray, max_flagged: float = 0.05) -> tuple[float, float]:
-    """Platt on the calibration split, its intercept moved down in steps of 0.25 until at most `max_flagged` of
-    the calibration reals reach p >= 0.5 (the rule of every shipped detector here)."""
+    """The lab's own operating point (generated_train.operating_point on metrics.fit_platt): Platt on the calibration
+    split, its intercept moved down in steps of 0.25 until at most `max_flagged` of the calibration reals flag."""
+    from .generated_train import operating_point
+    from .metrics import fit_platt
+
     z = np.r_[z_real, z_fake]
-    lr = _LogReg(z[:, None], np.r_[np.zeros(len(z_real)), np.ones(len(z_fake))])
-    a, b = float(lr.coef[0]), float(lr.intercept)
-    while np.mean(a * z_real + b >= 0) > max_flagged:
-        b -= 0.25
-    return a, b
+    return operating_point(fit_platt(np.r_[np.zeros(len(z_real)), np.ones(len(z_fake))], z), z_real, max_flagged)
 
 
 def fit_logits(fit_path: Path, rows: list[dict]) -> np.ndarray:
